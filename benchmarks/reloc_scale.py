@@ -1,0 +1,167 @@
+"""Relocalization index scale benchmark: build time, query latency, memory and recall vs map size.
+
+For each repository size N (10^4 .. --max-size) it makes N synthetic descriptors, builds the index
+that ``kp_vo.reloc.index`` picks for that size (or --kind), and times searches of query "frames"
+(batches of --queries descriptors, k=--k neighbours, as the localizer does). Queries are noisy
+re-observations of random map descriptors (as a revisited keypoint is), so the nearest neighbour
+is meaningful; recall@1 is measured against exact search (IndexFlatL2 / IndexBinaryFlat) run on
+the same queries in the same run.
+
+Descriptors ("--data"):
+  clustered  Gaussian clusters (N/50 centres) around which descriptors scatter (realistic: visual
+             words); L2-normalised float32 of --dim, or packed bits flipped around binary centres.
+  random     i.i.d. uniform (the worst case for any approximate index).
+
+Usage:
+  .venv/bin/python benchmarks/reloc_scale.py --max-size 1000000 --output reloc_scale.json
+Prints one JSON document (also written to --output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from kp_vo.reloc.index import DescriptorIndex, IndexConfig  # noqa: E402
+
+logger = logging.getLogger("reloc_scale")
+
+
+def make_descriptors(n: int, metric: str, dim: int, data: str, rng: np.random.Generator,
+                     chunk: int = 200_000) -> np.ndarray:
+    """(n, dim) float32 L2-normalised descriptors ("l2") or (n, dim // 8) uint8 packed bits ("hamming")."""
+    if metric == "l2":
+        out = np.empty((n, dim), np.float32)
+        centres = rng.standard_normal((max(1, n // 50), dim)).astype(np.float32)
+        for s in range(0, n, chunk):
+            m = min(chunk, n - s)
+            if data == "clustered":
+                x = centres[rng.integers(0, len(centres), m)] + 0.35 * rng.standard_normal((m, dim), dtype=np.float32)
+            else:
+                x = rng.uniform(-1, 1, (m, dim)).astype(np.float32)
+            out[s:s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return out
+    nbytes = dim // 8
+    out = np.empty((n, nbytes), np.uint8)
+    centres = rng.integers(0, 256, (max(1, n // 50), nbytes), dtype=np.uint8)
+    for s in range(0, n, chunk):
+        m = min(chunk, n - s)
+        if data == "clustered":
+            flips = np.packbits(rng.random((m, dim)) < 0.15, axis=1)  # ~15 % of the bits differ from the centre
+            out[s:s + m] = centres[rng.integers(0, len(centres), m)] ^ flips
+        else:
+            out[s:s + m] = rng.integers(0, 256, (m, nbytes), dtype=np.uint8)
+    return out
+
+
+def make_queries(db: np.ndarray, metric: str, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Noisy copies of ``count`` random database rows (a keypoint seen again from another view)."""
+    rows = db[rng.integers(0, len(db), count)]
+    if metric == "l2":
+        q = rows + 0.08 * rng.standard_normal(rows.shape, dtype=np.float32)
+        return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    bits = rows.shape[1] * 8
+    return rows ^ np.packbits(rng.random((count, bits)) < 0.05, axis=1)  # ~5 % of the bits flipped
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def time_searches(index, batches: list[np.ndarray], k: int) -> tuple[list[float], list[np.ndarray]]:
+    times, ids = [], []
+    for b in batches:
+        t = time.perf_counter()
+        _, i = index.search(b, k)
+        times.append(time.perf_counter() - t)
+        ids.append(i)
+    return times, ids
+
+
+def bench_size(n: int, args: argparse.Namespace, rng: np.random.Generator) -> dict:
+    t = time.perf_counter()
+    db = make_descriptors(n, args.metric, args.dim, args.data, rng)
+    gen_s = time.perf_counter() - t
+    config = IndexConfig(kind=args.kind, nprobe=args.nprobe, ef_search=args.ef_search, threads=args.threads)
+    rss0 = rss_mb()
+    t = time.perf_counter()
+    index = DescriptorIndex.build(db, args.metric, config, rng=rng)
+    build_s = time.perf_counter() - t
+    index_bytes = int(len(index.serialize())) if args.index_size else None
+    batches = [make_queries(db, args.metric, args.queries, rng) for _ in range(args.frames)]
+    index.search(batches[0], args.k)  # warm-up
+    ann_times, ann_ids = time_searches(index, batches, args.k)
+    # Exact search on the same queries (fewer batches at large N: it is linear in N).
+    exact_frames = args.frames if n <= 100_000 else max(1, args.exact_frames)
+    exact = DescriptorIndex.build(db, args.metric, IndexConfig(kind="flat", threads=args.threads))
+    exact_times, exact_ids = time_searches(exact, batches[:exact_frames], 1)
+    recall = float(np.mean(np.concatenate([a[:, 0] == e[:, 0] for a, e in zip(ann_ids, exact_ids)])))
+    result = {
+        "size": n, "index_kind": index.kind, "generate_s": round(gen_s, 3), "build_s": round(build_s, 3),
+        "descriptor_bytes": int(db.nbytes), "index_bytes": index_bytes,
+        "rss_growth_during_build_mb": round(max(0.0, rss_mb() - rss0), 1), "max_rss_mb": round(rss_mb(), 1),
+        "query_descriptors_per_frame": args.queries, "k": args.k,
+        "latency_ms_per_frame_median": round(1e3 * float(np.median(ann_times)), 3),
+        "latency_ms_per_frame_p90": round(1e3 * float(np.percentile(ann_times, 90)), 3),
+        "latency_us_per_descriptor": round(1e6 * float(np.median(ann_times)) / args.queries, 2),
+        "exact_latency_ms_per_frame_median": round(1e3 * float(np.median(exact_times)), 3),
+        "exact_frames": exact_frames,
+        "recall_at_1_vs_exact": round(recall, 4),
+    }
+    logger.info("%s", result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--min-size", type=int, default=10_000)
+    p.add_argument("--max-size", type=int, default=1_000_000, help="largest map (10^7 needs ~5 GB for 128-D floats)")
+    p.add_argument("--metric", choices=("l2", "hamming"), default="l2")
+    p.add_argument("--dim", type=int, default=128, help="float dimension (l2) or bits (hamming, e.g. 256 for ORB)")
+    p.add_argument("--data", choices=("clustered", "random"), default="clustered")
+    p.add_argument("--kind", choices=("auto", "flat", "ivf", "hnsw"), default="auto")
+    p.add_argument("--nprobe", type=int, default=8)
+    p.add_argument("--ef-search", type=int, default=64)
+    p.add_argument("--queries", type=int, default=300, help="query descriptors per frame")
+    p.add_argument("--frames", type=int, default=20, help="query frames timed per size")
+    p.add_argument("--exact-frames", type=int, default=3, help="frames searched exactly above 10^5")
+    p.add_argument("--k", type=int, default=4, help="neighbours per query descriptor (localizer default 4)")
+    p.add_argument("--threads", type=int, default=0, help="FAISS threads (0 = default)")
+    p.add_argument("--no-index-size", dest="index_size", action="store_false", help="skip serialising the index")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", type=Path, default=None)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.metric == "hamming" and args.dim % 8:
+        p.error("--dim must be a multiple of 8 for hamming")
+    sizes = []
+    n = args.min_size
+    while n <= args.max_size:
+        sizes.append(n)
+        n *= 10
+    rng = np.random.default_rng(args.seed)
+    report = {
+        "benchmark": "reloc_scale", "metric": args.metric, "dim": args.dim, "data": args.data,
+        "kind": args.kind, "nprobe": args.nprobe, "faiss_version": faiss.__version__,
+        "faiss_threads": faiss.omp_get_max_threads(), "machine": platform.machine(), "python": platform.python_version(),
+        "command": " ".join(sys.argv), "results": [bench_size(n, args, rng) for n in sizes],
+    }
+    text = json.dumps(report, indent=2)
+    if args.output:
+        args.output.write_text(text + "\n")
+    sys.stdout.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,9 @@
+"""ROS-free bridge between ROS messages / bags and the kp_vo core.
+
+conversions: message fields <-> numpy, intrinsics, poses; message builders.
+node_core:   the VO node's logic (sync, stamp order, loops, camera_info wait, outputs).
+reloc_core:  the relocalization node's logic (pose + map -> odom).
+bagio:       rosbags reader/writer helpers.
+bag_runner:  ``kp-vo bag``: the node core over a recorded bag.
+make_bag:    ``kp-vo make-bag``: a dataset sequence as a rosbag2.
+"""

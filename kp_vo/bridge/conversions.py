@@ -1,0 +1,334 @@
+"""ROS message fields <-> numpy, CameraIntrinsics and poses, without importing ROS.
+
+Every reader here takes any object with the ROS field names: a message class of the
+``rosbags`` type store, a real rclpy message, or a ``SimpleNamespace``. Every builder
+takes a ``factory(msgtype) -> class`` (``rosbags_factory(typestore)`` offline,
+``ros_factory`` in the node) and fills all fields by keyword, so the ROS node and the
+bag writer produce the same messages from the same payloads.
+
+Conventions: stamps are int nanoseconds; images come out as (H, W) or (H, W, 3) uint8
+RGB; depth comes out as (H, W) float32 metres with 0 for invalid (16UC1 is millimetres).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any, Callable
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from kp_vo.errors import InvalidInputError
+from kp_vo.trajio import rotation_to_quaternion
+from kp_vo.types import CameraIntrinsics, sanitize_depth
+
+logger = logging.getLogger(__name__)
+
+MessageFactory = Callable[[str], type]
+
+
+class UnsupportedEncodingError(InvalidInputError):
+    """An Image whose ``encoding`` this package cannot read (``.encoding`` holds it)."""
+
+    def __init__(self, what: str, encoding: str, supported: tuple):
+        super().__init__(f"unsupported {what} encoding {encoding!r}; supported: {', '.join(supported)}")
+        self.encoding = encoding
+
+# encoding -> (numpy dtype, channels); byte order is taken from ``is_bigendian``.
+IMAGE_ENCODINGS: dict[str, tuple[str, int]] = {
+    "mono8": ("u1", 1), "8UC1": ("u1", 1),
+    "mono16": ("u2", 1),
+    "rgb8": ("u1", 3), "bgr8": ("u1", 3), "8UC3": ("u1", 3),
+    "rgba8": ("u1", 4), "bgra8": ("u1", 4),
+    "16UC1": ("u2", 1),
+    "32FC1": ("f4", 1),
+}
+DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
+COLOR_ENCODINGS = ("mono8", "8UC1", "mono16", "rgb8", "bgr8", "8UC3", "rgba8", "bgra8")
+
+
+# ----------------------------------------------------------------------------- time
+
+def stamp_to_ns(stamp: Any) -> int:
+    """builtin_interfaces/Time (``sec``, ``nanosec``) -> int nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_sec_nanosec(stamp_ns: int) -> tuple[int, int]:
+    """int nanoseconds -> (sec, nanosec) with 0 <= nanosec < 1e9."""
+    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    return int(sec), int(nanosec)
+
+
+# ----------------------------------------------------------------------------- images
+
+def _raw_array(msg: Any, dtype: str, channels: int) -> np.ndarray:
+    """(H, W, C) view of ``msg.data`` honouring ``step`` (row padding) and byte order."""
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise InvalidInputError(f"empty image {width}x{height} ({msg.encoding})")
+    dt = np.dtype(dtype).newbyteorder(">" if getattr(msg, "is_bigendian", 0) else "<")
+    row_bytes = width * channels * dt.itemsize
+    if step < row_bytes:
+        raise InvalidInputError(f"image step {step} is smaller than a row of {row_bytes} bytes ({msg.encoding})")
+    data = np.frombuffer(memoryview(msg.data).cast("B") if not isinstance(msg.data, np.ndarray) else msg.data,
+                         dtype=np.uint8)
+    if data.size < step * (height - 1) + row_bytes:
+        raise InvalidInputError(
+            f"image data has {data.size} bytes, {width}x{height} {msg.encoding} with step {step} needs "
+            f"{step * height}")
+    rows = np.lib.stride_tricks.as_strided(data, shape=(height, row_bytes), strides=(step, 1))
+    return np.ascontiguousarray(rows).view(dt).reshape(height, width, channels).astype(dt.newbyteorder("="))
+
+
+def image_to_numpy(msg: Any) -> np.ndarray:
+    """sensor_msgs/Image -> (H, W) uint8 gray or (H, W, 3) uint8 RGB for the extractor.
+
+    mono16 is scaled to 8 bits (>> 8); bgr/bgra are reordered to RGB; alpha is dropped.
+    Raises InvalidInputError for unknown encodings, empty or truncated images.
+    """
+    encoding = str(msg.encoding)
+    if encoding not in COLOR_ENCODINGS:
+        raise UnsupportedEncodingError("image", encoding, COLOR_ENCODINGS)
+    dtype, channels = IMAGE_ENCODINGS[encoding]
+    arr = _raw_array(msg, dtype, channels)
+    if encoding == "mono16":
+        return (arr[:, :, 0] >> 8).astype(np.uint8)
+    if channels == 1:
+        return arr[:, :, 0]
+    if encoding in ("bgr8", "bgra8"):
+        return np.ascontiguousarray(arr[:, :, 2::-1])
+    return np.ascontiguousarray(arr[:, :, :3])
+
+
+def depth_to_numpy(msg: Any) -> np.ndarray:
+    """sensor_msgs/Image depth (16UC1/mono16 millimetres or 32FC1 metres) -> (H, W) float32 metres.
+
+    NaN, inf, zero and negative values become 0 (invalid).
+    """
+    encoding = str(msg.encoding)
+    if encoding not in DEPTH_ENCODINGS:
+        raise UnsupportedEncodingError("depth", encoding, DEPTH_ENCODINGS)
+    dtype, channels = IMAGE_ENCODINGS[encoding]
+    arr = _raw_array(msg, dtype, channels)[:, :, 0]
+    if encoding == "32FC1":
+        return sanitize_depth(arr)
+    return sanitize_depth(arr.astype(np.float32) * np.float32(0.001))
+
+
+def numpy_to_image_fields(array: np.ndarray, encoding: str) -> dict:
+    """Fields (height, width, encoding, is_bigendian, step, data) of an Image holding ``array``.
+
+    ``array``: (H, W) or (H, W, C) with the dtype of ``encoding`` (uint8 for mono8/rgb8/bgr8,
+    uint16 for mono16/16UC1, float32 for 32FC1). Data is little-endian.
+    """
+    if encoding not in IMAGE_ENCODINGS:
+        raise InvalidInputError(f"unsupported image encoding {encoding!r}")
+    dtype, channels = IMAGE_ENCODINGS[encoding]
+    arr = np.asarray(array)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] != channels:
+        raise InvalidInputError(f"array of shape {np.shape(array)} does not fit encoding {encoding}")
+    if arr.dtype != np.dtype(dtype):
+        raise InvalidInputError(f"array dtype {arr.dtype} does not fit encoding {encoding} ({np.dtype(dtype)})")
+    h, w = arr.shape[:2]
+    data = np.ascontiguousarray(arr.astype(np.dtype(dtype).newbyteorder("<"))).view(np.uint8).reshape(-1)
+    return {"height": h, "width": w, "encoding": encoding, "is_bigendian": 0,
+            "step": w * channels * np.dtype(dtype).itemsize, "data": data}
+
+
+# ----------------------------------------------------------------------------- camera info
+
+def _field(msg: Any, name: str) -> Any:
+    """ROS 2 lower-case field (``k``) or its ROS 1 upper-case spelling (``K``)."""
+    if hasattr(msg, name):
+        return getattr(msg, name)
+    return getattr(msg, name.upper())
+
+
+def camera_info_to_intrinsics(msg: Any) -> CameraIntrinsics:
+    """sensor_msgs/CameraInfo -> CameraIntrinsics of the rectified image.
+
+    Uses P (the rectified projection) when it is set, else K. Non-zero distortion in a
+    message whose P is unset is reported as an error: images must be rectified.
+    Raises InvalidInputError on a zero/negative/non-finite K or a zero image size.
+    """
+    width, height = int(msg.width), int(msg.height)
+    P = np.asarray(_field(msg, "p"), dtype=np.float64).reshape(-1)
+    K = np.asarray(_field(msg, "k"), dtype=np.float64).reshape(-1)
+    if P.size == 12 and P[0] > 0 and P[5] > 0:
+        fx, fy, cx, cy = P[0], P[5], P[2], P[6]
+    elif K.size == 9:
+        fx, fy, cx, cy = K[0], K[4], K[2], K[5]
+        D = np.asarray(_field(msg, "d"), dtype=np.float64).reshape(-1)
+        if D.size and np.any(np.abs(D) > 1e-9):
+            raise InvalidInputError("camera_info has distortion but no rectified P; rectify the images first")
+    else:
+        raise InvalidInputError(f"camera_info K has {K.size} values, expected 9")
+    if not (np.isfinite([fx, fy, cx, cy]).all() and fx > 0 and fy > 0):
+        raise InvalidInputError(f"camera_info has an invalid K (fx={fx}, fy={fy}, cx={cx}, cy={cy})")
+    if width <= 0 or height <= 0:
+        raise InvalidInputError(f"camera_info has image size {width}x{height}")
+    return CameraIntrinsics(float(fx), float(fy), float(cx), float(cy), width, height)
+
+
+def camera_info_fields(camera: CameraIntrinsics) -> dict:
+    """Fields of a sensor_msgs/CameraInfo (ROS 2 names, without header) for a rectified pinhole camera."""
+    K = camera.K
+    P = np.zeros((3, 4))
+    P[:, :3] = K
+    return {"height": camera.height, "width": camera.width, "distortion_model": "plumb_bob",
+            "d": np.zeros(5), "k": K.reshape(-1).copy(), "r": np.eye(3).reshape(-1), "p": P.reshape(-1)}
+
+
+# ----------------------------------------------------------------------------- poses
+
+def quaternion_xyzw(R: np.ndarray) -> np.ndarray:
+    """(3, 3) rotation matrix -> (4,) unit quaternion (x, y, z, w) with w >= 0 (kp_vo.trajio)."""
+    return rotation_to_quaternion(R)
+
+
+def pose_from_translation_quaternion(t: Any, q_xyzw: Any) -> np.ndarray:
+    """(3,) translation + (4,) quaternion (x, y, z, w) -> (4, 4) pose."""
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_quat(np.asarray(q_xyzw, dtype=np.float64)).as_matrix()
+    T[:3, 3] = np.asarray(t, dtype=np.float64)
+    return T
+
+
+def transform_msg_to_pose(transform: Any) -> np.ndarray:
+    """geometry_msgs/Transform -> (4, 4) pose T_parent_child."""
+    t, r = transform.translation, transform.rotation
+    return pose_from_translation_quaternion([t.x, t.y, t.z], [r.x, r.y, r.z, r.w])
+
+
+def pose_msg_to_pose(pose: Any) -> np.ndarray:
+    """geometry_msgs/Pose -> (4, 4) pose."""
+    p, r = pose.position, pose.orientation
+    return pose_from_translation_quaternion([p.x, p.y, p.z], [r.x, r.y, r.z, r.w])
+
+
+# ----------------------------------------------------------------------------- builders
+
+def rosbags_factory(typestore: Any) -> MessageFactory:
+    """Message classes of a ``rosbags`` type store, by name ``pkg/msg/Name``."""
+    return lambda msgtype: typestore.types[msgtype]
+
+
+def ros_factory(msgtype: str) -> type:
+    """Message classes of an installed ROS 2 (``pkg/msg/Name`` -> ``pkg.msg.Name``)."""
+    pkg, kind, name = msgtype.split("/")
+    return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+
+
+def header_msg(factory: MessageFactory, stamp_ns: int, frame_id: str) -> Any:
+    sec, nanosec = ns_to_sec_nanosec(stamp_ns)
+    stamp = factory("builtin_interfaces/msg/Time")(sec=sec, nanosec=nanosec)
+    return factory("std_msgs/msg/Header")(stamp=stamp, frame_id=frame_id)
+
+
+def pose_msg(factory: MessageFactory, T: np.ndarray) -> Any:
+    """(4, 4) pose -> geometry_msgs/Pose."""
+    q = quaternion_xyzw(T[:3, :3])
+    t = np.asarray(T, dtype=np.float64)[:3, 3]
+    point = factory("geometry_msgs/msg/Point")(x=float(t[0]), y=float(t[1]), z=float(t[2]))
+    quat = factory("geometry_msgs/msg/Quaternion")(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3]))
+    return factory("geometry_msgs/msg/Pose")(position=point, orientation=quat)
+
+
+def transform_stamped_msg(factory: MessageFactory, stamp_ns: int, parent: str, child: str, T_parent_child: np.ndarray) -> Any:
+    """geometry_msgs/TransformStamped of the (4, 4) pose of ``child`` in ``parent``."""
+    q = quaternion_xyzw(T_parent_child[:3, :3])
+    t = np.asarray(T_parent_child, dtype=np.float64)[:3, 3]
+    translation = factory("geometry_msgs/msg/Vector3")(x=float(t[0]), y=float(t[1]), z=float(t[2]))
+    rotation = factory("geometry_msgs/msg/Quaternion")(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3]))
+    transform = factory("geometry_msgs/msg/Transform")(translation=translation, rotation=rotation)
+    return factory("geometry_msgs/msg/TransformStamped")(
+        header=header_msg(factory, stamp_ns, parent), child_frame_id=child, transform=transform)
+
+
+def tf_message(factory: MessageFactory, transforms: list) -> Any:
+    """tf2_msgs/TFMessage of a list of TransformStamped messages."""
+    return factory("tf2_msgs/msg/TFMessage")(transforms=list(transforms))
+
+
+def _covariance36(covariance: np.ndarray) -> np.ndarray:
+    cov = np.asarray(covariance, dtype=np.float64)
+    if cov.shape != (6, 6):
+        raise InvalidInputError(f"covariance must be 6x6, got {cov.shape}")
+    return cov.reshape(36).copy()
+
+
+def odometry_msg(factory: MessageFactory, stamp_ns: int, frame_id: str, child_frame_id: str,
+                 T_frame_child: np.ndarray, covariance: np.ndarray, twist_covariance: np.ndarray | None = None) -> Any:
+    """nav_msgs/Odometry: pose of ``child_frame_id`` in ``frame_id`` with a (6, 6) covariance
+    (x, y, z, rot_x, rot_y, rot_z). The twist is not estimated: zero with covariance -1 on the
+    diagonal's first element (REP-145 style "unknown") unless ``twist_covariance`` is given."""
+    pwc = factory("geometry_msgs/msg/PoseWithCovariance")(
+        pose=pose_msg(factory, T_frame_child), covariance=_covariance36(covariance))
+    zero = factory("geometry_msgs/msg/Vector3")
+    twist = factory("geometry_msgs/msg/Twist")(linear=zero(x=0.0, y=0.0, z=0.0), angular=zero(x=0.0, y=0.0, z=0.0))
+    tcov = np.zeros(36)
+    if twist_covariance is None:
+        tcov[0] = -1.0
+    else:
+        tcov = _covariance36(twist_covariance)
+    twc = factory("geometry_msgs/msg/TwistWithCovariance")(twist=twist, covariance=tcov)
+    return factory("nav_msgs/msg/Odometry")(
+        header=header_msg(factory, stamp_ns, frame_id), child_frame_id=child_frame_id, pose=pwc, twist=twc)
+
+
+def pose_with_covariance_stamped_msg(factory: MessageFactory, stamp_ns: int, frame_id: str,
+                                     T_frame_child: np.ndarray, covariance: np.ndarray) -> Any:
+    """geometry_msgs/PoseWithCovarianceStamped of a (4, 4) pose and its (6, 6) covariance."""
+    pwc = factory("geometry_msgs/msg/PoseWithCovariance")(
+        pose=pose_msg(factory, T_frame_child), covariance=_covariance36(covariance))
+    return factory("geometry_msgs/msg/PoseWithCovarianceStamped")(header=header_msg(factory, stamp_ns, frame_id), pose=pwc)
+
+
+def path_msg(factory: MessageFactory, frame_id: str, stamps_ns: list[int], poses: list[np.ndarray]) -> Any:
+    """nav_msgs/Path of (4, 4) poses in ``frame_id``; the header stamp is the last pose's."""
+    ps = factory("geometry_msgs/msg/PoseStamped")
+    items = [ps(header=header_msg(factory, s, frame_id), pose=pose_msg(factory, T)) for s, T in zip(stamps_ns, poses)]
+    last = stamps_ns[-1] if stamps_ns else 0
+    return factory("nav_msgs/msg/Path")(header=header_msg(factory, last, frame_id), poses=items)
+
+
+def image_msg(factory: MessageFactory, stamp_ns: int, frame_id: str, array: np.ndarray, encoding: str) -> Any:
+    """sensor_msgs/Image holding ``array`` (see ``numpy_to_image_fields``)."""
+    return factory("sensor_msgs/msg/Image")(header=header_msg(factory, stamp_ns, frame_id),
+                                            **numpy_to_image_fields(array, encoding))
+
+
+def camera_info_msg(factory: MessageFactory, stamp_ns: int, frame_id: str, camera: CameraIntrinsics) -> Any:
+    """sensor_msgs/CameraInfo of a rectified pinhole camera (no binning, full ROI)."""
+    roi = factory("sensor_msgs/msg/RegionOfInterest")(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    return factory("sensor_msgs/msg/CameraInfo")(
+        header=header_msg(factory, stamp_ns, frame_id), binning_x=0, binning_y=0, roi=roi,
+        **camera_info_fields(camera))
+
+
+def string_msg(factory: MessageFactory, text: str) -> Any:
+    return factory("std_msgs/msg/String")(data=text)
+
+
+DIAGNOSTIC_LEVELS = {"ok": 0, "warn": 1, "error": 2, "stale": 3}
+
+
+def diagnostic_array_msg(factory: MessageFactory, stamp_ns: int, name: str, hardware_id: str, level: str,
+                         message: str, values: dict) -> Any:
+    """diagnostic_msgs/DiagnosticArray with one status; ``level`` is ok/warn/error/stale."""
+    kv = factory("diagnostic_msgs/msg/KeyValue")
+    level_value = DIAGNOSTIC_LEVELS[level]
+    status = factory("diagnostic_msgs/msg/DiagnosticStatus")(
+        level=np.uint8(level_value) if _wants_numpy_byte(factory) else bytes([level_value]),
+        name=name, message=message, hardware_id=hardware_id,
+        values=[kv(key=str(k), value=str(v)) for k, v in values.items()])
+    return factory("diagnostic_msgs/msg/DiagnosticArray")(header=header_msg(factory, stamp_ns, ""), status=[status])
+
+
+def _wants_numpy_byte(factory: MessageFactory) -> bool:
+    """rosbags stores the ``byte`` field as an int; rclpy wants a one-byte ``bytes``."""
+    return factory is not ros_factory

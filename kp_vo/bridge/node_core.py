@@ -1,0 +1,409 @@
+"""The logic of the VO node between "message received" and "message published", ROS-free.
+
+``VoNodeCore`` is driven by the ROS node (``kp_vo.ros.vo_node``) and by the offline bag
+runner (``kp_vo.bridge.bag_runner``) alike, so the bag runner exercises exactly the node's
+behaviour:
+
+1. camera_info: parsed into CameraIntrinsics; a bad one (zero K, ...) is logged and ignored;
+   images wait (throttled warning) until a good one arrived.
+2. RGB-D: image and depth are paired by stamp within ``sync_slop`` (or exactly when
+   ``approx_sync`` is false); unpaired older messages are dropped. (The ROS node may instead use
+   message_filters and call ``process``.)
+3. stamps: a stamp more than ``loop_reset_threshold`` s before the previous one is a bag loop:
+   the odometry resets and the frame is processed; any other stamp not after the previous one
+   (repeated / out of order) is dropped with a warning.
+4. the frame is converted and validated; bad encodings, empty images and size mismatches are
+   one log line each (an unsupported encoding once per encoding) and the frame is dropped.
+5. ``VisualOdometry.process``; its camera pose is turned into the base_link pose in odom:
+   ``T_odom_base = T_base_cam @ T_world_cam @ inv(T_base_cam)``, covariance carried over with
+   the adjoint of ``T_base_cam`` and inflated while LOST.
+
+Outputs are plain dataclasses (``VoOutput``, ``Diagnostics``) that the node and the bag writer
+both turn into messages with ``kp_vo.bridge.conversions``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from kp_vo.bridge.conversions import (UnsupportedEncodingError, camera_info_to_intrinsics, depth_to_numpy,
+                                      image_to_numpy, stamp_to_ns)
+from kp_vo.errors import InvalidInputError, KpVoError
+from kp_vo.types import CameraIntrinsics, Frame
+
+logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- config
+
+@dataclass
+class FramesConfig:
+    odom: str = "odom"            # odometry frame (REP-105), parent of base_link
+    base_link: str = "base_link"  # robot frame; its pose is published. "" = use the camera frame itself
+    camera: str = ""              # camera optical frame; "" = header.frame_id of the image messages
+    map: str = "map"              # relocalization frame (reloc_node: map -> odom)
+
+
+@dataclass
+class QosConfig:
+    reliability: str = "best_effort"  # "best_effort" (sensor data) or "reliable"
+    depth: int = 5                    # history depth of the subscriptions
+
+
+@dataclass
+class NodeConfig:
+    """The ``ros`` section of the node parameters (the rest is kp_vo.pipeline.PipelineConfig)."""
+
+    mode: str = "mono"                 # "mono" (image + camera_info) or "rgbd" (+ depth)
+    frames: FramesConfig = field(default_factory=FramesConfig)
+    publish_tf: bool = True            # broadcast odom -> base_link
+    approx_sync: bool = True           # RGB-D: pair image/depth within sync_slop; false = equal stamps
+    sync_slop: float = 0.02            # s, RGB-D pairing tolerance
+    queue_size: int = 10               # RGB-D messages kept waiting for a partner
+    qos: QosConfig = field(default_factory=QosConfig)
+    path_max_length: int = 5000        # poses kept in the published nav_msgs/Path
+    loop_reset_threshold: float = 1.0  # s; a stamp this far back is a loop -> reset (smaller: drop)
+    warn_period: float = 5.0           # s between repeats of a throttled warning
+    no_image_timeout: float = 2.0      # s without images before diagnostics warn
+    lost_position_variance: float = 100.0  # m^2 added to x, y, z variances while LOST
+    lost_rotation_variance: float = 10.0   # rad^2 added to the rotation variances while LOST
+    map_path: str = ""                 # file for the ~/save_map and ~/load_map services
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("mono", "rgbd"):
+            raise InvalidInputError(f"ros.mode must be 'mono' or 'rgbd', got {self.mode!r}")
+        if self.sync_slop < 0 or self.queue_size < 1 or self.path_max_length < 1:
+            raise InvalidInputError("ros.sync_slop must be >= 0, ros.queue_size and ros.path_max_length >= 1")
+        if self.qos.reliability not in ("best_effort", "reliable"):
+            raise InvalidInputError(f"ros.qos.reliability must be best_effort or reliable, got {self.qos.reliability!r}")
+
+
+# ----------------------------------------------------------------------------- outputs
+
+@dataclass
+class VoOutput:
+    """What one processed frame publishes.
+
+    T_world_cam: (4, 4) camera pose in the odometry world frame (as VisualOdometry returns it).
+    T_odom_base: (4, 4) pose of ``base_frame`` in ``odom_frame`` (published as odom and TF).
+    covariance:  (6, 6) covariance of T_odom_base in base_frame, (x, y, z, rot_x, rot_y, rot_z).
+    path_stamps_ns / path_poses: the path so far (T_odom_base poses), at most path_max_length.
+    """
+
+    stamp_ns: int
+    frame_index: int
+    state: str
+    T_world_cam: np.ndarray
+    T_odom_base: np.ndarray
+    covariance: np.ndarray
+    odom_frame: str
+    base_frame: str
+    camera_frame: str
+    publish_tf: bool
+    num_inliers: int
+    status: str
+    path_stamps_ns: list
+    path_poses: list
+    result: Any = None   # the TrackingResult (debug image, timings)
+    frame: Frame | None = None
+
+
+@dataclass
+class Diagnostics:
+    level: str      # "ok" | "warn" | "error"
+    message: str
+    values: dict
+
+
+# ----------------------------------------------------------------------------- helpers
+
+class Throttle:
+    """``ready(key, now_ns)`` is true at most once per ``period_s`` per key."""
+
+    def __init__(self, period_s: float):
+        self.period_ns = int(period_s * 1e9)
+        self._last: dict[str, int] = {}
+
+    def ready(self, key: str, now_ns: int) -> bool:
+        last = self._last.get(key)
+        if last is not None and 0 <= now_ns - last < self.period_ns:
+            return False
+        self._last[key] = now_ns
+        return True
+
+
+def adjoint(T: np.ndarray) -> np.ndarray:
+    """(6, 6) adjoint of a (4, 4) pose for twists ordered (translation, rotation)."""
+    R, t = T[:3, :3], T[:3, 3]
+    tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
+    A = np.zeros((6, 6))
+    A[:3, :3] = R
+    A[:3, 3:] = tx @ R
+    A[3:, 3:] = R
+    return A
+
+
+def camera_to_base(T_world_cam: np.ndarray, covariance_cam: np.ndarray, T_base_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Camera pose in the VO world -> base_link pose in odom, with the covariance moved along.
+
+    The odom frame is the base_link frame at the VO origin, so
+    ``T_odom_base = T_base_cam @ T_world_cam @ inv(T_base_cam)``; a right perturbation exp(xi)
+    of T_world_cam becomes exp(Ad(T_base_cam) xi) of T_odom_base.
+    """
+    T_cam_base = np.linalg.inv(T_base_cam)
+    T_odom_base = T_base_cam @ T_world_cam @ T_cam_base
+    A = adjoint(T_base_cam)
+    return T_odom_base, A @ covariance_cam @ A.T
+
+
+# ----------------------------------------------------------------------------- core
+
+ExtrinsicLookup = Callable[[str], "np.ndarray | None"]
+
+
+class VoNodeCore:
+    """See the module docstring. ``odometry`` has ``process(frame) -> TrackingResult`` and
+    ``reset()`` (kp_vo.odometry.tracker.VisualOdometry or a stand-in).
+
+    ``lookup_extrinsic(camera_frame) -> T_base_cam (4, 4) | None`` gives the camera's pose in
+    base_link (from TF); while it returns None frames wait with a throttled warning. With
+    ``frames.base_link == ""`` the camera frame itself is published and no lookup happens.
+    """
+
+    def __init__(self, config: NodeConfig, odometry: Any, lookup_extrinsic: ExtrinsicLookup | None = None):
+        self.config = config
+        self.odometry = odometry
+        self.lookup_extrinsic = lookup_extrinsic or (lambda frame_id: np.eye(4))
+        self.camera: CameraIntrinsics | None = None
+        self.T_base_cam: np.ndarray | None = None
+        self.state = "waiting"
+        self.problems: collections.Counter = collections.Counter()   # problem kind -> count
+        self.processed = 0
+        self._throttle = Throttle(config.warn_period)
+        self._bad_encodings: set[str] = set()
+        self._images: collections.deque = collections.deque()
+        self._depths: collections.deque = collections.deque()
+        self._last_stamp_ns: int | None = None
+        self._last_image_ns: int | None = None   # receive time (clock of the caller)
+        self._path_stamps: collections.deque = collections.deque(maxlen=config.path_max_length)
+        self._path_poses: collections.deque = collections.deque(maxlen=config.path_max_length)
+        self._frame_index = 0
+        self.last_output: VoOutput | None = None
+
+    # ------------------------------------------------------------------ inputs
+    def on_camera_info(self, msg: Any, now_ns: int | None = None) -> None:
+        """Keep the intrinsics of a good camera_info; log and ignore a bad one."""
+        try:
+            camera = camera_info_to_intrinsics(msg)
+        except (InvalidInputError, AttributeError, ValueError) as exc:
+            self._problem("bad_camera_info", f"ignoring camera_info: {exc}", now_ns, throttled=False)
+            return
+        if self.camera is not None and camera != self.camera:
+            logger.info("camera_info changed: %s", camera)
+        self.camera = camera
+
+    def on_image(self, msg: Any, now_ns: int | None = None) -> VoOutput | None:
+        """An image message; in mono mode it is processed now, in RGB-D mode it waits for a depth."""
+        now_ns = self._now(now_ns)
+        self._last_image_ns = now_ns
+        if self.config.mode == "mono":
+            return self.process(msg, None, now_ns)
+        self._images.append(msg)
+        return self._try_pair(now_ns)
+
+    def on_depth(self, msg: Any, now_ns: int | None = None) -> VoOutput | None:
+        """A depth message (RGB-D mode): waits for the image of the same instant."""
+        self._depths.append(msg)
+        return self._try_pair(self._now(now_ns))
+
+    def reset(self, reason: str = "requested") -> None:
+        """Forget the trajectory, the stamp history and the sync queues; reset the odometry."""
+        logger.warning("resetting odometry (%s)", reason)
+        self.odometry.reset()
+        self._images.clear()
+        self._depths.clear()
+        self._last_stamp_ns = None
+        self._path_stamps.clear()
+        self._path_poses.clear()
+        self.state = "waiting"
+
+    # ------------------------------------------------------------------ sync
+    def _try_pair(self, now_ns: int) -> VoOutput | None:
+        """Pair the newest arrival with the closest partner within the slop; drop older unpaired ones."""
+        slop_ns = int(self.config.sync_slop * 1e9) if self.config.approx_sync else 0
+        for queue in (self._images, self._depths):
+            while len(queue) > self.config.queue_size:
+                queue.popleft()
+                self._problem("sync_dropped", "RGB-D sync queue full: dropping the oldest message", now_ns)
+        best = None
+        for i, img in enumerate(self._images):
+            ti = stamp_to_ns(img.header.stamp)
+            for j, dep in enumerate(self._depths):
+                dt = abs(ti - stamp_to_ns(dep.header.stamp))
+                if dt <= slop_ns and (best is None or dt < best[0]):
+                    best = (dt, i, j)
+        if best is None:
+            return None
+        _, i, j = best
+        image, depth = self._images[i], self._depths[j]
+        for _ in range(i + 1):
+            self._images.popleft()
+        for _ in range(j + 1):
+            self._depths.popleft()
+        if i or j:
+            logger.debug("RGB-D sync: dropped %d images and %d depths without a partner", i, j)
+        return self.process(image, depth, now_ns)
+
+    # ------------------------------------------------------------------ processing
+    def process(self, image_msg: Any, depth_msg: Any | None = None, now_ns: int | None = None) -> VoOutput | None:
+        """Run the odometry on one (image[, depth]) pair; None when the frame is dropped."""
+        now_ns = self._now(now_ns)
+        stamp_ns = stamp_to_ns(image_msg.header.stamp)
+        if self.camera is None:
+            self._problem("camera_info_missing", "waiting for camera_info: dropping image", now_ns)
+            return None
+        if self._last_stamp_ns is not None and stamp_ns <= self._last_stamp_ns:
+            back_s = (self._last_stamp_ns - stamp_ns) * 1e-9
+            if back_s > self.config.loop_reset_threshold:
+                self.problems["loop_reset"] += 1
+                self.reset(f"time jumped back by {back_s:.3f} s (bag loop?)")
+            else:
+                kind = "repeated stamp" if back_s == 0 else f"stamp {back_s:.3f} s before the previous one"
+                self._problem("stamp_order", f"dropping image at {stamp_ns} ns: {kind}", now_ns, throttled=False)
+                return None
+        frame = self._make_frame(image_msg, depth_msg, stamp_ns, now_ns)
+        if frame is None:
+            return None
+        T_base_cam = self._extrinsic(frame.meta["frame_id"], now_ns)
+        if T_base_cam is None:
+            return None
+        try:
+            result = self.odometry.process(frame)
+        except InvalidInputError as exc:
+            self._problem("bad_frame", f"odometry refused frame at {stamp_ns} ns: {exc}", now_ns, throttled=False)
+            return None
+        self._last_stamp_ns = stamp_ns
+        self._frame_index += 1
+        self.processed += 1
+        return self._output(frame, result, T_base_cam)
+
+    def _make_frame(self, image_msg: Any, depth_msg: Any | None, stamp_ns: int, now_ns: int) -> Frame | None:
+        try:
+            image = image_to_numpy(image_msg)
+            depth = depth_to_numpy(depth_msg) if depth_msg is not None else None
+            frame = Frame(self._frame_index, stamp_ns, image, self.camera, depth=depth,
+                          meta={"frame_id": str(image_msg.header.frame_id)})
+            frame.validate()
+        except UnsupportedEncodingError as exc:
+            self.problems["bad_encoding"] += 1
+            if exc.encoding not in self._bad_encodings:
+                self._bad_encodings.add(exc.encoding)
+                logger.error("%s; such frames are dropped (logged once per encoding)", exc)
+            return None
+        except InvalidInputError as exc:
+            self._problem("bad_frame", f"dropping frame at {stamp_ns} ns: {exc}", now_ns, throttled=False)
+            return None
+        return frame
+
+    def _extrinsic(self, image_frame_id: str, now_ns: int) -> np.ndarray | None:
+        if self.T_base_cam is not None:
+            return self.T_base_cam
+        if not self.config.frames.base_link:
+            self.T_base_cam = np.eye(4)
+            return self.T_base_cam
+        camera_frame = self.config.frames.camera or image_frame_id
+        T = self.lookup_extrinsic(camera_frame)
+        if T is None:
+            self._problem("extrinsic_missing",
+                          f"waiting for TF {self.config.frames.base_link} -> {camera_frame}: dropping image", now_ns)
+            return None
+        self.T_base_cam = np.asarray(T, dtype=np.float64)
+        self._camera_frame = camera_frame
+        return self.T_base_cam
+
+    def _output(self, frame: Frame, result: Any, T_base_cam: np.ndarray) -> VoOutput:
+        state = getattr(result.state, "value", str(result.state))
+        if state != self.state and self.state != "waiting":
+            logger.info("tracking state %s -> %s (frame at %d ns)", self.state, state, frame.stamp_ns)
+        self.state = state
+        T_world_cam = np.asarray(result.T_world_cam, dtype=np.float64)
+        T_odom_base, cov = camera_to_base(T_world_cam, np.asarray(result.covariance, dtype=np.float64), T_base_cam)
+        if state == "lost":
+            cov = cov + np.diag([self.config.lost_position_variance] * 3 + [self.config.lost_rotation_variance] * 3)
+        frames = self.config.frames
+        base = frames.base_link or frame.meta["frame_id"]
+        self._path_stamps.append(frame.stamp_ns)
+        self._path_poses.append(T_odom_base)
+        status = f"{state} inliers={result.num_inliers} matches={result.num_matches}"
+        if getattr(result, "message", ""):
+            status += f" {result.message}"
+        out = VoOutput(frame.stamp_ns, frame.index, state, T_world_cam, T_odom_base, cov, frames.odom, base,
+                       frames.camera or frame.meta["frame_id"], self.config.publish_tf, int(result.num_inliers),
+                       status, list(self._path_stamps), list(self._path_poses), result, frame)
+        self.last_output = out
+        return out
+
+    # ------------------------------------------------------------------ diagnostics
+    def diagnostics(self, now_ns: int | None = None) -> Diagnostics:
+        """The node's health: camera_info missing, no image for N s, lost, or ok."""
+        now_ns = self._now(now_ns)
+        values = {"state": self.state, "frames_processed": self.processed,
+                  **{f"dropped_{k}": v for k, v in sorted(self.problems.items())}}
+        if self.last_output is not None:
+            values["inliers"] = self.last_output.num_inliers
+        if self.camera is None:
+            return Diagnostics("warn", "camera_info missing", values)
+        if self._last_image_ns is None:
+            return Diagnostics("warn", "no image received yet", values)
+        idle_s = (now_ns - self._last_image_ns) * 1e-9
+        if idle_s > self.config.no_image_timeout:
+            return Diagnostics("warn", f"no image for {idle_s:.1f} s", values)
+        if self.state == "lost":
+            return Diagnostics("warn", "lost", values)
+        return Diagnostics("ok", self.state, values)
+
+    # ------------------------------------------------------------------ utilities
+    def _problem(self, kind: str, text: str, now_ns: int | None, throttled: bool = True) -> None:
+        self.problems[kind] += 1
+        if not throttled or self._throttle.ready(kind, self._now(now_ns)):
+            logger.warning(text)
+
+    @staticmethod
+    def _now(now_ns: int | None) -> int:
+        return time.monotonic_ns() if now_ns is None else int(now_ns)
+
+
+def split_node_parameters(params: dict) -> tuple[NodeConfig, dict]:
+    """Split the node's nested parameters into the ``ros`` NodeConfig and the pipeline mapping.
+
+    ``params``: nested mapping as in config/*.yaml under ``ros__parameters``.
+    """
+    from kp_vo.config import load_config
+
+    params = dict(params or {})
+    ros = params.pop("ros", {}) or {}
+    try:
+        node_config = load_config(NodeConfig, ros)
+    except KpVoError as exc:
+        raise InvalidInputError(f"ros parameters: {exc}") from exc
+    return node_config, params
+
+
+def unflatten(flat: dict, sep: str = ".") -> dict:
+    """{"a.b": 1, "a.c": 2} -> {"a": {"b": 1, "c": 2}} (ROS parameters are flat, dotted)."""
+    nested: dict = {}
+    for key, value in flat.items():
+        node = nested
+        parts = key.split(sep)
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise InvalidInputError(f"parameter {key!r} conflicts with a scalar parameter {part!r}")
+        node[parts[-1]] = value
+    return nested

@@ -1,0 +1,105 @@
+"""``kp-vo map build|query|info``: build a 3D keypoint map, localize a sequence against it, describe it."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+from pathlib import Path
+
+from kp_vo.errors import InvalidInputError
+
+logger = logging.getLogger(__name__)
+
+
+def _open(source: str, sequence: str | None):
+    from kp_vo.datasets import open_sequence
+
+    return open_sequence(source, sequence) if sequence else open_sequence(source)
+
+
+def _extractor(name: str, max_keypoints: int | None):
+    from kp_vo.features.base import create_extractor
+    import kp_vo.features.classical  # noqa: F401  (registers "orb" and "sift")
+
+    return create_extractor(name, **({} if max_keypoints is None else {"max_keypoints": max_keypoints}))
+
+
+def _build(args: argparse.Namespace) -> int:
+    from kp_vo.reloc.repository import build_repository
+
+    seq = _open(args.source, args.sequence)
+    if not getattr(seq, "has_depth", True):
+        raise InvalidInputError(f"{args.source}: mapping needs depth images and this sequence has none")
+    frames = itertools.islice(iter(seq), args.max_frames) if args.max_frames else iter(seq)
+    repo = build_repository(frames, _extractor(args.extractor, args.max_keypoints), top_k=args.top_k,
+                            every=args.every)
+    repo.metadata.update({"source": str(args.source), "sequence": args.sequence})
+    repo.save(args.output)
+    print(f"{repo} -> {args.output}")
+    return 0
+
+
+def _query(args: argparse.Namespace) -> int:
+    from kp_vo.reloc.evaluation import evaluate_localizer, write_evaluation
+    from kp_vo.reloc.localizer import Localizer, LocalizerConfig
+    from kp_vo.reloc.repository import Repository
+
+    repo = Repository.load(args.map)
+    name = args.extractor or repo.extractor
+    if not name:
+        raise InvalidInputError(f"{args.map} does not record its extractor; pass --extractor")
+    config = LocalizerConfig(query_top_k=args.query_top_k, match_mode=args.match_mode, use_depth=not args.no_depth)
+    localizer = Localizer(repo, _extractor(name, args.max_keypoints), config)
+    seq = _open(args.source, args.sequence)
+    frames = itertools.islice(iter(seq), 0, args.max_frames, args.every)
+    evaluation = evaluate_localizer(localizer, frames)
+    print(json.dumps(evaluation.summary, indent=2))
+    if args.output:
+        paths = write_evaluation(evaluation, args.output)
+        print(f"wrote {paths['metrics']} and {paths['poses']}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from kp_vo.reloc.map_file import read_map_file
+
+    _, meta = read_map_file(args.map, mmap=True, verify=not args.no_verify)
+    print(json.dumps(meta, indent=2))
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("map", help="build, query and inspect 3D keypoint maps (relocalization)")
+    sub = parser.add_subparsers(dest="map_command", required=True)
+
+    build = sub.add_parser("build", help="build a keypoint map from a sequence with depth and poses")
+    build.add_argument("source", help="dataset folder or source understood by kp_vo.datasets.open_sequence")
+    build.add_argument("--output", "-o", type=Path, required=True, help="map file to write")
+    build.add_argument("--sequence", default=None, help="sequence name inside SOURCE")
+    build.add_argument("--extractor", default="orb", help="keypoint extractor name (default: orb)")
+    build.add_argument("--max-keypoints", type=int, default=None, help="keypoints extracted per frame")
+    build.add_argument("--top-k", type=int, default=300, help="keypoints kept per mapped frame (ViewSynth: 50)")
+    build.add_argument("--every", type=int, default=1, help="map every N-th frame")
+    build.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    build.set_defaults(func=_build)
+
+    query = sub.add_parser("query", help="localize every frame of SOURCE against MAP and score it")
+    query.add_argument("map", type=Path)
+    query.add_argument("source")
+    query.add_argument("--sequence", default=None)
+    query.add_argument("--output", "-o", type=Path, default=None, help="folder for metrics.json and poses_tum.txt")
+    query.add_argument("--extractor", default=None, help="default: the map's extractor")
+    query.add_argument("--max-keypoints", type=int, default=None)
+    query.add_argument("--query-top-k", type=int, default=None, help="query keypoints used (ViewSynth: 50)")
+    query.add_argument("--match-mode", choices=("mutual", "ratio", "topk"), default="mutual")
+    query.add_argument("--no-depth", action="store_true", help="ignore query depth (RANSAC-PnP only)")
+    query.add_argument("--every", type=int, default=1, help="query every N-th frame")
+    query.add_argument("--max-frames", type=int, default=None)
+    query.set_defaults(func=_query)
+
+    info = sub.add_parser("info", help="print a map file's metadata")
+    info.add_argument("map", type=Path)
+    info.add_argument("--no-verify", action="store_true", help="skip the checksum")
+    info.set_defaults(func=_info)

@@ -1,0 +1,123 @@
+"""The ``Sequence`` contract every dataset loader fulfils, and a base class that implements it.
+
+A sequence is an ordered, indexable collection of ``kp_vo.types.Frame``s that loads images
+lazily (only in ``__getitem__`` / iteration). Loaders list their files up front (cheap) and
+read pixels on demand.
+
+Frame selection options shared by every loader:
+    start       first raw frame to use (default 0)
+    stride      keep every ``stride``-th raw frame (default 1)
+    max_frames  keep at most this many frames after start/stride (default: all)
+Frame indices (``Frame.index``) are the positions in the selected sequence (0..N-1); the raw
+dataset index is kept in ``Frame.meta["raw_index"]``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterator, Protocol, runtime_checkable
+
+import numpy as np
+
+from kp_vo.errors import DatasetError
+from kp_vo.types import CameraIntrinsics, Frame
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Sequence(Protocol):
+    """What every loader offers (see module docstring)."""
+
+    name: str
+    camera: CameraIntrinsics
+    has_depth: bool
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Frame]: ...
+
+    def __getitem__(self, i: int) -> Frame: ...
+
+    def ground_truth(self) -> np.ndarray | None:
+        """(N, 4, 4) float64 T_world_cam of every frame, or None when the dataset has none."""
+        ...
+
+    def stamps_ns(self) -> np.ndarray:
+        """(N,) int64 timestamps in nanoseconds."""
+        ...
+
+
+def select_indices(num_raw: int, start: int = 0, stride: int = 1, max_frames: int | None = None) -> np.ndarray:
+    """(M,) int64 raw indices kept by the ``start`` / ``stride`` / ``max_frames`` options."""
+    start, stride = int(start), int(stride)
+    if start < 0:
+        raise DatasetError(f"start must be >= 0, got {start}")
+    if stride < 1:
+        raise DatasetError(f"stride must be >= 1, got {stride}")
+    if max_frames is not None and int(max_frames) < 0:
+        raise DatasetError(f"max_frames must be >= 0, got {max_frames}")
+    idx = np.arange(start, num_raw, stride, dtype=np.int64)
+    if max_frames is not None:
+        idx = idx[: int(max_frames)]
+    return idx
+
+
+class IndexedSequence:
+    """Base class of the loaders: frame selection, indexing, iteration, stamps and ground truth.
+
+    Subclasses set ``name``, ``camera``, ``has_depth`` and call ``_set_frames(raw_stamps_ns,
+    raw_poses, start, stride, max_frames)``, then implement ``_load(raw_index) -> (image,
+    depth | None)``.
+    """
+
+    name: str
+    camera: CameraIntrinsics
+    has_depth: bool = False
+
+    def _set_frames(self, raw_stamps_ns: np.ndarray, raw_poses: np.ndarray | None,
+                    start: int = 0, stride: int = 1, max_frames: int | None = None) -> None:
+        raw_stamps_ns = np.asarray(raw_stamps_ns, dtype=np.int64)
+        self._raw = select_indices(len(raw_stamps_ns), start, stride, max_frames)
+        self._stamps = raw_stamps_ns[self._raw]
+        if len(self._stamps) > 1 and np.any(np.diff(self._stamps) <= 0):
+            bad = int(np.argmax(np.diff(self._stamps) <= 0))
+            raise DatasetError(f"{self.name}: timestamps are not strictly increasing at frame {bad + 1}")
+        self._poses = None if raw_poses is None else np.asarray(raw_poses, np.float64)[self._raw]
+
+    def _load(self, raw_index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        raise NotImplementedError
+
+    def _frame_meta(self, raw_index: int) -> dict:
+        return {"raw_index": int(raw_index)}
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __getitem__(self, i: int) -> Frame:
+        n = len(self)
+        i = int(i)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"{self.name}: frame {i} out of range (sequence has {n} frames)")
+        raw = int(self._raw[i])
+        image, depth = self._load(raw)
+        pose = None if self._poses is None else self._poses[i].copy()
+        return Frame(index=i, stamp_ns=int(self._stamps[i]), image=image, camera=self.camera,
+                     depth=depth, T_world_cam_gt=pose, meta=self._frame_meta(raw))
+
+    def __iter__(self) -> Iterator[Frame]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def ground_truth(self) -> np.ndarray | None:
+        return None if self._poses is None else self._poses.copy()
+
+    def stamps_ns(self) -> np.ndarray:
+        return self._stamps.copy()
+
+    def __repr__(self) -> str:
+        c = self.camera
+        return (f"{type(self).__name__}(name={self.name!r}, frames={len(self)}, {c.width}x{c.height}, "
+                f"depth={self.has_depth}, gt={self._poses is not None})")

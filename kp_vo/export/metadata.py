@@ -1,0 +1,116 @@
+"""The kp_vo metadata stored in every exported .onnx file (ONNX ``metadata_props``), and reading it back.
+
+Keys (all strings; JSON where noted):
+    kp_vo.format_version    "1"
+    kp_vo.kind              model kind, e.g. "keypointnet"
+    kp_vo.package_version   kp_vo version that exported it
+    kp_vo.input             JSON {name, layout "NCHW", dtype "float32", channels, channel_order,
+                            value_range [lo, hi], mean [...], std [...]}: the runtime feeds
+                            (x - mean) / std with x in value_range
+    kp_vo.size_multiple     H and W must be multiples of this
+    kp_vo.outputs           JSON {output name: meaning}, in graph order
+    kp_vo.options           JSON of the model's constructor options
+    kp_vo.trained           "true" only when weights were loaded from a checkpoint
+    kp_vo.training_config_hash  from the checkpoint, "unrecorded" if it has none, "untrained" otherwise
+    kp_vo.weights_sha256    sha256 of the weights file, or "none"
+    kp_vo.quantization      "none" or "dynamic_int8"
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from kp_vo.errors import ModelFileError
+
+FORMAT_VERSION = "1"
+MIN_OPSET = 17
+PREFIX = "kp_vo."
+REQUIRED = ("format_version", "kind", "input", "size_multiple", "outputs", "trained", "training_config_hash")
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    kind: str
+    input_name: str
+    channels: int
+    channel_order: str
+    value_range: tuple[float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    size_multiple: int
+    outputs: dict[str, str]
+    options: dict
+    trained: bool
+    training_config_hash: str
+    opset: int
+    quantization: str
+    raw: dict[str, str]
+
+
+def spec_to_props(spec, *, trained: bool, config_hash: str, weights_sha256: str, package_version: str) -> dict[str, str]:
+    """metadata_props for a ``kp_vo.models.spec.ModelSpec``."""
+    inp = {"name": spec.input_name, "layout": "NCHW", "dtype": "float32", "channels": spec.input_channels,
+           "channel_order": spec.channel_order, "value_range": list(spec.value_range),
+           "mean": list(spec.mean), "std": list(spec.std)}
+    props = {"format_version": FORMAT_VERSION, "kind": spec.kind, "package_version": package_version,
+             "input": json.dumps(inp), "size_multiple": str(spec.size_multiple),
+             "outputs": json.dumps(spec.outputs), "options": json.dumps(spec.options),
+             "trained": "true" if trained else "false", "training_config_hash": config_hash,
+             "weights_sha256": weights_sha256, "quantization": "none"}
+    return {PREFIX + k: v for k, v in props.items()}
+
+
+def props_of(model_proto) -> dict[str, str]:
+    return {p.key: p.value for p in model_proto.metadata_props}
+
+
+def parse_metadata(props: dict[str, str], opset: int, source: str) -> ModelMetadata:
+    """ModelMetadata from ``metadata_props``; ModelFileError naming ``source`` if absent or malformed."""
+    short = {k[len(PREFIX):]: v for k, v in props.items() if k.startswith(PREFIX)}
+    missing = [k for k in REQUIRED if k not in short]
+    if missing:
+        raise ModelFileError(f"{source}: not a kp_vo model (metadata lacks {', '.join(PREFIX + k for k in missing)})")
+    if short["format_version"] != FORMAT_VERSION:
+        raise ModelFileError(f"{source}: metadata format {short['format_version']} unsupported (expected {FORMAT_VERSION})")
+    try:
+        inp = json.loads(short["input"])
+        return ModelMetadata(
+            kind=short["kind"], input_name=inp["name"], channels=int(inp["channels"]),
+            channel_order=inp["channel_order"], value_range=tuple(inp["value_range"]),
+            mean=tuple(float(m) for m in inp["mean"]), std=tuple(float(s) for s in inp["std"]),
+            size_multiple=int(short["size_multiple"]), outputs=json.loads(short["outputs"]),
+            options=json.loads(short.get("options", "{}")), trained=short["trained"] == "true",
+            training_config_hash=short["training_config_hash"], opset=opset,
+            quantization=short.get("quantization", "none"), raw=dict(props))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelFileError(f"{source}: malformed kp_vo metadata ({exc})") from None
+
+
+def default_opset(model_proto) -> int:
+    for imp in model_proto.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return 0
+
+
+def load_onnx_checked(path: str | Path):
+    """Load and validate an .onnx file: ModelFileError if missing, truncated/corrupt or invalid."""
+    import onnx
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+        onnx.checker.check_model(proto)
+    except Exception as exc:  # protobuf DecodeError, ValidationError, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"{path}: corrupt or invalid ONNX file ({first[:200]})") from None
+    return proto
+
+
+def read_metadata(path: str | Path) -> ModelMetadata:
+    """The kp_vo metadata of an exported .onnx file (validated)."""
+    proto = load_onnx_checked(path)
+    return parse_metadata(props_of(proto), default_opset(proto), str(path))

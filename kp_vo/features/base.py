@@ -1,0 +1,138 @@
+"""The extractor contract every keypoint extractor (classical or learned) fulfils.
+
+An extractor takes one image and returns ``Features``:
+    keypoints   (N, 2) float32  pixel coordinates (u, v) in the *input* image
+    scores      (N,)   float32  detection confidence, higher is better
+    descriptors (N, D) float32 (metric "l2", L2-normalised) or (N, B) uint8 (metric "hamming", packed bits)
+    metric      "l2" | "hamming"
+Keypoints are sorted by decreasing score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+
+from kp_vo.errors import InvalidInputError
+
+METRICS = ("l2", "hamming")
+
+
+@dataclass
+class Features:
+    keypoints: np.ndarray
+    scores: np.ndarray
+    descriptors: np.ndarray
+    metric: str
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"unknown descriptor metric {self.metric!r}, expected one of {METRICS}")
+        n = len(self.keypoints)
+        if self.keypoints.shape != (n, 2) or self.scores.shape != (n,) or len(self.descriptors) != n:
+            raise ValueError(
+                f"inconsistent feature shapes: keypoints {self.keypoints.shape}, scores {self.scores.shape}, "
+                f"descriptors {self.descriptors.shape}")
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+    def subset(self, index: np.ndarray) -> "Features":
+        """Features selected by a boolean mask or an index array."""
+        return Features(self.keypoints[index], self.scores[index], self.descriptors[index], self.metric)
+
+    @classmethod
+    def empty(cls, descriptor_dim: int, metric: str) -> "Features":
+        dtype = np.uint8 if metric == "hamming" else np.float32
+        return cls(np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros((0, descriptor_dim), dtype), metric)
+
+
+class Extractor(Protocol):
+    """Anything with a name, a metric and ``extract(image) -> Features``."""
+
+    name: str
+    metric: str
+
+    def extract(self, image: np.ndarray) -> Features:
+        """image: (H, W) uint8 grayscale or (H, W, 3) uint8 RGB."""
+        ...
+
+
+def check_image(image: np.ndarray) -> None:
+    """Raise InvalidInputError unless ``image`` is a non-empty uint8 HxW or HxWx3 array."""
+    if not isinstance(image, np.ndarray):
+        raise InvalidInputError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+        raise InvalidInputError(f"image must be HxW or HxWx3, got shape {image.shape}")
+    if image.shape[0] < 16 or image.shape[1] < 16:
+        raise InvalidInputError(f"image too small for keypoint extraction: {image.shape[1]}x{image.shape[0]}")
+    if image.dtype != np.uint8:
+        raise InvalidInputError(f"image must be uint8, got {image.dtype}")
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 grayscale of an (H, W) or (H, W, 3) RGB uint8 image."""
+    if image.ndim == 2:
+        return image
+    rgb = image.astype(np.float32)
+    return np.clip(rgb @ np.array([0.299, 0.587, 0.114], np.float32) + 0.5, 0, 255).astype(np.uint8)
+
+
+ExtractorFactory = Callable[..., Extractor]
+_REGISTRY: dict[str, ExtractorFactory] = {}
+
+
+def register_extractor(name: str) -> Callable[[ExtractorFactory], ExtractorFactory]:
+    """Decorator registering a factory ``f(**options) -> Extractor`` under ``name``."""
+
+    def wrap(factory: ExtractorFactory) -> ExtractorFactory:
+        if name in _REGISTRY:
+            raise ValueError(f"extractor {name!r} registered twice")
+        _REGISTRY[name] = factory
+        return factory
+
+    return wrap
+
+
+def available_extractors() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_extractor(name: str, **options) -> Extractor:
+    """Build the extractor registered as ``name`` with keyword ``options``."""
+    if name not in _REGISTRY:
+        raise InvalidInputError(f"unknown extractor {name!r}; available: {', '.join(available_extractors())}")
+    return _REGISTRY[name](**options)
+
+
+class DepthEstimator(Protocol):
+    """A monocular depth network: ``estimate(image) -> (H, W) float32 depth in metres`` (0 = invalid)."""
+
+    name: str
+
+    def estimate(self, image: np.ndarray) -> np.ndarray:
+        ...
+
+
+DepthEstimatorFactory = Callable[..., DepthEstimator]
+_DEPTH_REGISTRY: dict[str, DepthEstimatorFactory] = {}
+
+
+def register_depth_estimator(name: str) -> Callable[[DepthEstimatorFactory], DepthEstimatorFactory]:
+    """Decorator registering a factory ``f(**options) -> DepthEstimator`` under ``name``."""
+
+    def wrap(factory: DepthEstimatorFactory) -> DepthEstimatorFactory:
+        if name in _DEPTH_REGISTRY:
+            raise ValueError(f"depth estimator {name!r} registered twice")
+        _DEPTH_REGISTRY[name] = factory
+        return factory
+
+    return wrap
+
+
+def create_depth_estimator(name: str, **options) -> DepthEstimator:
+    if name not in _DEPTH_REGISTRY:
+        raise InvalidInputError(f"unknown depth estimator {name!r}; available: {', '.join(sorted(_DEPTH_REGISTRY))}")
+    return _DEPTH_REGISTRY[name](**options)

@@ -1,0 +1,80 @@
+"""OpenCV ORB and SIFT: the always-available baseline extractors."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from kp_vo.features.base import Features, check_image, register_extractor, to_gray
+
+
+def _grid_select(keypoints: list, max_keypoints: int, image_shape: tuple[int, int], cell: int) -> list:
+    """Keep the strongest keypoints spread over a grid of ``cell``-pixel cells (bucketing).
+
+    Each round takes the best remaining keypoint of every cell, so textured corners of the
+    image cannot starve the rest of it; rounds repeat until ``max_keypoints`` are kept.
+    """
+    if len(keypoints) <= max_keypoints:
+        return sorted(keypoints, key=lambda k: -k.response)
+    h, w = image_shape
+    cols = max(1, int(np.ceil(w / cell)))
+    buckets: dict[int, list] = {}
+    for kp in sorted(keypoints, key=lambda k: -k.response):
+        key = int(kp.pt[1] // cell) * cols + int(kp.pt[0] // cell)
+        buckets.setdefault(key, []).append(kp)
+    kept: list = []
+    depth = 0
+    while len(kept) < max_keypoints:
+        layer = [b[depth] for b in buckets.values() if len(b) > depth]
+        if not layer:
+            break
+        layer.sort(key=lambda k: -k.response)
+        kept.extend(layer[: max_keypoints - len(kept)])
+        depth += 1
+    kept.sort(key=lambda k: -k.response)
+    return kept
+
+
+class OpenCVExtractor:
+    """Detect many keypoints with an OpenCV feature, keep ``max_keypoints`` spread by bucketing, describe them."""
+
+    def __init__(self, name: str, detector, metric: str, descriptor_dim: int, max_keypoints: int, grid_cell: int):
+        self.name = name
+        self.metric = metric
+        self.max_keypoints = max_keypoints
+        self.grid_cell = grid_cell
+        self._detector = detector
+        self._descriptor_dim = descriptor_dim
+
+    def extract(self, image: np.ndarray) -> Features:
+        check_image(image)
+        gray = to_gray(image)
+        keypoints = self._detector.detect(gray, None)
+        keypoints = _grid_select(list(keypoints), self.max_keypoints, gray.shape, self.grid_cell)
+        if not keypoints:
+            return Features.empty(self._descriptor_dim, self.metric)
+        keypoints, descriptors = self._detector.compute(gray, keypoints)
+        if descriptors is None or len(keypoints) == 0:
+            return Features.empty(self._descriptor_dim, self.metric)
+        uv = np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2)
+        scores = np.array([k.response for k in keypoints], np.float32)
+        if self.metric == "l2":
+            descriptors = descriptors.astype(np.float32)
+            descriptors /= np.linalg.norm(descriptors, axis=1, keepdims=True) + 1e-12
+        order = np.argsort(-scores, kind="stable")
+        return Features(uv[order], scores[order], descriptors[order], self.metric)
+
+
+@register_extractor("orb")
+def make_orb(max_keypoints: int = 2000, grid_cell: int = 32, fast_threshold: int = 10, n_levels: int = 8) -> OpenCVExtractor:
+    """ORB (FAST + rotated BRIEF, 256-bit, Hamming). Detects 4x ``max_keypoints`` then buckets."""
+    orb = cv2.ORB_create(nfeatures=4 * max_keypoints, scaleFactor=1.2, nlevels=n_levels,
+                         edgeThreshold=19, patchSize=31, fastThreshold=fast_threshold)
+    return OpenCVExtractor("orb", orb, "hamming", 32, max_keypoints, grid_cell)
+
+
+@register_extractor("sift")
+def make_sift(max_keypoints: int = 2000, grid_cell: int = 32, contrast_threshold: float = 0.02) -> OpenCVExtractor:
+    """SIFT (128-D, L2-normalised float descriptors)."""
+    sift = cv2.SIFT_create(nfeatures=0, contrastThreshold=contrast_threshold)
+    return OpenCVExtractor("sift", sift, "l2", 128, max_keypoints, grid_cell)

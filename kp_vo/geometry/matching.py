@@ -1,0 +1,168 @@
+"""Descriptor matching: brute-force reciprocal matching (KP3D eq. 1) and projection-guided matching.
+
+Descriptors are either float (N, D) (metric "l2") or packed-bit uint8 (N, B) (metric "hamming",
+B bytes = 8 B bits). Matches are (K, 2) int64 ``[index_a, index_b]`` with (K,) float32 distances.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from kp_vo.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+METRICS = ("l2", "hamming")
+
+
+def _check_descriptors(desc_a: np.ndarray, desc_b: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    if metric not in METRICS:
+        raise InvalidInputError(f"unknown descriptor metric {metric!r} (use 'l2' or 'hamming')")
+    a, b = np.asarray(desc_a), np.asarray(desc_b)
+    if a.ndim != 2 or b.ndim != 2:
+        raise InvalidInputError(f"descriptors must be 2-D (N, D), got shapes {a.shape} and {b.shape}")
+    if a.shape[1] != b.shape[1]:
+        raise InvalidInputError(f"descriptor lengths differ: {a.shape[1]} vs {b.shape[1]}")
+    if metric == "hamming":
+        if a.dtype != np.uint8 or b.dtype != np.uint8:
+            raise InvalidInputError(f"hamming descriptors must be packed uint8, got {a.dtype} and {b.dtype}")
+    else:
+        if not (np.issubdtype(a.dtype, np.floating) and np.issubdtype(b.dtype, np.floating)):
+            raise InvalidInputError(f"l2 descriptors must be floating point, got {a.dtype} and {b.dtype}")
+        a = a.astype(np.float32, copy=False)
+        b = b.astype(np.float32, copy=False)
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            raise InvalidInputError("l2 descriptors contain NaN or inf")
+    return a, b
+
+
+def descriptor_distances(desc_a: np.ndarray, desc_b: np.ndarray, metric: str) -> np.ndarray:
+    """All pairwise distances (N, M) float32 between descriptors a (N, D) and b (M, D).
+
+    "l2": Euclidean distance via |a|^2 + |b|^2 - 2 a.b (clipped at 0).
+    "hamming": number of differing bits of packed uint8 descriptors, via one float32 matrix
+    product of the unpacked 0/1 bits (exact for descriptors up to 2^24 bits).
+    """
+    a, b = _check_descriptors(desc_a, desc_b, metric)
+    if metric == "hamming":
+        a = np.unpackbits(a, axis=1).astype(np.float32)
+        b = np.unpackbits(b, axis=1).astype(np.float32)
+        # Sums of 0/1 products are exact integers in float32; in-place ops keep this fast.
+        d = a @ b.T
+        d *= -2.0
+        d += a.sum(axis=1)[:, None]
+        d += b.sum(axis=1)[None, :]
+        return d
+    d2 = a @ b.T
+    d2 *= -2.0
+    d2 += (a * a).sum(axis=1)[:, None]
+    d2 += (b * b).sum(axis=1)[None, :]
+    np.maximum(d2, 0.0, out=d2)
+    return np.sqrt(d2, out=d2)
+
+
+def _pair_distances(a: np.ndarray, b: np.ndarray, ia: np.ndarray, ib: np.ndarray, metric: str) -> np.ndarray:
+    """Distances (K,) float32 between rows a[ia] and b[ib] (already checked descriptors)."""
+    if metric == "hamming":
+        return np.unpackbits(a[ia] ^ b[ib], axis=1).sum(axis=1).astype(np.float32)
+    diff = a[ia] - b[ib]
+    return np.sqrt(np.einsum("ij,ij->i", diff, diff)).astype(np.float32)
+
+
+def _empty() -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.float32)
+
+
+def match_descriptors(desc_a: np.ndarray, desc_b: np.ndarray, metric: str, mutual: bool = True,
+                      ratio: float | None = None,
+                      max_distance: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest-neighbour matching of each a (N, D) in b (M, D).
+
+    mutual: keep only pairs that are each other's nearest neighbour (KP3D eq. 1).
+    ratio: Lowe test, keep a only if best < ratio * second-best distance of its row.
+    max_distance: keep only pairs with distance <= max_distance.
+    Returns ``matches`` (K, 2) int64 [index_a, index_b] sorted by index_a and ``distances`` (K,) float32.
+    """
+    a, b = _check_descriptors(desc_a, desc_b, metric)
+    if len(a) == 0 or len(b) == 0:
+        return _empty()
+    dist = descriptor_distances(a, b, metric)
+    ia = np.arange(len(a))
+    nn_ab = np.argmin(dist, axis=1)
+    best = dist[ia, nn_ab]
+    keep = np.ones(len(a), dtype=bool)
+    if mutual:
+        nn_ba = np.argmin(dist, axis=0)
+        keep &= nn_ba[nn_ab] == ia
+    if ratio is not None and dist.shape[1] >= 2:
+        second = np.partition(dist, 1, axis=1)[:, 1]
+        keep &= best < ratio * second
+    if max_distance is not None:
+        keep &= best <= max_distance
+    matches = np.stack([ia[keep], nn_ab[keep]], axis=1).astype(np.int64)
+    return matches, best[keep].astype(np.float32)
+
+
+def match_by_projection(desc_a: np.ndarray, uv_a_pred: np.ndarray, desc_b: np.ndarray, uv_b: np.ndarray,
+                        metric: str, radius_px: float, ratio: float | None = None,
+                        max_distance: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Guided matching: each a is compared only with the b within ``radius_px`` of its predicted pixel.
+
+    desc_a (N, D) with predicted pixels uv_a_pred (N, 2) (NaN rows are skipped); desc_b (M, D) at
+    uv_b (M, 2). Each a takes its best candidate (optionally passing the ratio test among its own
+    candidates and ``max_distance``); then each b keeps only its best a (one-to-one).
+    Returns ``matches`` (K, 2) int64 [index_a, index_b] sorted by index_a and ``distances`` (K,) float32.
+    """
+    a, b = _check_descriptors(desc_a, desc_b, metric)
+    uv_a_pred = np.asarray(uv_a_pred, dtype=np.float64)
+    uv_b = np.asarray(uv_b, dtype=np.float64)
+    if uv_a_pred.shape != (len(a), 2) or uv_b.shape != (len(b), 2):
+        raise InvalidInputError(f"pixel arrays must be (N, 2) matching the descriptors, got {uv_a_pred.shape} "
+                                f"for {len(a)} and {uv_b.shape} for {len(b)}")
+    if not np.isfinite(radius_px) or radius_px <= 0:
+        raise InvalidInputError(f"radius_px must be positive, got {radius_px}")
+    rows_a = np.flatnonzero(np.isfinite(uv_a_pred).all(axis=1))
+    rows_b = np.flatnonzero(np.isfinite(uv_b).all(axis=1))
+    if len(rows_a) == 0 or len(rows_b) == 0:
+        return _empty()
+
+    # 1. Candidate pairs within the radius.
+    pairs = cKDTree(uv_a_pred[rows_a]).sparse_distance_matrix(
+        cKDTree(uv_b[rows_b]), float(radius_px), output_type="ndarray")
+    if len(pairs) == 0:
+        return _empty()
+    ia = rows_a[pairs["i"]]
+    ib = rows_b[pairs["j"]]
+    d = _pair_distances(a, b, ia, ib, metric)
+
+    # 2. Best (and second-best) candidate for each a: sort by (a, distance, b).
+    order = np.lexsort((ib, d, ia))
+    ia, ib, d = ia[order], ib[order], d[order]
+    first = np.ones(len(ia), dtype=bool)
+    first[1:] = ia[1:] != ia[:-1]
+    starts = np.flatnonzero(first)
+    keep = np.ones(len(starts), dtype=bool)
+    if ratio is not None:
+        has_second = np.zeros(len(starts), dtype=bool)
+        nxt = starts + 1
+        has_second[nxt < len(ia)] = ia[nxt[nxt < len(ia)]] == ia[starts[nxt < len(ia)]]
+        second = np.full(len(starts), np.inf, dtype=np.float32)
+        second[has_second] = d[nxt[has_second]]
+        keep &= d[starts] < ratio * second
+    if max_distance is not None:
+        keep &= d[starts] <= max_distance
+    ia, ib, d = ia[starts[keep]], ib[starts[keep]], d[starts[keep]]
+
+    # 3. One-to-one: each b keeps its best a (ties -> lowest index_a).
+    order = np.lexsort((ia, d, ib))
+    ia, ib, d = ia[order], ib[order], d[order]
+    first = np.ones(len(ib), dtype=bool)
+    first[1:] = ib[1:] != ib[:-1]
+    ia, ib, d = ia[first], ib[first], d[first]
+
+    order = np.argsort(ia, kind="stable")
+    matches = np.stack([ia[order], ib[order]], axis=1).astype(np.int64)
+    return matches, d[order].astype(np.float32)

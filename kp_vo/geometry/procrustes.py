@@ -1,0 +1,170 @@
+"""Closed-form 3D-3D alignment: weighted Procrustes / Umeyama, KP3D residual pose correction, RANSAC.
+
+Weighted Procrustes (Choy et al., used in "robust correspondences" eq. 4-5): minimise
+sum_i w_i |dst_i - (s R src_i + t)|^2 with weighted centroids, a weighted cross-covariance,
+its SVD and a determinant fix so that det(R) = +1 even for planar or mirrored data.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from kp_vo.errors import InvalidInputError
+from kp_vo.geometry.camera import backproject, check_K, check_points
+from kp_vo.geometry.se3 import check_pose, make_pose, transform
+
+log = logging.getLogger(__name__)
+
+
+def weighted_procrustes(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None,
+                        with_scale: bool = False) -> tuple[np.ndarray, float]:
+    """Best rigid (or similarity) transform with dst ~= s R src + t.
+
+    src, dst: (N, 3) float64 corresponding points, N >= 3. weights: (N,) >= 0, not all zero.
+    Returns ``T_dst_src`` (4, 4) holding R and t, and the scale s (1.0 when ``with_scale`` is False).
+    """
+    src = check_points(src, 3, "src")
+    dst = check_points(dst, 3, "dst")
+    if src.shape != dst.shape:
+        raise InvalidInputError(f"src and dst differ in shape: {src.shape} vs {dst.shape}")
+    if len(src) < 3:
+        raise InvalidInputError(f"procrustes needs at least 3 points, got {len(src)}")
+    if not (np.isfinite(src).all() and np.isfinite(dst).all()):
+        raise InvalidInputError("procrustes points contain NaN or inf")
+    if weights is None:
+        w = np.ones(len(src))
+    else:
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)
+        if w.shape != (len(src),):
+            raise InvalidInputError(f"weights must have shape ({len(src)},), got {w.shape}")
+        if not np.isfinite(w).all() or np.any(w < 0):
+            raise InvalidInputError("weights must be finite and non-negative")
+        if w.sum() <= 0:
+            raise InvalidInputError("weights are all zero")
+    w = w / w.sum()
+
+    # Weighted centroids and centred points (eq. 4).
+    mu_s = w @ src
+    mu_d = w @ dst
+    xs = src - mu_s
+    xd = dst - mu_d
+    # Weighted cross-covariance dst <- src and its SVD (eq. 5), with the reflection fix.
+    S = (xd * w[:, None]).T @ xs
+    U, sig, Vt = np.linalg.svd(S)
+    d = 1.0 if np.linalg.det(U) * np.linalg.det(Vt) >= 0 else -1.0
+    D = np.array([1.0, 1.0, d])
+    R = (U * D) @ Vt
+    scale = 1.0
+    if with_scale:
+        var_s = float(w @ (xs * xs).sum(axis=1))
+        if var_s <= 1e-300:
+            raise InvalidInputError("source points have zero spread; scale is undefined")
+        scale = float((sig * D).sum() / var_s)
+    t = mu_d - scale * (R @ mu_s)
+    return make_pose(R, t), scale
+
+
+def procrustes(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Unweighted rigid alignment without scale: ``T_dst_src`` (4, 4) with dst ~= R src + t."""
+    return weighted_procrustes(src, dst)[0]
+
+
+def refine_pose_procrustes(T_c_t: np.ndarray, points_t: np.ndarray, uv_c: np.ndarray,
+                           K: np.ndarray) -> np.ndarray:
+    """KP3D sec. 3.2 (eq. 3-5) residual pose correction.
+
+    T_c_t: (4, 4) initial pose (target -> context), points_t: (N, 3) lifted target keypoints in the
+    target camera frame, uv_c: (N, 2) matched context keypoints. The context keypoints are lifted with
+    the depth d_c = z of T_c_t @ P_t, then Procrustes from P_t to P_c gives the refined ``T_c_t``.
+    Points with d_c <= 0 (or non-finite) are dropped; with fewer than 3 left the input pose is returned.
+    """
+    T_c_t = check_pose(T_c_t, "T_c_t")
+    P_t = check_points(points_t, 3, "points_t")
+    uv_c = check_points(uv_c, 2, "uv_c")
+    if len(P_t) != len(uv_c):
+        raise InvalidInputError(f"{len(P_t)} points_t but {len(uv_c)} uv_c")
+    K = check_K(K)
+    d_c = transform(T_c_t, P_t)[:, 2]
+    ok = np.isfinite(d_c) & (d_c > 0) & np.isfinite(uv_c).all(axis=1) & np.isfinite(P_t).all(axis=1)
+    if ok.sum() < 3:
+        log.debug("refine_pose_procrustes: only %d usable points, pose unchanged", int(ok.sum()))
+        return T_c_t.copy()
+    P_c = backproject(uv_c[ok], d_c[ok], K)
+    return procrustes(P_t[ok], P_c)
+
+
+def _sample_ok(P: np.ndarray) -> bool:
+    """True if three points span a triangle that is not degenerate."""
+    area2 = np.linalg.norm(np.cross(P[1] - P[0], P[2] - P[0]))
+    scale2 = max(np.sum((P[1] - P[0]) ** 2), np.sum((P[2] - P[0]) ** 2), 1e-300)
+    return bool(area2 > 1e-6 * scale2)
+
+
+def _needed_iterations(inlier_ratio: float, sample_size: int, confidence: float, max_iterations: int) -> int:
+    """RANSAC iterations so that an all-inlier sample is drawn with probability ``confidence``."""
+    p_good = inlier_ratio**sample_size
+    if p_good >= 1.0:
+        return 0
+    denom = math.log1p(-p_good)
+    if denom == 0.0:
+        return max_iterations
+    return min(max_iterations, int(math.ceil(math.log(max(1.0 - confidence, 1e-300)) / denom)))
+
+
+def ransac_procrustes(src: np.ndarray, dst: np.ndarray, threshold_m: float, iterations: int = 200,
+                      confidence: float = 0.999, min_inliers: int = 6,
+                      rng: np.random.Generator | None = None) -> tuple[bool, np.ndarray, np.ndarray]:
+    """Robust rigid alignment dst ~= R src + t with 3-point RANSAC and a refit on the inliers.
+
+    src, dst: (N, 3); rows with non-finite values are never inliers. An inlier has
+    |dst - T src| < threshold_m (metres). Returns (success, ``T_dst_src`` (4, 4), inliers (N,) bool);
+    on failure (too few points or inliers) success is False, T is identity and no row is an inlier.
+    """
+    src = check_points(src, 3, "src")
+    dst = check_points(dst, 3, "dst")
+    if src.shape != dst.shape:
+        raise InvalidInputError(f"src and dst differ in shape: {src.shape} vs {dst.shape}")
+    if not math.isfinite(threshold_m) or threshold_m <= 0:
+        raise InvalidInputError(f"threshold_m must be positive, got {threshold_m}")
+    rng = np.random.default_rng(0) if rng is None else rng
+    n = len(src)
+    fail = (False, np.eye(4), np.zeros(n, dtype=bool))
+    finite = np.flatnonzero(np.isfinite(src).all(axis=1) & np.isfinite(dst).all(axis=1))
+    if len(finite) < max(3, min_inliers):
+        return fail
+    S, D = src[finite], dst[finite]
+    th2 = threshold_m**2
+
+    def inliers_of(T: np.ndarray) -> np.ndarray:
+        return np.sum((transform(T, S) - D) ** 2, axis=1) < th2
+
+    best_mask = np.zeros(len(S), dtype=bool)
+    best_count = 0
+    needed = iterations
+    it = 0
+    while it < min(iterations, needed):
+        it += 1
+        idx = rng.choice(len(S), 3, replace=False)
+        if not (_sample_ok(S[idx]) and _sample_ok(D[idx])):
+            continue
+        mask = inliers_of(procrustes(S[idx], D[idx]))
+        count = int(mask.sum())
+        if count > best_count:
+            best_count, best_mask = count, mask
+            needed = _needed_iterations(count / len(S), 3, confidence, iterations)
+    if best_count < max(3, min_inliers):
+        return fail
+    # Refit on the inliers, re-classify, refit once more.
+    T = procrustes(S[best_mask], D[best_mask])
+    mask = inliers_of(T)
+    if mask.sum() >= 3:
+        T = procrustes(S[mask], D[mask])
+        mask = inliers_of(T)
+    if mask.sum() < max(3, min_inliers):
+        return fail
+    inliers = np.zeros(n, dtype=bool)
+    inliers[finite[mask]] = True
+    return True, T, inliers

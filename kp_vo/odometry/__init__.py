@@ -1,0 +1,1 @@
+"""Frame-to-keyframe visual odometry."""

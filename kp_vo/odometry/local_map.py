@@ -1,0 +1,134 @@
+"""The keyframe window and the 3D points its keyframes observe.
+
+Every 3D point has an integer id; a keyframe stores, per keypoint, the id of the point it
+observes (-1 for none). A point seen by several keyframes (tracked, then kept when the next
+keyframe is made) is one id, so the scale of the map propagates from keyframe to keyframe.
+Points no keyframe of the window observes any more are forgotten.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kp_vo.features.base import Features
+from kp_vo.odometry.types import Keyframe
+
+
+@dataclass
+class WindowPoints:
+    """Unique points observed by the window, for matching a new frame against.
+
+    ids (P,) int64; xyz (P, 3) world coordinates; descriptors (P, D) of the newest observation;
+    keyframe_of (P,) index into the window of that newest observing keyframe.
+    """
+
+    ids: np.ndarray
+    xyz: np.ndarray
+    descriptors: np.ndarray
+    keyframe_of: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class LocalMap:
+    """A bounded window of keyframes (oldest first) and their 3D points."""
+
+    def __init__(self, window_size: int):
+        if window_size < 2:
+            raise ValueError("the keyframe window needs at least 2 keyframes")
+        self.window_size = window_size
+        self.keyframes: list[Keyframe] = []
+        self._xyz = np.zeros((0, 3))
+        self._next_id = 0
+        self._id_to_row: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.keyframes)
+
+    @property
+    def num_points(self) -> int:
+        return len(self._id_to_row)
+
+    def clear(self) -> None:
+        self.__init__(self.window_size)
+
+    # -- points ---------------------------------------------------------------------------
+    def add_points(self, xyz: np.ndarray) -> np.ndarray:
+        """Store new world points (P, 3); return their ids (P,)."""
+        ids = np.arange(self._next_id, self._next_id + len(xyz), dtype=np.int64)
+        start = len(self._xyz)
+        self._xyz = np.vstack([self._xyz, np.asarray(xyz, np.float64).reshape(-1, 3)])
+        for k, pid in enumerate(ids):
+            self._id_to_row[int(pid)] = start + k
+        self._next_id += len(xyz)
+        return ids
+
+    def points(self, ids: np.ndarray) -> np.ndarray:
+        """(len(ids), 3) world coordinates of known ids."""
+        rows = np.array([self._id_to_row[int(i)] for i in ids], dtype=np.int64)
+        return self._xyz[rows] if len(rows) else np.zeros((0, 3))
+
+    def set_points(self, ids: np.ndarray, xyz: np.ndarray) -> None:
+        rows = np.array([self._id_to_row[int(i)] for i in ids], dtype=np.int64)
+        if len(rows):
+            self._xyz[rows] = xyz
+        for kf in self.keyframes:
+            self._sync(kf)
+
+    # -- keyframes ------------------------------------------------------------------------
+    def add_keyframe(self, keyframe: Keyframe, point_ids: np.ndarray) -> None:
+        """Append a keyframe observing ``point_ids`` (one per keypoint, -1 = none); drop the oldest if full."""
+        keyframe.point_ids = np.asarray(point_ids, np.int64).copy()
+        self._sync(keyframe)
+        self.keyframes.append(keyframe)
+        if len(self.keyframes) > self.window_size:
+            self.keyframes.pop(0)
+            self._forget_unobserved()
+
+    def assign(self, keyframe: Keyframe, keypoint_index: np.ndarray, ids: np.ndarray) -> None:
+        """Let keypoints of ``keyframe`` observe points ``ids``."""
+        keyframe.point_ids[keypoint_index] = ids
+        self._sync(keyframe)
+
+    def _sync(self, keyframe: Keyframe) -> None:
+        ids = keyframe.point_ids
+        pts = np.full((len(ids), 3), np.nan)
+        has = ids >= 0
+        pts[has] = self.points(ids[has])
+        keyframe.points_world = pts
+
+    def _forget_unobserved(self) -> None:
+        alive = set()
+        for kf in self.keyframes:
+            alive.update(int(i) for i in kf.point_ids[kf.point_ids >= 0])
+        ids = sorted(alive)
+        xyz = self.points(np.array(ids, np.int64))
+        self._xyz = xyz.reshape(-1, 3)
+        self._id_to_row = {pid: row for row, pid in enumerate(ids)}
+
+    def window_points(self) -> WindowPoints:
+        """Unique points of the window with the descriptor of their newest observation."""
+        ids, owners, keypoints = [], [], []
+        for w in range(len(self.keyframes) - 1, -1, -1):  # newest first: np.unique keeps first occurrences
+            k = np.flatnonzero(self.keyframes[w].point_ids >= 0)
+            ids.append(self.keyframes[w].point_ids[k])
+            owners.append(np.full(len(k), w, np.int64))
+            keypoints.append(k)
+        if not self.keyframes or sum(len(i) for i in ids) == 0:
+            d = self.keyframes[-1].features.descriptors if self.keyframes else np.zeros((0, 32), np.uint8)
+            return WindowPoints(np.zeros(0, np.int64), np.zeros((0, 3)), d[:0], np.zeros(0, np.int64))
+        ids_all, owners_all, kp_all = np.concatenate(ids), np.concatenate(owners), np.concatenate(keypoints)
+        unique_ids, first = np.unique(ids_all, return_index=True)
+        owners_u, kp_u = owners_all[first], kp_all[first]
+        desc = np.stack([self.keyframes[w].features.descriptors[k] for w, k in zip(owners_u, kp_u)])
+        return WindowPoints(unique_ids, self.points(unique_ids), desc, owners_u)
+
+
+def new_keyframe(frame_index: int, stamp_ns: int, T_world_cam: np.ndarray, features: Features,
+                 depth: np.ndarray | None) -> Keyframe:
+    n = len(features)
+    return Keyframe(frame_index, stamp_ns, T_world_cam.copy(), features, np.full((n, 3), np.nan),
+                    np.full(n, -1, np.int64), depth)

@@ -1,0 +1,430 @@
+"""Frame-to-keyframe visual odometry over a bounded keyframe window (KP3D §3.2 geometry).
+
+One call of ``VisualOdometry.process(frame)`` does, in order:
+
+1. extract keypoints and descriptors;
+2. if there is no map yet, initialise it: from the frame's depth (RGB-D or DepthNet), or, for
+   monocular input, from two views with enough parallax (essential matrix + triangulation);
+3. predict the pose with a constant-velocity motion prior;
+4. match the window's 3D points to the frame, guided by the prediction (fall back to plain
+   reciprocal descriptor matching against each keyframe when that fails);
+5. RANSAC-PnP + Gauss-Newton, then a second guided matching pass with the solved pose over
+   all window points, Gauss-Newton again, and the KP3D Procrustes refinement (kept when it
+   does not increase the reprojection error);
+6. decide whether the frame becomes a keyframe; if so, give its new keypoints 3D points
+   (lifted with depth, or triangulated against the previous keyframes) and slide the window;
+7. when no pose can be solved, report LOST with the motion prior and an inflated covariance,
+   and keep trying against the whole window until tracking resumes.
+
+Ground truth is never read. Poses are ``T_world_cam``; the first keyframe is the world origin.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from kp_vo.errors import InvalidInputError
+from kp_vo.features.base import DepthEstimator, Extractor, Features
+from kp_vo.geometry.camera import lift_keypoints, project
+from kp_vo.geometry.matching import match_by_projection, match_descriptors
+from kp_vo.geometry.pnp import refine_pose_gauss_newton, solve_pnp_ransac
+from kp_vo.geometry.procrustes import refine_pose_procrustes
+from kp_vo.geometry.se3 import invert, make_pose, se3_exp, se3_log
+from kp_vo.geometry.triangulation import triangulate
+from kp_vo.odometry.depth import DepthSource
+from kp_vo.odometry.local_map import LocalMap, new_keyframe
+from kp_vo.odometry.types import Keyframe, TrackingResult, TrackingState
+from kp_vo.types import Frame
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OdometryConfig:
+    """Knobs of the tracker. Pixel thresholds are for the input image resolution."""
+
+    depth_source: str = "auto"          # "auto" | "sensor" | "network" | "triangulation" (see odometry/depth.py)
+    window_size: int = 7                # keyframes kept in the window
+    match_ratio: float = 0.9            # Lowe ratio for descriptor matching (1.0 disables)
+    guided_radius_px: float = 20.0      # search radius around the motion-prior projections
+    refine_radius_px: float = 6.0       # search radius around the projections with the solved pose
+    pnp_threshold_px: float = 2.0       # RANSAC inlier threshold on reprojection error
+    pnp_iterations: int = 300           # RANSAC iteration cap
+    huber_px: float = 2.0               # Huber threshold of the Gauss-Newton refinement
+    min_inliers: int = 15               # fewer inliers than this = pose not trusted (LOST)
+    procrustes_refinement: bool = True  # KP3D residual pose correction after PnP + GN
+    max_step_ratio: float = 4.0         # a solved step longer than this x the prior's (+ slack) is rejected
+    keyframe_inlier_ratio: float = 0.6  # new keyframe when tracked points drop below this share of the last one's
+    keyframe_max_interval: int = 8      # ... or after this many frames
+    keyframe_min_interval: int = 1      # never two keyframes closer than this many frames
+    min_parallax_deg: float = 1.0       # triangulation: minimum angle between the two rays
+    max_reprojection_px: float = 2.0    # triangulation: maximum reprojection error in either view
+    triangulation_keyframes: int = 2    # previous keyframes new keypoints are triangulated against
+    min_depth_m: float = 0.1            # sensor/network depth outside [min, max] is ignored
+    max_depth_m: float = 80.0
+    init_min_matches: int = 80          # monocular initialisation: reciprocal matches needed
+    init_min_flow_px: float = 8.0       # ... median optical flow needed (parallax)
+    init_min_points: int = 60           # ... triangulated points needed
+    init_baseline: float = 1.0          # ... length given to the first baseline (sets the map's unit)
+    max_lost_frames: int = 30           # after this many LOST frames the map is rebuilt from scratch
+    lost_covariance: float = 1.0e3      # variance (m^2, rad^2) reported while LOST / INITIALIZING
+
+
+@dataclass
+class _PoseSolution:
+    T_world_cam: np.ndarray
+    covariance: np.ndarray
+    point_ids: np.ndarray      # (M,) map point ids of the inlier matches
+    keypoints: np.ndarray      # (M,) current keypoint indices of the inlier matches
+    num_matches: int
+
+
+class VisualOdometry:
+    """Frame-to-keyframe VO. See the module docstring for the per-frame recipe."""
+
+    def __init__(self, config: OdometryConfig | None = None, extractor: Extractor | None = None,
+                 depth_estimator: DepthEstimator | None = None):
+        if extractor is None:
+            raise InvalidInputError("VisualOdometry needs a keypoint extractor")
+        self.config = config or OdometryConfig()
+        self.extractor = extractor
+        self.depth_source = DepthSource(self.config.depth_source, depth_estimator)
+        self._map = LocalMap(self.config.window_size)
+        self._rng = np.random.default_rng(0)
+        self.reset()
+
+    # -- public state ---------------------------------------------------------------------
+    @property
+    def keyframes(self) -> list[Keyframe]:
+        return list(self._map.keyframes)
+
+    @property
+    def state(self) -> TrackingState:
+        return self._state
+
+    def reset(self) -> None:
+        """Forget the map and the motion; the next frame starts a new trajectory at the origin."""
+        self._map.clear()
+        self._state = TrackingState.INITIALIZING
+        self._init_reference: tuple[Frame, Features] | None = None
+        self._T_world_cam = np.eye(4)
+        self._velocity = np.eye(4)          # T_prev_cur of the last step (camera motion per frame)
+        self._last_index: int | None = None
+        self._frames_since_keyframe = 0
+        self._lost_frames = 0
+        self._tracked_at_keyframe = 0
+        self._T_origin = np.eye(4)          # pose the map is anchored at after a rebuild
+
+    # -- the step -------------------------------------------------------------------------
+    def process(self, frame: Frame) -> TrackingResult:
+        """Estimate the pose of ``frame``. Raises InvalidInputError on a bad frame (state untouched)."""
+        frame.validate()
+        t0 = time.perf_counter()
+        features = self.extractor.extract(frame.image)
+        timings = {"extract": time.perf_counter() - t0}
+
+        if self._state == TrackingState.INITIALIZING:
+            result = self._initialize(frame, features, timings)
+        else:
+            result = self._track(frame, features, timings)
+        self._last_index = frame.index
+        timings["total"] = time.perf_counter() - t0
+        result.timings = timings
+        return result
+
+    # -- initialisation -------------------------------------------------------------------
+    def _initialize(self, frame: Frame, features: Features, timings: dict) -> TrackingResult:
+        t = time.perf_counter()
+        depth = self.depth_source.keyframe_depth(frame)
+        if depth is not None:
+            ok = self._start_map_with_depth(frame, features, depth)
+        else:
+            ok = self._start_map_two_view(frame, features)
+        timings["map"] = time.perf_counter() - t
+        if ok:
+            self._state = TrackingState.TRACKING
+            return self._result(frame, TrackingState.TRACKING, self._pose_covariance_default(), features,
+                                is_keyframe=True, message="map initialised")
+        return self._result(frame, TrackingState.INITIALIZING, self._inflated(), features,
+                            message="waiting for enough texture / parallax to initialise")
+
+    def _start_map_with_depth(self, frame: Frame, features: Features, depth: np.ndarray) -> bool:
+        points_cam, valid = self._lift(features, depth, frame)
+        if valid.sum() < self.config.init_min_points:
+            return False
+        kf = new_keyframe(frame.index, frame.stamp_ns, self._T_world_cam, features, depth)
+        ids = np.full(len(features), -1, np.int64)
+        ids[valid] = self._map.add_points(_transform(self._T_world_cam, points_cam[valid]))
+        self._map.add_keyframe(kf, ids)
+        self._after_keyframe(int(valid.sum()))
+        return True
+
+    def _start_map_two_view(self, frame: Frame, features: Features) -> bool:
+        cfg = self.config
+        if self._init_reference is None or len(self._init_reference[1]) < cfg.init_min_matches:
+            self._init_reference = (frame, features)
+            return False
+        ref_frame, ref_features = self._init_reference
+        K = frame.camera.K
+        matches, _ = match_descriptors(ref_features.descriptors, features.descriptors, features.metric,
+                                       mutual=True, ratio=cfg.match_ratio)
+        if len(matches) < cfg.init_min_matches:
+            self._init_reference = (frame, features)  # the scene changed too much: start over from here
+            return False
+        uv_ref = ref_features.keypoints[matches[:, 0]].astype(np.float64)
+        uv_cur = features.keypoints[matches[:, 1]].astype(np.float64)
+        if np.median(np.linalg.norm(uv_cur - uv_ref, axis=1)) < cfg.init_min_flow_px:
+            return False  # not enough parallax yet: keep the reference, wait for more motion
+        E, mask = cv2.findEssentialMat(uv_ref, uv_cur, K, method=cv2.RANSAC, prob=0.999, threshold=1.0)
+        if E is None or E.shape != (3, 3):
+            return False
+        _, R, t, mask = cv2.recoverPose(E, uv_ref, uv_cur, K, mask=mask)
+        inl = mask.ravel() > 0
+        T_cur_ref = make_pose(R, t.ravel() * cfg.init_baseline)
+        points_ref, valid = triangulate(np.eye(4), T_cur_ref, uv_ref[inl], uv_cur[inl], K,
+                                        cfg.max_reprojection_px, cfg.min_parallax_deg)
+        if valid.sum() < cfg.init_min_points:
+            return False
+        # The reference keyframe is the world origin; both keyframes observe the new points.
+        T_world_ref = self._T_origin
+        idx = np.flatnonzero(inl)[valid]
+        ids = self._map.add_points(_transform(T_world_ref, points_ref[valid]))
+        kf_ref = new_keyframe(ref_frame.index, ref_frame.stamp_ns, T_world_ref, ref_features, None)
+        ids_ref = np.full(len(ref_features), -1, np.int64)
+        ids_ref[matches[idx, 0]] = ids
+        self._map.add_keyframe(kf_ref, ids_ref)
+        T_world_cur = T_world_ref @ invert(T_cur_ref)
+        kf_cur = new_keyframe(frame.index, frame.stamp_ns, T_world_cur, features, None)
+        ids_cur = np.full(len(features), -1, np.int64)
+        ids_cur[matches[idx, 1]] = ids
+        self._map.add_keyframe(kf_cur, ids_cur)
+        steps = max(1, frame.index - ref_frame.index)
+        self._velocity = _fractional_motion(invert(T_cur_ref), 1.0 / steps)
+        self._T_world_cam = T_world_cur
+        self._init_reference = None
+        self._after_keyframe(len(ids))
+        log.info("monocular map initialised from frames %d-%d with %d points", ref_frame.index, frame.index, len(ids))
+        return True
+
+    # -- tracking -------------------------------------------------------------------------
+    def _track(self, frame: Frame, features: Features, timings: dict) -> TrackingResult:
+        cfg = self.config
+        K = frame.camera.K
+        T_pred = self._T_world_cam @ self._velocity
+        t = time.perf_counter()
+        solution = self._solve_pose(features, K, T_pred, frame.camera)
+        timings["pose"] = time.perf_counter() - t
+
+        if solution is None:
+            return self._handle_lost(frame, features, T_pred)
+
+        self._velocity = invert(self._T_world_cam) @ solution.T_world_cam
+        self._T_world_cam = solution.T_world_cam
+        self._lost_frames = 0
+        self._state = TrackingState.TRACKING
+        self._frames_since_keyframe += 1
+
+        t = time.perf_counter()
+        is_kf = self._need_keyframe(len(solution.point_ids))
+        if is_kf:
+            self._make_keyframe(frame, features, solution)
+        timings["map"] = time.perf_counter() - t
+        result = self._result(frame, TrackingState.TRACKING, solution.covariance, features, is_keyframe=is_kf)
+        result.num_matches = solution.num_matches
+        result.num_inliers = len(solution.point_ids)
+        result.matches = np.stack([solution.keypoints, solution.point_ids], axis=1)
+        return result
+
+    def _solve_pose(self, features: Features, K: np.ndarray, T_pred: np.ndarray, camera) -> _PoseSolution | None:
+        """Match window points to the frame and solve its pose; None when it cannot be trusted."""
+        cfg = self.config
+        window = self._map.window_points()
+        if len(window) < cfg.min_inliers or len(features) < cfg.min_inliers:
+            return None
+        uv = features.keypoints.astype(np.float64)
+        ratio = cfg.match_ratio if cfg.match_ratio < 1.0 else None
+
+        candidates = []
+        if self._state == TrackingState.TRACKING:
+            matches = self._guided(window, features, T_pred, K, camera, cfg.guided_radius_px, ratio)
+            candidates.append(matches)
+        best = None
+        for matches in candidates + [None]:
+            if matches is None:  # unguided fallback: reciprocal matching against the window's descriptors
+                matches, _ = match_descriptors(window.descriptors, features.descriptors, features.metric,
+                                               mutual=True, ratio=ratio)
+            if len(matches) < cfg.min_inliers:
+                continue
+            pnp = solve_pnp_ransac(window.xyz[matches[:, 0]], uv[matches[:, 1]], K, cfg.pnp_threshold_px,
+                                   cfg.pnp_iterations, 0.999, cfg.min_inliers, invert(T_pred), self._rng)
+            if pnp.success and (best is None or pnp.num_inliers > best[0].num_inliers):
+                best = (pnp, len(matches))
+            if best is not None and best[0].num_inliers >= 3 * cfg.min_inliers:
+                break
+        if best is None:
+            return None
+        pnp, num_matches = best
+        T_world_cam = invert(pnp.T_cam_world)
+
+        # Second pass: every window point, guided by the solved pose, then GN + Procrustes.
+        matches = self._guided(window, features, T_world_cam, K, camera, cfg.refine_radius_px, ratio)
+        if len(matches) < cfg.min_inliers:
+            return None
+        P, q = window.xyz[matches[:, 0]], uv[matches[:, 1]]
+        T_cw, cov, _ = refine_pose_gauss_newton(invert(T_world_cam), P, q, K, 10, cfg.huber_px)
+        err = _reprojection_errors(T_cw, P, q, K)
+        inl = err < cfg.pnp_threshold_px
+        if inl.sum() < cfg.min_inliers:
+            return None
+        T_cw, cov, rmse = refine_pose_gauss_newton(T_cw, P[inl], q[inl], K, 10, cfg.huber_px)
+        if cfg.procrustes_refinement:
+            T_proc = refine_pose_procrustes(T_cw, P[inl], q[inl], K)
+            if _rmse(T_proc, P[inl], q[inl], K) <= _rmse(T_cw, P[inl], q[inl], K):
+                T_cw = T_proc
+        T_world_cam = invert(T_cw)
+        if not self._plausible_step(T_world_cam, T_pred):
+            log.debug("rejected a pose jump against the motion prior")
+            return None
+        return _PoseSolution(T_world_cam, cov, window.ids[matches[inl, 0]], matches[inl, 1], num_matches)
+
+    def _guided(self, window, features: Features, T_world_cam: np.ndarray, K: np.ndarray, camera,
+                radius: float, ratio: float | None) -> np.ndarray:
+        pts_cam = _transform(invert(T_world_cam), window.xyz)
+        uv_pred, in_front = project(pts_cam, K)
+        inside = in_front & (uv_pred[:, 0] >= 0) & (uv_pred[:, 0] < camera.width) \
+            & (uv_pred[:, 1] >= 0) & (uv_pred[:, 1] < camera.height)
+        uv_pred = np.where(inside[:, None], uv_pred, np.nan)
+        matches, _ = match_by_projection(window.descriptors, uv_pred, features.descriptors,
+                                         features.keypoints.astype(np.float64), features.metric, radius, ratio)
+        return matches
+
+    def _plausible_step(self, T_world_cam: np.ndarray, T_pred: np.ndarray) -> bool:
+        """Reject a solved pose that jumps far beyond the motion prior (a wrong PnP solution)."""
+        step = np.linalg.norm((invert(self._T_world_cam) @ T_world_cam)[:3, 3])
+        prior = np.linalg.norm(self._velocity[:3, 3])
+        scale = max(prior, self._map_scale())
+        return step <= self.config.max_step_ratio * scale + 1e-9
+
+    def _map_scale(self) -> float:
+        """Typical camera-to-point distance in the window (the unit a plausible step is measured in)."""
+        kf = self._map.keyframes[-1]
+        pts = kf.points_world[np.isfinite(kf.points_world[:, 0])]
+        if len(pts) == 0:
+            return 1.0
+        return float(np.median(np.linalg.norm(pts - kf.T_world_cam[:3, 3], axis=1))) * 0.25
+
+    # -- keyframes ------------------------------------------------------------------------
+    def _need_keyframe(self, num_tracked: int) -> bool:
+        cfg = self.config
+        if self._frames_since_keyframe < cfg.keyframe_min_interval:
+            return False
+        return (num_tracked < cfg.keyframe_inlier_ratio * self._tracked_at_keyframe
+                or self._frames_since_keyframe >= cfg.keyframe_max_interval)
+
+    def _make_keyframe(self, frame: Frame, features: Features, solution: _PoseSolution) -> None:
+        cfg = self.config
+        depth = self.depth_source.keyframe_depth(frame)
+        kf = new_keyframe(frame.index, frame.stamp_ns, solution.T_world_cam, features, depth)
+        ids = np.full(len(features), -1, np.int64)
+        ids[solution.keypoints] = solution.point_ids
+        if depth is not None:
+            points_cam, valid = self._lift(features, depth, frame)
+            fresh = valid & (ids < 0)
+            ids[fresh] = self._map.add_points(_transform(solution.T_world_cam, points_cam[fresh]))
+            self._map.add_keyframe(kf, ids)
+        else:
+            self._map.add_keyframe(kf, ids)
+            for previous in self._map.keyframes[-1 - cfg.triangulation_keyframes:-1][::-1]:
+                self._triangulate_new_points(previous, kf, frame.camera.K)
+        self._after_keyframe(int((kf.point_ids >= 0).sum()))
+
+    def _triangulate_new_points(self, older: Keyframe, newer: Keyframe, K: np.ndarray) -> None:
+        """Match keypoints without a point in both keyframes and triangulate them with the keyframe poses."""
+        cfg = self.config
+        free_old = np.flatnonzero(older.point_ids < 0)
+        free_new = np.flatnonzero(newer.point_ids < 0)
+        if len(free_old) < 8 or len(free_new) < 8:
+            return
+        ratio = cfg.match_ratio if cfg.match_ratio < 1.0 else None
+        matches, _ = match_descriptors(older.features.descriptors[free_old], newer.features.descriptors[free_new],
+                                       newer.features.metric, mutual=True, ratio=ratio)
+        if len(matches) == 0:
+            return
+        i_old, i_new = free_old[matches[:, 0]], free_new[matches[:, 1]]
+        pts, valid = triangulate(invert(older.T_world_cam), invert(newer.T_world_cam),
+                                 older.features.keypoints[i_old].astype(np.float64),
+                                 newer.features.keypoints[i_new].astype(np.float64), K,
+                                 cfg.max_reprojection_px, cfg.min_parallax_deg)
+        if valid.sum() == 0:
+            return
+        ids = self._map.add_points(pts[valid])
+        self._map.assign(older, i_old[valid], ids)
+        self._map.assign(newer, i_new[valid], ids)
+
+    def _after_keyframe(self, num_points: int) -> None:
+        self._frames_since_keyframe = 0
+        self._tracked_at_keyframe = num_points
+
+    # -- loss -----------------------------------------------------------------------------
+    def _handle_lost(self, frame: Frame, features: Features, T_pred: np.ndarray) -> TrackingResult:
+        self._lost_frames += 1
+        self._T_world_cam = T_pred
+        self._state = TrackingState.LOST
+        if self._lost_frames > self.config.max_lost_frames:
+            log.warning("lost for %d frames: rebuilding the map at the predicted pose", self._lost_frames)
+            self._rebuild_map_at(T_pred)
+            return self._result(frame, TrackingState.INITIALIZING, self._inflated(), features,
+                                message="lost too long; re-initialising")
+        return self._result(frame, TrackingState.LOST, self._inflated(), features,
+                            message=f"tracking lost for {self._lost_frames} frame(s); using the motion prior")
+
+    def _rebuild_map_at(self, T_world_cam: np.ndarray) -> None:
+        self._map.clear()
+        self._state = TrackingState.INITIALIZING
+        self._init_reference = None
+        self._T_origin = T_world_cam.copy()
+        self._T_world_cam = T_world_cam.copy()
+        self._velocity = np.eye(4)
+        self._lost_frames = 0
+
+    # -- helpers --------------------------------------------------------------------------
+    def _lift(self, features: Features, depth: np.ndarray, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
+        points_cam, valid = lift_keypoints(features.keypoints.astype(np.float64), depth, frame.camera.K)
+        z = points_cam[:, 2]
+        valid &= (z >= self.config.min_depth_m) & (z <= self.config.max_depth_m)
+        return points_cam, valid
+
+    def _inflated(self) -> np.ndarray:
+        return np.eye(6) * self.config.lost_covariance
+
+    def _pose_covariance_default(self) -> np.ndarray:
+        return np.eye(6) * 1e-6
+
+    def _result(self, frame: Frame, state: TrackingState, covariance: np.ndarray, features: Features,
+                is_keyframe: bool = False, message: str = "") -> TrackingResult:
+        return TrackingResult(frame.index, frame.stamp_ns, state, self._T_world_cam.copy(), covariance,
+                              is_keyframe=is_keyframe, features=features, message=message)
+
+
+def _transform(T: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return points @ T[:3, :3].T + T[:3, 3]
+
+
+def _reprojection_errors(T_cam_world: np.ndarray, P: np.ndarray, uv: np.ndarray, K: np.ndarray) -> np.ndarray:
+    proj, in_front = project(_transform(T_cam_world, P), K)
+    err = np.linalg.norm(proj - uv, axis=1)
+    return np.where(in_front, err, np.inf)
+
+
+def _rmse(T_cam_world: np.ndarray, P: np.ndarray, uv: np.ndarray, K: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.minimum(_reprojection_errors(T_cam_world, P, uv, K), 1e6) ** 2)))
+
+
+def _fractional_motion(T: np.ndarray, fraction: float) -> np.ndarray:
+    """The rigid motion ``fraction`` of the way along T (used to spread an initial baseline over frames)."""
+    return se3_exp(se3_log(T) * fraction)

@@ -1,0 +1,189 @@
+"""The offline pipeline: frames in, trajectory + metrics + plots out.
+
+The same ``VisualOdometry`` object the ROS node drives is built here from one typed config;
+``run_frames`` feeds it any iterable of ``Frame`` (a dataset, a bag, a synthetic sequence) and
+``write_outputs`` writes what ``kp-vo run`` promises:
+
+    trajectory_kitti.txt  KITTI 12-value poses, one line per processed frame
+    trajectory_tum.txt    TUM "t tx ty tz qx qy qz qw"
+    metrics.json          ATE / RPE / KITTI drift against ground truth when there is some, timings
+    config.yaml           the configuration actually used
+    trajectory.png        top view, estimate vs ground truth
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from kp_vo.config import save_config, to_dict
+from kp_vo.errors import InvalidInputError
+from kp_vo.features import create_extractor
+from kp_vo.features.base import create_depth_estimator
+from kp_vo.odometry.tracker import OdometryConfig, VisualOdometry
+from kp_vo.types import Frame
+
+log = logging.getLogger(__name__)
+
+STAGES = ("decode", "extract", "pose", "map", "total")
+
+
+@dataclass
+class ExtractorConfig:
+    name: str = "orb"                               # registry name: orb, sift, keypointnet, ...
+    options: dict = field(default_factory=dict)     # keyword options of the extractor factory
+
+
+@dataclass
+class DepthConfig:
+    estimator: str = ""                             # registry name of a depth network ("" = none)
+    options: dict = field(default_factory=dict)     # keyword options of its factory (model_path, ...)
+
+
+@dataclass
+class PipelineConfig:
+    extractor: ExtractorConfig = field(default_factory=ExtractorConfig)
+    depth: DepthConfig = field(default_factory=DepthConfig)
+    odometry: OdometryConfig = field(default_factory=OdometryConfig)
+
+
+def _register_learned_components() -> None:
+    """Import the runtime package, which registers the learned extractors and depth networks."""
+    try:
+        importlib.import_module("kp_vo.runtime")
+    except ImportError as exc:  # a core-only install without torch / onnxruntime
+        log.debug("learned extractors unavailable: %s", exc)
+
+
+def build_odometry(config: PipelineConfig) -> VisualOdometry:
+    """The VisualOdometry described by ``config`` (extractor and optional depth network included)."""
+    _register_learned_components()
+    extractor = create_extractor(config.extractor.name, **config.extractor.options)
+    estimator = create_depth_estimator(config.depth.estimator, **config.depth.options) if config.depth.estimator else None
+    return VisualOdometry(config.odometry, extractor, estimator)
+
+
+@dataclass
+class RunResult:
+    """Per processed frame (bad frames are skipped and counted): indices, stamps, poses, states."""
+
+    frame_indices: np.ndarray
+    stamps_ns: np.ndarray
+    T_world_cam: np.ndarray
+    states: list[str]
+    T_world_cam_gt: np.ndarray | None
+    timings: list[dict]
+    monocular: bool
+    skipped_frames: list[int] = field(default_factory=list)
+
+
+def _timed(frames: Iterable[Frame]) -> Iterator[tuple[Frame, float]]:
+    """Yield each frame with the seconds spent producing it (reading + decoding)."""
+    iterator = iter(frames)
+    while True:
+        t = time.perf_counter()
+        try:
+            frame = next(iterator)
+        except StopIteration:
+            return
+        yield frame, time.perf_counter() - t
+
+
+def run_frames(frames: Iterable[Frame], odometry: VisualOdometry, total: int | None = None,
+               progress: bool = True) -> RunResult:
+    """Track every frame; a frame the odometry rejects is logged in one line and skipped."""
+    from tqdm import tqdm
+
+    indices, stamps, poses, states, gts, timings, skipped = [], [], [], [], [], [], []
+    monocular = True
+    bar = tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True)
+    for frame, decode_s in _timed(frames):
+        bar.update(1)
+        try:
+            result = odometry.process(frame)
+        except InvalidInputError as exc:
+            log.error("skipping frame %d: %s", frame.index, exc)
+            skipped.append(frame.index)
+            continue
+        monocular = monocular and odometry.depth_source.kind_for(frame) == "triangulation"
+        indices.append(frame.index)
+        stamps.append(frame.stamp_ns)
+        poses.append(result.T_world_cam)
+        states.append(result.state.value)
+        gts.append(frame.T_world_cam_gt)
+        timings.append({"decode": decode_s, **result.timings})
+        bar.set_postfix(state=result.state.value, inliers=result.num_inliers, refresh=False)
+    bar.close()
+    has_gt = bool(gts) and all(g is not None for g in gts)
+    return RunResult(np.array(indices, np.int64), np.array(stamps, np.int64),
+                     np.array(poses).reshape(-1, 4, 4), states,
+                     np.array(gts).reshape(-1, 4, 4) if has_gt else None, timings, monocular, skipped)
+
+
+def timing_summary(timings: list[dict]) -> dict:
+    """Mean milliseconds per stage and frames per second over a run."""
+    summary = {}
+    for stage in STAGES:
+        values = [t.get(stage, 0.0) for t in timings]
+        summary[f"{stage}_ms"] = 1e3 * float(np.mean(values)) if values else 0.0
+    per_frame = summary["decode_ms"] + summary["total_ms"]
+    summary["fps"] = 1e3 / per_frame if per_frame > 0 else 0.0
+    return summary
+
+
+def compute_metrics(result: RunResult) -> dict:
+    """Trajectory metrics against ground truth (when present), tracking statistics and timings."""
+    from kp_vo.eval.trajectory import evaluate_trajectory
+
+    metrics: dict = {"num_frames": len(result.frame_indices), "skipped_frames": result.skipped_frames,
+                     "monocular": result.monocular,
+                     "states": {s: result.states.count(s) for s in sorted(set(result.states))}}
+    if result.T_world_cam_gt is not None and len(result.frame_indices) >= 3:
+        # Poses relative to the first processed frame, as the estimate is.
+        gt = result.T_world_cam_gt
+        gt = np.linalg.inv(gt[0]) @ gt
+        metrics.update(evaluate_trajectory(result.T_world_cam, gt, monocular=result.monocular))
+    metrics["timing"] = timing_summary(result.timings)
+    return metrics
+
+
+def write_outputs(result: RunResult, output_dir: str | Path, config: PipelineConfig) -> dict:
+    """Write trajectories, metrics.json, config.yaml and trajectory.png into ``output_dir``; return the metrics."""
+    from kp_vo.eval.plots import plot_trajectory_top_view
+    from kp_vo.eval.trajectory import align_se3, align_sim3
+    from kp_vo.trajio import write_kitti_poses, write_tum_trajectory
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_kitti_poses(out / "trajectory_kitti.txt", result.T_world_cam)
+    write_tum_trajectory(out / "trajectory_tum.txt", result.stamps_ns, result.T_world_cam)
+    save_config(config, out / "config.yaml")
+    metrics = compute_metrics(result)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
+    if len(result.frame_indices) >= 3:
+        gt, est = None, result.T_world_cam
+        if result.T_world_cam_gt is not None:
+            gt = np.linalg.inv(result.T_world_cam_gt[0]) @ result.T_world_cam_gt
+            est = (align_sim3 if result.monocular else align_se3)(est, gt)[0]
+        title = f"{config.extractor.name} {'monocular' if result.monocular else 'RGB-D'}"
+        plot_trajectory_top_view(out / "trajectory.png", est, gt, title, states=result.states)
+    return metrics
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def config_dict(config: PipelineConfig) -> dict:
+    return to_dict(config)

@@ -1,0 +1,137 @@
+"""Relocalization metrics of the ViewSynth protocol (§4.1).
+
+- MMA at 0.1 / 0.25 / 0.5 m: a match is correct when the query keypoint's ground-truth 3D world
+  point (its depth lifted with the ground-truth pose) lies within the threshold of the matched
+  repository point; per query image the fraction of correct matches among matches whose query
+  keypoint has valid depth, then the mean over images (images with no such match count 0).
+- Localization accuracy at (0.5 m, 2 deg), (1 m, 5 deg), (5 m, 10 deg): fraction of query images
+  whose estimated pose is within both thresholds (failed localizations count as wrong).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from kp_vo.reloc.localizer import LocalizationResult, Localizer
+from kp_vo.reloc.repository import lift_to_camera, transform_points
+from kp_vo.types import Frame
+
+logger = logging.getLogger(__name__)
+
+MMA_THRESHOLDS_M = (0.1, 0.25, 0.5)
+POSE_THRESHOLDS = ((0.5, 2.0), (1.0, 5.0), (5.0, 10.0))  # (metres, degrees)
+
+
+def pose_error(T_est: np.ndarray, T_gt: np.ndarray) -> tuple[float, float]:
+    """(translation error in metres, rotation error in degrees) between two (4, 4) camera poses."""
+    dt = float(np.linalg.norm(T_est[:3, 3] - T_gt[:3, 3]))
+    R = T_est[:3, :3].T @ T_gt[:3, :3]
+    cos = np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0)
+    return dt, float(np.degrees(np.arccos(cos)))
+
+
+def match_correctness(result: LocalizationResult, frame: Frame, points_world_map: np.ndarray) -> np.ndarray:
+    """3D distance (M,) float64 between each match's ground-truth query point and its map point (NaN
+    where the query keypoint has no valid depth). Needs ``frame.depth`` and ``frame.T_world_cam_gt``."""
+    if frame.depth is None or frame.T_world_cam_gt is None or result.features is None or result.num_matches == 0:
+        return np.full(result.num_matches, np.nan)
+    uv = result.features.keypoints[result.query_indices]
+    query_world = transform_points(frame.T_world_cam_gt, lift_to_camera(uv, frame.depth, frame.camera))
+    return np.linalg.norm(query_world - np.asarray(points_world_map)[result.map_ids], axis=1)
+
+
+def mma(distances: np.ndarray, thresholds: Iterable[float] = MMA_THRESHOLDS_M) -> dict[str, float]:
+    """Matching accuracy of one image: fraction of matches (with valid depth) within each threshold."""
+    d = np.asarray(distances, np.float64)
+    d = d[np.isfinite(d)]
+    return {f"{t:g}": float(np.mean(d <= t)) if len(d) else 0.0 for t in thresholds}
+
+
+def localization_accuracy(errors: list[tuple[float, float] | None],
+                          thresholds: Iterable[tuple[float, float]] = POSE_THRESHOLDS) -> dict[str, float]:
+    """Fraction of queries within each (metres, degrees) threshold; None entries are failures."""
+    out = {}
+    for t_m, r_deg in thresholds:
+        ok = [e is not None and e[0] <= t_m and e[1] <= r_deg for e in errors]
+        out[f"{t_m:g}m_{r_deg:g}deg"] = float(np.mean(ok)) if ok else 0.0
+    return out
+
+
+@dataclass
+class RelocEvaluation:
+    """Per-query records and the ViewSynth summary."""
+
+    records: list[dict] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    poses: dict[int, np.ndarray] = field(default_factory=dict)  # frame index -> estimated T_world_cam
+    stamps_ns: dict[int, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"summary": self.summary, "queries": self.records}
+
+
+def evaluate_localizer(localizer: Localizer, frames: Iterable[Frame]) -> RelocEvaluation:
+    """Localize every frame and score it against its ground truth (frames without ground truth
+    get poses but no error; the summary then covers only frames that have it)."""
+    out = RelocEvaluation()
+    errors: list[tuple[float, float] | None] = []
+    mmas: list[dict[str, float]] = []
+    latencies = []
+    for frame in frames:
+        res = localizer.localize(frame)
+        latencies.append(res.timings.get("total", float("nan")))
+        rec = {"frame_index": frame.index, "stamp_ns": int(frame.stamp_ns), "success": res.success,
+               "num_matches": res.num_matches, "num_inliers": res.num_inliers, "confidence": res.confidence,
+               "method": res.method, "latency_s": res.timings.get("total")}
+        if res.success:
+            out.poses[frame.index] = res.T_world_cam
+            out.stamps_ns[frame.index] = int(frame.stamp_ns)
+        if frame.T_world_cam_gt is not None:
+            err = pose_error(res.T_world_cam, frame.T_world_cam_gt) if res.success else None
+            errors.append(err)
+            if err is not None:
+                rec["translation_error_m"], rec["rotation_error_deg"] = err
+            if frame.depth is not None:
+                m = mma(match_correctness(res, frame, localizer.repository.points_world))
+                mmas.append(m)
+                rec["mma"] = m
+        out.records.append(rec)
+    ok_errors = [e for e in errors if e is not None]
+    out.summary = {
+        "num_queries": len(out.records),
+        "num_success": int(sum(r["success"] for r in out.records)),
+        "map_points": len(localizer.repository),
+        "extractor": localizer.extractor.name,
+        "localization_accuracy": localization_accuracy(errors) if errors else None,
+        "mma": {k: float(np.mean([m[k] for m in mmas])) for k in mmas[0]} if mmas else None,
+        "median_translation_error_m": float(np.median([e[0] for e in ok_errors])) if ok_errors else None,
+        "median_rotation_error_deg": float(np.median([e[1] for e in ok_errors])) if ok_errors else None,
+        "median_latency_s": float(np.nanmedian(latencies)) if latencies else None,
+    }
+    return out
+
+
+def write_evaluation(evaluation: RelocEvaluation, output_dir: str | Path) -> dict[str, Path]:
+    """Write ``metrics.json`` and ``poses_tum.txt`` (stamp_s tx ty tz qx qy qz qw, successful queries)."""
+    from scipy.spatial.transform import Rotation
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    metrics = output_dir / "metrics.json"
+    metrics.write_text(json.dumps(evaluation.to_json(), indent=2))
+    poses = output_dir / "poses_tum.txt"
+    lines = []
+    for idx in sorted(evaluation.poses):
+        T = evaluation.poses[idx]
+        q = Rotation.from_matrix(T[:3, :3]).as_quat()  # x, y, z, w
+        t = T[:3, 3]
+        lines.append(f"{evaluation.stamps_ns[idx] / 1e9:.9f} {t[0]:.6f} {t[1]:.6f} {t[2]:.6f} "
+                     f"{q[0]:.9f} {q[1]:.9f} {q[2]:.9f} {q[3]:.9f}")
+    poses.write_text("\n".join(lines) + ("\n" if lines else ""))
+    return {"metrics": metrics, "poses": poses}

@@ -1,0 +1,264 @@
+"""The 3D keypoint repository (ViewSynth §4.1): the top-K keypoints of every mapped frame with
+their 3D world coordinates, descriptors, scores and source frame, plus a descriptor index.
+
+Arrays (row i = map point i):
+    points_world (N, 3) float64  world coordinates (metres)
+    descriptors  (N, D) float32 (metric "l2") | (N, B) uint8 (metric "hamming")
+    scores       (N,)   float32  detector score
+    keypoints    (N, 2) float32  pixel (u, v) in the source frame
+    frame_ids    (N,)   int64    row of the source frame in the frame table
+Frame table (row j = mapped frame j):
+    frame_indices (F,) int64, frame_stamps_ns (F,) int64, frame_poses (F, 4, 4) float64 T_world_cam
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from kp_vo.errors import InvalidInputError, MapFileError
+from kp_vo.features.base import Extractor, Features
+from kp_vo.reloc.index import DescriptorIndex, IndexConfig
+from kp_vo.reloc.map_file import read_map_file, write_map_file
+from kp_vo.types import CameraIntrinsics, Frame, sanitize_depth
+
+logger = logging.getLogger(__name__)
+
+_POINT_ARRAYS = ("points_world", "descriptors", "scores", "keypoints", "frame_ids")
+_FRAME_ARRAYS = ("frame_indices", "frame_stamps_ns", "frame_poses")
+
+
+def lift_to_camera(uv: np.ndarray, depth: np.ndarray, camera: CameraIntrinsics) -> np.ndarray:
+    """3D camera-frame points (N, 3) float64 of pixels ``uv`` (N, 2) using the depth at the nearest
+    pixel of ``depth`` (H, W) float32 metres; rows are NaN where the depth is invalid or off-image."""
+    uv = np.asarray(uv, np.float64).reshape(-1, 2)
+    d = sanitize_depth(depth)
+    h, w = d.shape
+    col = np.rint(uv[:, 0]).astype(np.int64)
+    row = np.rint(uv[:, 1]).astype(np.int64)
+    inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    z = np.zeros(len(uv))
+    z[inside] = d[row[inside], col[inside]]
+    z[z <= 0] = np.nan
+    x = (uv[:, 0] - camera.cx) / camera.fx * z
+    y = (uv[:, 1] - camera.cy) / camera.fy * z
+    return np.stack([x, y, z], axis=1)
+
+
+def transform_points(T_a_b: np.ndarray, points_b: np.ndarray) -> np.ndarray:
+    """(N, 3) points in frame a from (N, 3) points in frame b."""
+    return points_b @ T_a_b[:3, :3].T + T_a_b[:3, 3]
+
+
+def _check_pose(T: np.ndarray, what: str) -> np.ndarray:
+    T = np.asarray(T, np.float64)
+    if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+        raise InvalidInputError(f"{what} must be a finite 4x4 pose, got shape {T.shape}")
+    return T
+
+
+class Repository:
+    """A keypoint map: see the module docstring for the arrays. Build with ``empty`` + ``add_*``,
+    ``from_keyframes``, ``build_repository`` or ``load``; search with ``index``."""
+
+    def __init__(self, metric: str, descriptor_dim: int, extractor: str = "", metadata: dict | None = None,
+                 index_config: IndexConfig | None = None):
+        if metric not in ("l2", "hamming"):
+            raise InvalidInputError(f"unknown descriptor metric {metric!r}")
+        self.metric = metric
+        self.descriptor_dim = int(descriptor_dim)
+        self.extractor = extractor
+        self.metadata = dict(metadata or {})
+        self.index_config = index_config or IndexConfig()
+        dtype = np.uint8 if metric == "hamming" else np.float32
+        self.points_world = np.zeros((0, 3), np.float64)
+        self.descriptors = np.zeros((0, self.descriptor_dim), dtype)
+        self.scores = np.zeros(0, np.float32)
+        self.keypoints = np.zeros((0, 2), np.float32)
+        self.frame_ids = np.zeros(0, np.int64)
+        self.frame_indices = np.zeros(0, np.int64)
+        self.frame_stamps_ns = np.zeros(0, np.int64)
+        self.frame_poses = np.zeros((0, 4, 4), np.float64)
+        self._index: DescriptorIndex | None = None
+
+    def __len__(self) -> int:
+        return len(self.points_world)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frame_indices)
+
+    def __repr__(self) -> str:
+        return (f"Repository({len(self)} points from {self.num_frames} frames, extractor={self.extractor!r}, "
+                f"metric={self.metric}, dim={self.descriptor_dim})")
+
+    # ------------------------------------------------------------------ building
+    def add_points(self, points_world: np.ndarray, features: Features, frame_index: int, stamp_ns: int,
+                   T_world_cam: np.ndarray, top_k: int | None = None) -> int:
+        """Add one mapped frame: ``features`` (N) with world points (N, 3) (NaN rows are skipped).
+
+        Keeps the ``top_k`` highest-scoring keypoints that have a finite 3D point (all if None).
+        Returns the number of points added. The descriptor index, if built, is updated in place.
+        """
+        if features.metric != self.metric:
+            raise InvalidInputError(f"features use metric {features.metric!r} but the map uses {self.metric!r}")
+        if features.descriptors.shape[1:] != (self.descriptor_dim,):
+            raise InvalidInputError(
+                f"descriptor width {features.descriptors.shape[1:]} differs from the map's {self.descriptor_dim}")
+        points_world = np.asarray(points_world, np.float64)
+        if points_world.shape != (len(features), 3):
+            raise InvalidInputError(f"points_world must be ({len(features)}, 3), got {points_world.shape}")
+        T_world_cam = _check_pose(T_world_cam, "T_world_cam")
+        valid = np.flatnonzero(np.all(np.isfinite(points_world), axis=1))
+        valid = valid[np.argsort(-features.scores[valid], kind="stable")]
+        if top_k is not None:
+            valid = valid[: int(top_k)]
+        frame_row = self.num_frames
+        self.frame_indices = np.append(self.frame_indices, np.int64(frame_index))
+        self.frame_stamps_ns = np.append(self.frame_stamps_ns, np.int64(stamp_ns))
+        self.frame_poses = np.concatenate([self.frame_poses, T_world_cam[None]])
+        descriptors = features.descriptors[valid]
+        self.points_world = np.concatenate([self.points_world, points_world[valid]])
+        self.descriptors = np.concatenate([self.descriptors, descriptors.astype(self.descriptors.dtype)])
+        self.scores = np.concatenate([self.scores, features.scores[valid].astype(np.float32)])
+        self.keypoints = np.concatenate([self.keypoints, features.keypoints[valid].astype(np.float32)])
+        self.frame_ids = np.concatenate([self.frame_ids, np.full(len(valid), frame_row, np.int64)])
+        if self._index is not None:
+            self._index.add(descriptors)
+        return len(valid)
+
+    def add_frame(self, frame: Frame, features: Features, T_world_cam: np.ndarray | None = None,
+                  top_k: int | None = None) -> int:
+        """Add a frame with depth: lift ``features`` with ``frame.depth`` and place them with
+        ``T_world_cam`` (default: the frame's ground truth). Returns the number of points added."""
+        if frame.depth is None:
+            raise InvalidInputError(f"frame {frame.index}: mapping needs a depth image")
+        T = frame.T_world_cam_gt if T_world_cam is None else T_world_cam
+        if T is None:
+            raise InvalidInputError(f"frame {frame.index}: mapping needs a pose (no ground truth and none given)")
+        T = _check_pose(T, f"frame {frame.index} pose")
+        points_world = transform_points(T, lift_to_camera(features.keypoints, frame.depth, frame.camera))
+        return self.add_points(points_world, features, frame.index, frame.stamp_ns, T, top_k)
+
+    @classmethod
+    def from_keyframes(cls, keyframes: Iterable, top_k: int | None = 300, extractor: str = "",
+                       index_config: IndexConfig | None = None) -> "Repository":
+        """A map from a VO run's keyframes (``kp_vo.odometry.types.Keyframe``: pose, features and
+        ``points_world`` (N, 3) with NaN where unknown)."""
+        repo: Repository | None = None
+        for kf in keyframes:
+            if repo is None:
+                repo = cls(kf.features.metric, kf.features.descriptors.shape[1], extractor,
+                           {"source": "keyframes", "top_k": top_k}, index_config)
+            repo.add_points(kf.points_world, kf.features, kf.frame_index, kf.stamp_ns, kf.T_world_cam, top_k)
+        if repo is None:
+            raise InvalidInputError("cannot build a map from zero keyframes")
+        return repo
+
+    def merge(self, other: "Repository") -> "Repository":
+        """A new repository holding this map's points then ``other``'s (same metric and width).
+
+        Both maps must share one world frame; frame rows of ``other`` are renumbered.
+        """
+        if (other.metric, other.descriptor_dim) != (self.metric, self.descriptor_dim):
+            raise InvalidInputError(
+                f"cannot merge a {other.metric}/{other.descriptor_dim} map into a {self.metric}/{self.descriptor_dim} map")
+        out = Repository(self.metric, self.descriptor_dim, self.extractor or other.extractor,
+                         {**other.metadata, **self.metadata}, self.index_config)
+        for name in _POINT_ARRAYS + _FRAME_ARRAYS:
+            parts = [np.asarray(getattr(self, name)), np.asarray(getattr(other, name))]
+            if name == "frame_ids":
+                parts[1] = parts[1] + self.num_frames
+            setattr(out, name, np.concatenate(parts))
+        return out
+
+    # ------------------------------------------------------------------ search
+    @property
+    def index(self) -> DescriptorIndex:
+        """The descriptor index, built on first use (kind chosen by map size, see ``IndexConfig``)."""
+        if self._index is None or len(self._index) != len(self):
+            self._index = DescriptorIndex.build(np.asarray(self.descriptors), self.metric, self.index_config)
+        return self._index
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | Path, include_index: bool | None = None) -> None:
+        """Write the map atomically (see ``kp_vo.reloc.map_file``).
+
+        include_index: also store the FAISS index (default: only when it is not an exact flat
+        index, whose rebuild is just a copy); it is reused on load when it still matches.
+        """
+        arrays = {name: np.asarray(getattr(self, name)) for name in _POINT_ARRAYS + _FRAME_ARRAYS}
+        meta = {"kind": "kp_vo.keypoint_map", "metric": self.metric, "descriptor_dim": self.descriptor_dim,
+                "extractor": self.extractor, "num_points": len(self), "num_frames": self.num_frames,
+                "user": self.metadata}
+        if include_index is None:
+            include_index = self._index is not None and self._index.kind != "flat"
+        if include_index:
+            index = self.index
+            arrays["faiss_index"] = index.serialize()
+            meta["index"] = {"kind": index.kind, "ntotal": len(index)}
+        write_map_file(path, arrays, meta)
+        logger.info("saved %r to %s", self, path)
+
+    @classmethod
+    def load(cls, path: str | Path, mmap: bool = True, verify: bool = True,
+             index_config: IndexConfig | None = None) -> "Repository":
+        """Read a map written by ``save``; with ``mmap`` the point arrays stay memory-mapped (read-only
+        until the first ``add``, which copies them). Raises MapFileError for a bad file."""
+        arrays, meta = read_map_file(path, mmap=mmap, verify=verify)
+        if meta.get("kind") != "kp_vo.keypoint_map":
+            raise MapFileError(f"{path} is a kp_vo container but not a keypoint map (kind {meta.get('kind')!r})")
+        missing = [n for n in _POINT_ARRAYS + _FRAME_ARRAYS if n not in arrays]
+        if missing:
+            raise MapFileError(f"{path} lacks arrays {missing}")
+        try:
+            repo = cls(meta["metric"], int(meta["descriptor_dim"]), meta.get("extractor", ""), meta.get("user", {}),
+                       index_config)
+        except (KeyError, InvalidInputError, TypeError, ValueError) as exc:
+            raise MapFileError(f"{path} has bad map metadata: {exc}") from None
+        n = len(arrays["points_world"])
+        expected = {"points_world": (n, 3), "descriptors": (n, repo.descriptor_dim), "scores": (n,),
+                    "keypoints": (n, 2), "frame_ids": (n,)}
+        for name, shape in expected.items():
+            if arrays[name].shape != shape or arrays[name].dtype != getattr(repo, name).dtype:
+                raise MapFileError(f"{path}: array {name} is {arrays[name].dtype}{arrays[name].shape}, "
+                                   f"expected {getattr(repo, name).dtype}{shape}")
+        for name in _POINT_ARRAYS + _FRAME_ARRAYS:
+            setattr(repo, name, arrays[name])
+        if "faiss_index" in arrays and meta.get("index", {}).get("ntotal") == n:
+            try:
+                repo._index = DescriptorIndex.deserialize(arrays["faiss_index"], repo.metric, meta["index"]["kind"],
+                                                          repo.descriptor_dim, repo.index_config)
+            except RuntimeError as exc:
+                raise MapFileError(f"{path}: stored FAISS index does not load: {exc}") from None
+        logger.info("loaded %r from %s", repo, path)
+        return repo
+
+
+def build_repository(frames: Iterable[Frame], extractor: Extractor, top_k: int | None = 300, every: int = 1,
+                     poses: dict[int, np.ndarray] | None = None, index_config: IndexConfig | None = None) -> Repository:
+    """Map every ``every``-th frame (which must have depth) with its top-``top_k`` keypoints.
+
+    poses: optional {frame.index: T_world_cam} (e.g. from a VO run); otherwise each frame's
+    ground-truth pose is used.
+    """
+    if every < 1:
+        raise InvalidInputError(f"every must be >= 1, got {every}")
+    repo: Repository | None = None
+    for i, frame in enumerate(frames):
+        if i % every:
+            continue
+        frame.validate()
+        features = extractor.extract(frame.image)
+        if repo is None:
+            repo = Repository(features.metric, features.descriptors.shape[1], extractor.name,
+                              {"source": "frames", "top_k": top_k, "every": every}, index_config)
+        pose = None if poses is None else poses.get(frame.index)
+        repo.add_frame(frame, features, pose, top_k)
+    if repo is None:
+        raise InvalidInputError("cannot build a map from zero frames")
+    logger.info("built %r", repo)
+    return repo

@@ -1,0 +1,153 @@
+"""Extractors and the depth estimator served by an exported model (ONNX Runtime) or torch.
+
+KeypointNetExtractor.extract(image (H,W)|(H,W,3) uint8) -> Features, metric "l2", keypoints in
+input pixels. ViewSynthExtractor.extract(depth (H,W) float32 m | uint16 mm) -> Features.
+DepthNetEstimator.estimate(image) -> (H, W) float32 depth = scale / inverse depth (0 = invalid).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+from scipy.ndimage import maximum_filter
+
+from kp_vo.errors import InvalidInputError
+from kp_vo.features.base import Features, check_image
+from kp_vo.runtime.preprocess import depth_to_input, fit_size, image_to_input, to_input_pixels
+
+log = logging.getLogger(__name__)
+
+
+def open_model(kind: str, model_path, backend: str, device: str, threads, model_options: dict):
+    """OnnxModel (backend "onnx", model_path a .onnx) or TorchModel (backend "torch", model_path a
+    .safetensors or None for random weights)."""
+    if backend == "onnx":
+        if model_path is None:
+            raise InvalidInputError(f"{kind}: model_path (an exported .onnx) is required for the onnx backend")
+        from kp_vo.runtime.session import OnnxModel
+        return OnnxModel(model_path, expected_kind=kind, device=device, threads=threads)
+    if backend == "torch":
+        from kp_vo.runtime.torch_backend import TorchModel
+        return TorchModel(kind, weights=model_path, device=device, threads=threads, **model_options)
+    raise InvalidInputError(f"unknown backend {backend!r}; use 'onnx' or 'torch'")
+
+
+def select_cells(score: np.ndarray, max_keypoints: int, threshold: float, cell_nms: bool,
+                 valid: np.ndarray | None = None) -> np.ndarray:
+    """Flat indices of the chosen cells, best first. score: (Hc, Wc). cell_nms keeps a cell only if
+    it is the maximum of its 3x3 cell neighbourhood; ``valid`` optionally masks cells."""
+    keep = score > threshold
+    if cell_nms:
+        keep &= score >= maximum_filter(score, size=3, mode="constant", cval=-np.inf)
+    if valid is not None:
+        keep &= valid
+    idx = np.flatnonzero(keep)
+    order = np.argsort(-score.ravel()[idx], kind="stable")
+    return idx[order[:max_keypoints]] if max_keypoints > 0 else idx[order]
+
+
+class _NetworkExtractor:
+    def __init__(self, kind, model_path, backend, device, threads, input_height, input_width, scale,
+                 max_keypoints, score_threshold, cell_nms, model_options):
+        if max_keypoints < 0:
+            raise InvalidInputError(f"max_keypoints must be >= 0 (0 = all), got {max_keypoints}")
+        self.net = open_model(kind, model_path, backend, device, threads, model_options)
+        self.target = (input_height, input_width)
+        self.scale, self.max_keypoints = scale, int(max_keypoints)
+        self.score_threshold, self.cell_nms = float(score_threshold), bool(cell_nms)
+        self.provider = self.net.provider
+
+    def net_size(self, h: int, w: int) -> tuple[int, int]:
+        return fit_size(h, w, self.net.meta.size_multiple, scale=self.scale, target=self.target)
+
+
+class KeypointNetExtractor(_NetworkExtractor):
+    """KP3D / KP2D KeypointNet: per-cell score, sub-pixel location and L2-normalised descriptor."""
+
+    name = "keypointnet"
+    metric = "l2"
+
+    def __init__(self, model_path=None, backend: str = "onnx", max_keypoints: int = 1000,
+                 score_threshold: float = 0.0, cell_nms: bool = False, input_height: int | None = None,
+                 input_width: int | None = None, scale: float | None = None, device: str = "auto",
+                 threads: int | None = None, kind: str = "keypointnet", **model_options):
+        """model_path: .onnx (backend "onnx") or .safetensors/None (backend "torch").
+        max_keypoints: keep the best N cells (0 = all). score_threshold: drop cells scoring <= this.
+        cell_nms: keep only cells that beat their 8 neighbour cells. input_height/width or scale: the
+        network input size (rounded to the model's multiple); default the image size rounded.
+        kind: "keypointnet" (KP3D ResNet) or "keypointnet_vgg" (KP2D)."""
+        super().__init__(kind, model_path, backend, device, threads, input_height, input_width, scale,
+                         max_keypoints, score_threshold, cell_nms, model_options)
+
+    def extract(self, image: np.ndarray) -> Features:
+        check_image(image)
+        h, w = image.shape[:2]
+        size = self.net_size(h, w)
+        out = self.net.run(image_to_input(image, self.net.meta, size))
+        score = out["score"][0, 0]
+        coord = out["coord"][0].reshape(2, -1).T
+        desc = out["descriptor"][0].reshape(out["descriptor"].shape[1], -1).T
+        idx = select_cells(score, self.max_keypoints, self.score_threshold, self.cell_nms)
+        kp = to_input_pixels(coord[idx], size, (h, w))
+        kp[:, 0] = np.clip(kp[:, 0], 0, w - 1)
+        kp[:, 1] = np.clip(kp[:, 1], 0, h - 1)
+        return Features(kp, score.ravel()[idx].astype(np.float32), np.ascontiguousarray(desc[idx], np.float32), "l2")
+
+
+class ViewSynthExtractor(_NetworkExtractor):
+    """ViewSynth features on a depth image: hard D2-Net detections ranked by soft score."""
+
+    name = "viewsynth"
+    metric = "l2"
+
+    def __init__(self, model_path=None, backend: str = "onnx", max_keypoints: int = 1000,
+                 score_threshold: float = 0.0, input_height: int | None = None, input_width: int | None = None,
+                 scale: float | None = None, device: str = "auto", threads: int | None = None, **model_options):
+        super().__init__("viewsynth", model_path, backend, device, threads, input_height, input_width, scale,
+                         max_keypoints, score_threshold, False, model_options)
+
+    def extract(self, depth: np.ndarray) -> Features:
+        """depth: (H, W) float32 metres or uint16 millimetres, 0/NaN invalid."""
+        if not isinstance(depth, np.ndarray) or depth.ndim != 2:
+            raise InvalidInputError(f"viewsynth needs an (H, W) depth image, got {getattr(depth, 'shape', depth)}")
+        h, w = depth.shape
+        size = self.net_size(h, w)
+        out = self.net.run(depth_to_input(depth, self.net.meta, size))
+        score, mask = out["score"][0, 0], out["keypoint_mask"][0, 0] > 0.5
+        desc = out["descriptor"][0].reshape(out["descriptor"].shape[1], -1).T
+        idx = select_cells(score, self.max_keypoints, self.score_threshold, False, valid=mask)
+        hc, wc = score.shape
+        stride = size[0] // hc
+        uv = np.stack([(idx % wc) * stride + (stride - 1) / 2.0, (idx // wc) * stride + (stride - 1) / 2.0], 1)
+        kp = to_input_pixels(uv.astype(np.float32), size, (h, w))
+        return Features(kp, score.ravel()[idx].astype(np.float32), np.ascontiguousarray(desc[idx], np.float32), "l2")
+
+
+class DepthNetEstimator:
+    """Monocular DepthNet: depth (m) = scale / inverse depth, resized back to the input size.
+
+    DepthNet is scale-ambiguous: ``scale`` (default 1) converts its units to metres when known
+    (e.g. from a camera height or stereo); otherwise the odometry must fix the scale itself.
+    """
+
+    name = "depthnet"
+
+    def __init__(self, model_path=None, backend: str = "onnx", scale: float = 1.0, input_height: int | None = None,
+                 input_width: int | None = None, input_scale: float | None = None, device: str = "auto",
+                 threads: int | None = None, **model_options):
+        if not scale > 0:
+            raise InvalidInputError(f"depth scale must be > 0, got {scale}")
+        self.net = open_model("depthnet", model_path, backend, device, threads, model_options)
+        self.scale, self.target, self.input_scale = float(scale), (input_height, input_width), input_scale
+        self.provider = self.net.provider
+
+    def estimate(self, image: np.ndarray) -> np.ndarray:
+        """image (H, W) or (H, W, 3) uint8 -> (H, W) float32 depth, 0 where the inverse depth is <= 0."""
+        check_image(image)
+        h, w = image.shape[:2]
+        size = fit_size(h, w, self.net.meta.size_multiple, scale=self.input_scale, target=self.target)
+        inv = self.net.run(image_to_input(image, self.net.meta, size))["inv_depth"][0, 0]
+        inv = cv2.resize(inv, (w, h), interpolation=cv2.INTER_LINEAR)
+        return np.where(inv > 0, self.scale / np.maximum(inv, 1e-12), 0.0).astype(np.float32)

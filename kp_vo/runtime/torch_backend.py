@@ -1,0 +1,54 @@
+"""The same ``run(x) -> {name: array}`` contract as OnnxModel, served by the torch module directly
+(for debugging, training-time evaluation, or machines without onnxruntime)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from kp_vo.errors import InvalidInputError
+from kp_vo.export.metadata import ModelMetadata, parse_metadata, spec_to_props
+
+log = logging.getLogger(__name__)
+
+
+class TorchModel:
+    def __init__(self, kind: str, *, weights: str | Path | None = None, device: str = "cpu",
+                 threads: int | None = None, **model_options):
+        """kind: model kind; weights: .safetensors (ours or KP2D-named) or None (random, logged as untrained)."""
+        import torch
+
+        from kp_vo.models import build_model
+        from kp_vo.models.checkpoints import load_weights, read_state_dict
+
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        self.model = build_model(kind, **model_options)
+        if weights is not None:
+            tensors, _ = read_state_dict(weights)
+            load_weights(self.model, tensors, kind, source=str(weights))
+        else:
+            log.warning("torch %s has UNTRAINED (random) weights", kind)
+        if device not in ("cpu", "cuda", "auto"):
+            raise InvalidInputError(f"unknown device {device!r} for the torch backend")
+        use_cuda = device in ("cuda", "auto") and torch.cuda.is_available()
+        self.device = torch.device("cuda" if use_cuda else "cpu")
+        self.provider = f"torch-{self.device.type}"
+        self.model.to(self.device).eval()
+        spec = self.model.spec()
+        props = spec_to_props(spec, trained=weights is not None, config_hash="torch", weights_sha256="none",
+                              package_version="")
+        self.meta: ModelMetadata = parse_metadata(props, 17, f"torch {kind}")
+        self.output_names = list(spec.outputs)
+        self._torch = torch
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        m = self.meta
+        if x.ndim != 4 or x.shape[1] != m.channels or x.shape[2] % m.size_multiple or x.shape[3] % m.size_multiple:
+            raise InvalidInputError(f"torch {m.kind}: input must be (B, {m.channels}, H, W) with H, W multiples of "
+                                    f"{m.size_multiple}, got {x.shape}")
+        with self._torch.no_grad():
+            out = self.model({"image": self._torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)})
+        return {k: out[k].cpu().numpy() for k in self.output_names}
