@@ -166,3 +166,14 @@ def test_status_and_diagnostics_roundtrip():
     status = diag.status[0]
     assert int(status.level) == 1 and status.message == "lost"
     assert [(kv.key, kv.value) for kv in status.values] == [("inliers", "4")]
+
+
+@pytest.mark.parametrize("container", ["array", "bytes", "memoryview"])
+def test_rclpy_style_data_containers(container):
+    import array
+
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    raw = gray.tobytes()
+    data = {"array": array.array("B", raw), "bytes": raw, "memoryview": memoryview(raw)}[container]
+    msg = SimpleNamespace(height=3, width=4, step=4, encoding="mono8", is_bigendian=0, data=data)
+    np.testing.assert_array_equal(cv.image_to_numpy(msg), gray)

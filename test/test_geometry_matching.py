@@ -133,3 +133,24 @@ def test_match_by_projection_ratio_and_hamming():
     assert [tuple(r) for r in m] == [(1, 2)]  # a0: 1 / 2 fails the ratio; a1 has a single candidate
     m, _ = match_by_projection(a, uv_a, b, uv, "hamming", radius_px=3.0, ratio=0.6)
     assert [tuple(r) for r in m] == [(0, 0), (1, 2)]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_match_descriptors_agrees_with_a_loop_reference(seed):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(40, 8)).astype(np.float32)
+    b = rng.normal(size=(30, 8)).astype(np.float32)
+    d = np.linalg.norm(a[:, None].astype(np.float64) - b[None], axis=2)
+    ref_mutual, ref_ratio = [], []
+    for i in range(len(a)):
+        j = int(np.argmin(d[i]))
+        if int(np.argmin(d[:, j])) == i:
+            ref_mutual.append((i, j))
+        best, second = np.sort(d[i])[:2]
+        if best < 0.8 * second:
+            ref_ratio.append((i, j))
+    m, dist = match_descriptors(a, b, "l2")
+    assert [tuple(r) for r in m] == ref_mutual
+    np.testing.assert_allclose(dist, d[m[:, 0], m[:, 1]], atol=1e-5)
+    m, _ = match_descriptors(a, b, "l2", mutual=False, ratio=0.8)
+    assert [tuple(r) for r in m] == ref_ratio

@@ -71,6 +71,8 @@ def read_messages(path: str | Path, topics: list[str] | None = None) -> Iterator
         raise DatasetError(f"cannot open bag {path}: {exc}") from exc
     try:
         connections = [c for c in reader.connections if topics is None or c.topic in topics]
+        if not connections:   # (rosbags reads every topic when given no connection)
+            return
         for connection, log_time, raw in reader.messages(connections=connections):
             try:
                 msg = reader.deserialize(raw, connection.msgtype)

@@ -12,6 +12,7 @@ RGB; depth comes out as (H, W) float32 metres with 0 for invalid (16UC1 is milli
 
 from __future__ import annotations
 
+import array as array_module
 import importlib
 import logging
 from typing import Any, Callable
@@ -298,8 +299,10 @@ def path_msg(factory: MessageFactory, frame_id: str, stamps_ns: list[int], poses
 
 def image_msg(factory: MessageFactory, stamp_ns: int, frame_id: str, array: np.ndarray, encoding: str) -> Any:
     """sensor_msgs/Image holding ``array`` (see ``numpy_to_image_fields``)."""
-    return factory("sensor_msgs/msg/Image")(header=header_msg(factory, stamp_ns, frame_id),
-                                            **numpy_to_image_fields(array, encoding))
+    fields = numpy_to_image_fields(array, encoding)
+    if factory is ros_factory:  # rclpy's uint8[] setter takes array('B') fast, numpy not at all
+        fields["data"] = array_module.array("B", fields["data"].tobytes())
+    return factory("sensor_msgs/msg/Image")(header=header_msg(factory, stamp_ns, frame_id), **fields)
 
 
 def camera_info_msg(factory: MessageFactory, stamp_ns: int, frame_id: str, camera: CameraIntrinsics) -> Any:

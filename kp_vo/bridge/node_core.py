@@ -264,6 +264,7 @@ class VoNodeCore:
     def process(self, image_msg: Any, depth_msg: Any | None = None, now_ns: int | None = None) -> VoOutput | None:
         """Run the odometry on one (image[, depth]) pair; None when the frame is dropped."""
         now_ns = self._now(now_ns)
+        self._last_image_ns = now_ns
         stamp_ns = stamp_to_ns(image_msg.header.stamp)
         if self.camera is None:
             self._problem("camera_info_missing", "waiting for camera_info: dropping image", now_ns)

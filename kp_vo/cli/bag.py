@@ -44,7 +44,8 @@ def register(subparsers) -> None:
 
 def load_bag_configs(path: str | None):
     """(PipelineConfig, NodeConfig) from a pipeline YAML or a ROS parameter YAML
-    (``<node>: ros__parameters: {ros: ..., extractor: ..., odometry: ...}``)."""
+    (``vo_node: ros__parameters: {ros: ..., extractor: ..., odometry: ...}``; another node's
+    section is used when there is no vo_node)."""
     from kp_vo.bridge.node_core import NodeConfig, split_node_parameters
     from kp_vo.pipeline import PipelineConfig
 
@@ -56,9 +57,9 @@ def load_bag_configs(path: str | None):
         raise ConfigError(f"cannot read config {path}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} is not a mapping")
-    nodes = [v for v in data.values() if isinstance(v, dict) and "ros__parameters" in v]
+    nodes = {k: v for k, v in data.items() if isinstance(v, dict) and "ros__parameters" in v}
     if nodes:
-        data = nodes[0]["ros__parameters"] or {}
+        data = (nodes.get("vo_node") or next(iter(nodes.values())))["ros__parameters"] or {}
     node_config, rest = split_node_parameters(data)
     return load_config(PipelineConfig, rest), node_config
 

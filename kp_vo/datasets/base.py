@@ -48,9 +48,11 @@ class Sequence(Protocol):
         ...
 
 
-def select_indices(num_raw: int, start: int = 0, stride: int = 1, max_frames: int | None = None) -> np.ndarray:
-    """(M,) int64 raw indices kept by the ``start`` / ``stride`` / ``max_frames`` options."""
-    start, stride = int(start), int(stride)
+def select_indices(num_raw: int, start: int | None = 0, stride: int | None = 1,
+                   max_frames: int | None = None) -> np.ndarray:
+    """(M,) int64 raw indices kept by the ``start`` / ``stride`` / ``max_frames`` options (None = default)."""
+    start = 0 if start is None else int(start)
+    stride = 1 if stride is None else int(stride)
     if start < 0:
         raise DatasetError(f"start must be >= 0, got {start}")
     if stride < 1:

@@ -115,6 +115,12 @@ def _check_inputs(T_world_cam: np.ndarray, camera: CameraIntrinsics) -> np.ndarr
 
 def raycast(scene: Scene, T_world_cam: np.ndarray, camera: CameraIntrinsics) -> tuple[np.ndarray, np.ndarray]:
     """Nearest quad per pixel: ((H, W) int32 quad index, -1 = none; (H, W) float64 depth along z, 0 = none)."""
+    ibuf, depth, _ = _raycast(scene, T_world_cam, camera)
+    return ibuf, depth
+
+
+def _raycast(scene: Scene, T_world_cam: np.ndarray, camera: CameraIntrinsics):
+    """``raycast`` plus the quads in the camera frame (origins, axes_u, axes_v, normals: (Q, 3) each)."""
     T = _check_inputs(T_world_cam, camera)
     R, t = T[:3, :3], T[:3, 3]
     W, H = camera.width, camera.height
@@ -165,15 +171,13 @@ def raycast(scene: Scene, T_world_cam: np.ndarray, camera: CameraIntrinsics) -> 
             zb[hit] = zq[hit]
             ibuf[v0:v1, u0:u1][hit] = q
 
-    # Exact float64 depth of the winning plane per pixel.
-    depth = np.zeros((H, W), np.float64)
-    hit = ibuf >= 0
-    idx = ibuf[hit]
-    vv, uu = np.nonzero(hit)
-    n = N[idx]
-    depth[hit] = dplane[idx] / (n[:, 0] * rx[0, uu] + n[:, 1] * ry[vv, 0] + n[:, 2])
-    scene.cache["_last_camera_frame"] = (O, U, V, N)
-    return ibuf, depth
+    # Exact float64 depth of the winning plane per pixel: z = d / (n . r), gathered from a (Q, 4) table.
+    plane = np.concatenate([N, dplane[:, None]], 1)
+    g = np.take(plane, np.maximum(ibuf, 0), axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = g[..., 3] / (g[..., 0] * rx + g[..., 1] * ry + g[..., 2])
+    depth[ibuf < 0] = 0.0
+    return ibuf, depth, (O, U, V, N)
 
 
 def render(scene: Scene, T_world_cam: np.ndarray, camera: CameraIntrinsics) -> tuple[np.ndarray, np.ndarray]:
@@ -181,47 +185,53 @@ def render(scene: Scene, T_world_cam: np.ndarray, camera: CameraIntrinsics) -> t
 
     Returns rgb (H, W, 3) uint8 and depth (H, W) float32 metres along the optical axis (0 = sky).
     """
-    ibuf, depth = raycast(scene, T_world_cam, camera)
-    O, U, V, N = scene.cache.pop("_last_camera_frame")
+    ibuf, depth, (O, U, V, N) = _raycast(scene, T_world_cam, camera)
     atlas = atlas_of(scene)
     W, H = camera.width, camera.height
     rx, ry = _pixel_rays(camera)
-
+    rx, ry = rx.astype(np.float32), ry.astype(np.float32)
     hit = ibuf >= 0
-    vv, uu = np.nonzero(hit)
-    idx = ibuf[hit]
-    z = depth[hit]
-    ray = np.stack([rx[0, uu], ry[vv, 0], np.ones_like(z)], 1)
-    P = ray * z[:, None] - O[idx]                       # hit point relative to the quad origin (camera frame)
-    a = np.einsum("ni,ni->n", P, U[idx]) + scene.offsets[idx, 0]
-    b = np.einsum("ni,ni->n", P, V[idx]) + scene.offsets[idx, 1]
-    tu = (a / scene.texels[idx, 0]).astype(np.float32)    # texel coordinates at level 0 (edges at integers)
-    tv = (b / scene.texels[idx, 1]).astype(np.float32)
+
+    # Per-quad table (camera frame), gathered once per pixel; pixels without a hit use quad 0 and are masked later.
+    table = np.concatenate([
+        U, V, N,                                                     # 0-2, 3-5, 6-8
+        (np.einsum("qi,qi->q", O, U) - scene.offsets[:, 0])[:, None],  # 9: a = z (U . r) - col9  (metres)
+        (np.einsum("qi,qi->q", O, V) - scene.offsets[:, 1])[:, None],  # 10
+        1.0 / scene.texels,                                          # 11, 12: texels per metre
+        (1.0 / scene.texels.min(1))[:, None],                        # 13
+    ], 1).T.astype(np.float32, order="C")
+    g = np.take(table, np.maximum(ibuf, 0), axis=1)               # (14, H, W), one contiguous plane per column
+    z = depth.astype(np.float32)
+    tu = (z * (g[0] * rx + g[1] * ry + g[2]) - g[9]) * g[11]     # level-0 texel coords
+    tv = (z * (g[3] * rx + g[4] * ry + g[5]) - g[10]) * g[12]
 
     # Mip level from the pixel footprint in texels: distance / focal / texel, widened by obliquity
     # (square root of 1 / cos: a compromise between blur and aliasing on grazing surfaces).
-    cos = np.abs(np.einsum("ni,ni->n", ray, N[idx])) / np.linalg.norm(ray, axis=1)
-    footprint = z / (0.5 * (camera.fx + camera.fy) * scene.texels[idx].min(1)) / np.sqrt(np.maximum(cos, 0.05))
-    lod = np.clip(np.log2(np.maximum(footprint, 1e-6)), 0, atlas.levels - 1).astype(np.float32)
-    l0 = np.floor(lod).astype(np.int64)
+    cos = np.abs(g[6] * rx + g[7] * ry + g[8]) / np.sqrt(rx * rx + ry * ry + 1)
+    focal = np.float32(0.5 * (camera.fx + camera.fy))
+    footprint = z * g[13] / (focal * np.sqrt(np.maximum(cos, np.float32(0.05))))
+    lod = np.clip(np.log2(np.maximum(footprint, np.float32(1e-6))), 0, atlas.levels - 1)
+    l0 = lod.astype(np.int32)                                     # floor, lod >= 0
     l1 = np.minimum(l0 + 1, atlas.levels - 1)
-    frac = lod - l0
+    frac = (lod - l0)[..., None]
 
-    tex = scene.texture_ids[idx]
+    slot = np.take(scene.texture_ids.astype(np.int32), np.maximum(ibuf, 0)) * atlas.levels
+    levels = np.arange(atlas.levels)
+    inv_scale = np.float32(2.0) ** -levels.astype(np.float32)      # texel scale of each level
+    sizes = (atlas.size >> levels).astype(np.float32)
     colors = []
     for level in (l0, l1):
-        scale = np.float32(2.0) ** (-level.astype(np.float32))
-        size = (atlas.size >> level).astype(np.float32)
-        mx = np.full((H, W), -10.0, np.float32)
-        my = np.full((H, W), -10.0, np.float32)
-        mx[hit] = np.mod(tu * scale - 0.5, size) + atlas.x0[tex, level]
-        my[hit] = np.mod(tv * scale - 0.5, size) + atlas.y0[tex, level]
-        colors.append(cv2.remap(atlas.image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT))
-    f = np.zeros((H, W, 1), np.float32)
-    f[hit, 0] = frac
-    shade = np.zeros((H, W, 1), np.float32)
-    shade[hit, 0] = scene.shades[idx]
-    rgb = (colors[0] * (1 - f) + colors[1] * f) * shade
+        scale, size = np.take(inv_scale, level), np.take(sizes, level)
+        x = tu * scale - 0.5
+        y = tv * scale - 0.5
+        x -= np.floor(x / size) * size                            # wrap into [0, size)
+        y -= np.floor(y / size) * size
+        x += np.take(atlas.x0, slot + level)
+        y += np.take(atlas.y0, slot + level)
+        x[~hit] = -10.0
+        colors.append(cv2.remap(atlas.image, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT))
+    shade = scene.shades[np.maximum(ibuf, 0)][..., None]
+    rgb = (colors[0] + (colors[1].astype(np.float32) - colors[0]) * frac) * shade
 
     # Sky / background: vertical gradient where nothing was hit.
     w = np.linspace(0.0, 1.0, H, dtype=np.float32)[:, None, None]

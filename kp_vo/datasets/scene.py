@@ -259,7 +259,7 @@ def _make_room(seed: int, texture_dir: str | None) -> Scene:
     if texture_dir:
         posters = [b.add_texture(t) for t in tx.load_photo_textures(texture_dir, rng, 8)] + posters
 
-    b.add_quad([0, 0, 0], [lx, 0, 0], [0, ly, 0], floor, texel=0.006)
+    b.add_quad([0, ly, 0], [lx, 0, 0], [0, -ly, 0], floor, texel=0.006)  # upright seen from above
     b.add_quad([0, 0, lz], [lx, 0, 0], [0, ly, 0], ceiling, texel=0.008)
     # Walls, edge_v pointing down so textures stand upright; each wall texture stretched to fit.
     # Each wall runs to the right as seen from inside the room.

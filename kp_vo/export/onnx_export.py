@@ -98,7 +98,7 @@ def export_module(model: nn.Module, output_path: str | Path, *, opset: int = 17,
     dummy = torch.rand(1, spec.input_channels, h, w)
     dyn = {spec.input_name: {0: "batch", 2: "height", 3: "width"}}
     with torch.no_grad():
-        outs = _TupleOutputs(model, names)(dummy)
+        outs = _TupleOutputs(model, names).eval()(dummy)
     for n, o in zip(names, outs):
         dyn[n] = {0: "batch"} if o.dim() < 4 else {0: "batch", 2: f"{n}_height", 3: f"{n}_width"}
 
@@ -107,7 +107,7 @@ def export_module(model: nn.Module, output_path: str | Path, *, opset: int = 17,
     os.close(fd)
     try:
         with torch.no_grad():
-            torch.onnx.export(_TupleOutputs(model, names), (dummy,), tmp, input_names=[spec.input_name],
+            torch.onnx.export(_TupleOutputs(model, names).eval(), (dummy,), tmp, input_names=[spec.input_name],
                               output_names=names, dynamic_axes=dyn, opset_version=opset, dynamo=False,
                               do_constant_folding=True)
         proto = onnx.load(tmp)
@@ -121,6 +121,7 @@ def export_module(model: nn.Module, output_path: str | Path, *, opset: int = 17,
         onnx.save_model(proto, tmp, save_as_external_data=False)
         os.replace(tmp, output_path)
     finally:
+        model.eval()        # the exporter restores the wrapper's mode; keep the caller's model in eval
         if os.path.exists(tmp):
             os.unlink(tmp)
     load_onnx_checked(output_path)

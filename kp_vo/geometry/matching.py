@@ -81,7 +81,8 @@ def match_descriptors(desc_a: np.ndarray, desc_b: np.ndarray, metric: str, mutua
                       max_distance: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Nearest-neighbour matching of each a (N, D) in b (M, D).
 
-    mutual: keep only pairs that are each other's nearest neighbour (KP3D eq. 1).
+    mutual: keep only pairs that are each other's nearest neighbour (KP3D eq. 1): j = argmin of row i
+        and d[i, j] is the minimum of column j; on exact ties b_j goes to the lowest such index_a.
     ratio: Lowe test, keep a only if best < ratio * second-best distance of its row.
     max_distance: keep only pairs with distance <= max_distance.
     Returns ``matches`` (K, 2) int64 [index_a, index_b] sorted by index_a and ``distances`` (K,) float32.
@@ -95,10 +96,18 @@ def match_descriptors(desc_a: np.ndarray, desc_b: np.ndarray, metric: str, mutua
     best = dist[ia, nn_ab]
     keep = np.ones(len(a), dtype=bool)
     if mutual:
-        nn_ba = np.argmin(dist, axis=0)
-        keep &= nn_ba[nn_ab] == ia
+        # a_i is b_j's nearest neighbour iff it reaches the column minimum (min over axis 0 is much
+        # faster than argmin over axis 0); on exact ties the lowest such index_a keeps b_j.
+        keep &= best <= dist.min(axis=0)[nn_ab]
+        cand = np.flatnonzero(keep)
+        _, first = np.unique(nn_ab[cand], return_index=True)
+        keep[:] = False
+        keep[cand[first]] = True
     if ratio is not None and dist.shape[1] >= 2:
-        second = np.partition(dist, 1, axis=1)[:, 1]
+        # Second-best of each row: mask the best entry, take the row minimum, restore.
+        dist[ia, nn_ab] = np.inf
+        second = dist.min(axis=1)
+        dist[ia, nn_ab] = best
         keep &= best < ratio * second
     if max_distance is not None:
         keep &= best <= max_distance

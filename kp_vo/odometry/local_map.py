@@ -93,6 +93,19 @@ class LocalMap:
         keyframe.point_ids[keypoint_index] = ids
         self._sync(keyframe)
 
+    def observations(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every (window keyframe index, keypoint index, point id) with a point, as three (M,) int arrays."""
+        kf_idx, kp_idx, pid = [], [], []
+        for w, kf in enumerate(self.keyframes):
+            k = np.flatnonzero(kf.point_ids >= 0)
+            kf_idx.append(np.full(len(k), w, np.int64))
+            kp_idx.append(k)
+            pid.append(kf.point_ids[k])
+        if not kf_idx:
+            empty = np.zeros(0, np.int64)
+            return empty, empty, empty
+        return np.concatenate(kf_idx), np.concatenate(kp_idx), np.concatenate(pid)
+
     def _sync(self, keyframe: Keyframe) -> None:
         ids = keyframe.point_ids
         pts = np.full((len(ids), 3), np.nan)

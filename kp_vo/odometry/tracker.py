@@ -30,6 +30,7 @@ import numpy as np
 
 from kp_vo.errors import InvalidInputError
 from kp_vo.features.base import DepthEstimator, Extractor, Features
+from kp_vo.geometry.bundle_adjustment import bundle_adjust
 from kp_vo.geometry.camera import lift_keypoints, project
 from kp_vo.geometry.matching import match_by_projection, match_descriptors
 from kp_vo.geometry.pnp import refine_pose_gauss_newton, solve_pnp_ransac
@@ -65,6 +66,9 @@ class OdometryConfig:
     min_parallax_deg: float = 1.0       # triangulation: minimum angle between the two rays
     max_reprojection_px: float = 2.0    # triangulation: maximum reprojection error in either view
     triangulation_keyframes: int = 2    # previous keyframes new keypoints are triangulated against
+    bundle_adjustment: bool = True      # monocular: local BA of the window after each keyframe
+    ba_fixed_keyframes: int = 2         # oldest window keyframes held fixed (gauge and scale)
+    ba_iterations: int = 15
     min_depth_m: float = 0.1            # sensor/network depth outside [min, max] is ignored
     max_depth_m: float = 80.0
     init_min_matches: int = 80          # monocular initialisation: reciprocal matches needed
@@ -341,7 +345,36 @@ class VisualOdometry:
             self._map.add_keyframe(kf, ids)
             for previous in self._map.keyframes[-1 - cfg.triangulation_keyframes:-1][::-1]:
                 self._triangulate_new_points(previous, kf, frame.camera.K)
+            if cfg.bundle_adjustment:
+                self._local_bundle_adjustment(frame.camera.K)
+                self._T_world_cam = kf.T_world_cam.copy()
         self._after_keyframe(int((kf.point_ids >= 0).sum()))
+
+    def _local_bundle_adjustment(self, K: np.ndarray) -> None:
+        """Refine the window's free keyframe poses and its points seen twice or more; drop bad observations."""
+        cfg = self.config
+        keyframes = self._map.keyframes
+        if len(keyframes) <= cfg.ba_fixed_keyframes:
+            return
+        kf_idx, kp_idx, pid = self._map.observations()
+        ids, inverse, counts = np.unique(pid, return_inverse=True, return_counts=True)
+        use = counts[inverse] >= 2
+        if use.sum() < 3 * cfg.min_inliers:
+            return
+        ids_used, point_of_obs = np.unique(pid[use], return_inverse=True)
+        uv = np.stack([keyframes[w].features.keypoints[k] for w, k in zip(kf_idx[use], kp_idx[use])])
+        T_cw = np.stack([invert(kf.T_world_cam) for kf in keyframes])
+        fixed = np.arange(len(keyframes)) < cfg.ba_fixed_keyframes
+        T_cw, points, residual = bundle_adjust(T_cw, self._map.points(ids_used), kf_idx[use], point_of_obs,
+                                               uv.astype(np.float64), K, fixed, cfg.huber_px, cfg.ba_iterations)
+        for kf, T in zip(keyframes, T_cw):
+            kf.T_world_cam = invert(T)
+        self._map.set_points(ids_used, points)
+        bad = residual > 2.0 * cfg.pnp_threshold_px
+        for w, k in zip(kf_idx[use][bad], kp_idx[use][bad]):
+            keyframes[w].point_ids[k] = -1
+        for kf in keyframes:
+            self._map._sync(kf)
 
     def _triangulate_new_points(self, older: Keyframe, newer: Keyframe, K: np.ndarray) -> None:
         """Match keypoints without a point in both keyframes and triangulate them with the keyframe poses."""

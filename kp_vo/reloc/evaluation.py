@@ -135,3 +135,69 @@ def write_evaluation(evaluation: RelocEvaluation, output_dir: str | Path) -> dic
                      f"{q[0]:.9f} {q[1]:.9f} {q[2]:.9f} {q[3]:.9f}")
     poses.write_text("\n".join(lines) + ("\n" if lines else ""))
     return {"metrics": metrics, "poses": poses}
+
+
+# ---------------------------------------------------------------------- synthetic room protocol
+def room_pose(position, yaw: float, pitch: float = 0.0) -> np.ndarray:
+    """(4, 4) T_world_cam of a camera at ``position`` (world z up) looking along heading ``yaw``
+    (radians from world +x towards +y), tilted up by ``pitch`` radians; optical frame x right, y down."""
+    c, s = np.cos(yaw), np.sin(yaw)
+    forward = np.array([c, s, 0.0])
+    right = np.array([s, -c, 0.0])
+    down = np.array([0.0, 0.0, -1.0])
+    cp, sp = np.cos(pitch), np.sin(pitch)
+    fwd_p = cp * forward - sp * down   # pitch up: forward leans towards -down (up)
+    down_p = sp * forward + cp * down
+    T = np.eye(4)
+    T[:3, :3] = np.stack([right, down_p, fwd_p], axis=1)
+    T[:3, 3] = position
+    return T
+
+
+def room_trajectory(num: int, center=(3.0, 2.5), radius: float = 0.5, height: float = 1.4, yaw0: float = 0.0,
+                    pitch: float = 0.0, phase: float = 0.0) -> np.ndarray:
+    """(num, 4, 4) poses on a circle of ``radius`` around ``center`` in the synthetic room, the camera
+    turning a full 360 deg outward-ish (heading = yaw0 + angle) so every wall is seen."""
+    poses = []
+    for i in range(num):
+        a = phase + 2 * np.pi * i / num
+        pos = [center[0] + radius * np.cos(a), center[1] + radius * np.sin(a), height]
+        poses.append(room_pose(pos, yaw0 + a, pitch))
+    return np.array(poses)
+
+
+def render_room_frames(poses: np.ndarray, camera, seed: int = 0, first_index: int = 0,
+                       stamp_step_ns: int = 100_000_000) -> list[Frame]:
+    """RGB-D ``Frame``s of the synthetic room (``kp_vo.datasets.scene``) at ``poses`` (N, 4, 4), with
+    ground truth attached. Uses the dataset renderer directly, so any trajectory can be rendered."""
+    from kp_vo.datasets.render import render
+    from kp_vo.datasets.scene import make_scene
+
+    scene = make_scene("room", seed)
+    frames = []
+    for i, T in enumerate(poses):
+        rgb, depth = render(scene, T, camera)
+        idx = first_index + i
+        frames.append(Frame(idx, idx * stamp_step_ns, rgb, camera, depth=depth.astype(np.float32), T_world_cam_gt=T))
+    return frames
+
+
+def room_experiment(extractor, top_k: int | None = 300, num_map: int = 30, num_query: int = 10, seed: int = 0,
+                    camera=None, config=None, index_config=None) -> RelocEvaluation:
+    """ViewSynth protocol on the synthetic room: map a circular trajectory with ground-truth poses,
+    then localize a DIFFERENT trajectory (other radius, height, pitch and headings between the
+    mapped ones) with ``extractor``. Returns the evaluation (summary has accuracy and MMA)."""
+    from kp_vo.reloc.localizer import LocalizerConfig
+    from kp_vo.reloc.repository import build_repository
+    from kp_vo.types import CameraIntrinsics
+
+    camera = camera or CameraIntrinsics(260.0, 260.0, 159.5, 119.5, 320, 240)
+    map_poses = room_trajectory(num_map, radius=0.5, height=1.4)
+    query_poses = room_trajectory(num_query, radius=0.9, height=1.15, pitch=np.radians(8.0),
+                                  phase=np.pi / num_map + 0.3, yaw0=np.radians(10.0))
+    repo = build_repository(render_room_frames(map_poses, camera, seed), extractor, top_k=top_k,
+                            index_config=index_config)
+    localizer = Localizer(repo, extractor, config or LocalizerConfig())
+    evaluation = evaluate_localizer(localizer, render_room_frames(query_poses, camera, seed, first_index=1000))
+    evaluation.summary["top_k"] = top_k
+    return evaluation

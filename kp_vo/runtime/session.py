@@ -63,6 +63,8 @@ class OnnxModel:
             raise ModelFileError(f"{self.path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})") from None
         self.provider: str = self.session.get_providers()[0]
         log.info("%s: %s on %s (requested %s)", self.path.name, self.meta.kind, self.provider, requested)
+        if self.provider != requested[0]:
+            log.warning("%s: %s unavailable here, running on %s", self.path.name, requested[0], self.provider)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._ort = ort
 

@@ -1,0 +1,193 @@
+"""``vo_node``: the ROS 2 adapter of the visual odometry (convert, call the core, publish).
+
+All logic lives in ``kp_vo.bridge.node_core.VoNodeCore`` (tested without ROS). This file only
+wires ROS: subscriptions (message_filters for RGB-D), TF lookup of base_link -> camera,
+publishers, services and the diagnostics timer. See docs/ros.md for the interface.
+
+Parameters: the nested names of config/*.yaml under ``ros__parameters`` (``ros.*`` for this
+node, everything else is kp_vo.pipeline.PipelineConfig), declared from overrides.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import message_filters
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry, Path
+from rclpy.duration import Duration
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+from tf2_ros import Buffer, TransformBroadcaster, TransformException, TransformListener
+
+from kp_vo.bridge import conversions as cv
+from kp_vo.bridge.debug_image import draw_debug_image
+from kp_vo.bridge.node_core import NodeConfig, VoNodeCore, VoOutput, split_node_parameters, unflatten
+from kp_vo.errors import KpVoError
+
+
+def node_parameters(node: Node) -> dict:
+    """All parameters of ``node`` as a nested dict (dotted ROS names unflattened)."""
+    names = node.list_parameters([], 0).names
+    flat = {p.name: p.value for p in node.get_parameters(names) if p.name != "use_sim_time"}
+    return unflatten(flat)
+
+
+def qos_profile(config: NodeConfig) -> QoSProfile:
+    reliability = ReliabilityPolicy.BEST_EFFORT if config.qos.reliability == "best_effort" else ReliabilityPolicy.RELIABLE
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=config.qos.depth, reliability=reliability)
+
+
+class _RosLogHandler(logging.Handler):
+    """Forward the core's Python logging to the node's ROS logger (one line per record)."""
+
+    def __init__(self, node: Node):
+        super().__init__()
+        self.ros_logger = node.get_logger()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.format(record)
+        if record.levelno >= logging.ERROR:
+            self.ros_logger.error(text)
+        elif record.levelno >= logging.WARNING:
+            self.ros_logger.warning(text)
+        else:
+            self.ros_logger.info(text)
+
+
+class VoNode(Node):
+    def __init__(self) -> None:
+        super().__init__("vo_node", automatically_declare_parameters_from_overrides=True)
+        logging.getLogger("kp_vo").addHandler(_RosLogHandler(self))
+        logging.getLogger("kp_vo").setLevel(logging.INFO)
+        from kp_vo.config import load_config
+        from kp_vo.pipeline import PipelineConfig, build_odometry
+
+        self.config, pipeline_params = split_node_parameters(node_parameters(self))
+        self.pipeline_config = load_config(PipelineConfig, pipeline_params)
+        self.odometry = build_odometry(self.pipeline_config)
+        self.core = VoNodeCore(self.config, self.odometry, self._lookup_extrinsic)
+        self.tf_buffer = Buffer()
+        self.tf_listener = TransformListener(self.tf_buffer, self)
+        self.tf_broadcaster = TransformBroadcaster(self)
+
+        qos = qos_profile(self.config)
+        self.create_subscription(CameraInfo, "camera_info", self.core.on_camera_info, qos)
+        if self.config.mode == "rgbd":
+            image_sub = message_filters.Subscriber(self, Image, "image", qos_profile=qos)
+            depth_sub = message_filters.Subscriber(self, Image, "depth", qos_profile=qos)
+            if self.config.approx_sync:
+                self.sync = message_filters.ApproximateTimeSynchronizer(
+                    [image_sub, depth_sub], self.config.queue_size, self.config.sync_slop)
+            else:
+                self.sync = message_filters.TimeSynchronizer([image_sub, depth_sub], self.config.queue_size)
+            self.sync.registerCallback(self._on_rgbd)
+        else:
+            self.create_subscription(Image, "image", self._on_image, qos)
+
+        self.odom_pub = self.create_publisher(Odometry, "odom", 10)
+        self.path_pub = self.create_publisher(Path, "path", 10)
+        self.status_pub = self.create_publisher(String, "status", 10)
+        self.debug_pub = self.create_publisher(Image, "debug_image", 1)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.create_service(Trigger, "~/save_map", self._on_save_map)
+        self.create_service(Trigger, "~/load_map", self._on_load_map)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.get_logger().info(f"vo_node ready: mode {self.config.mode}, extractor {self.pipeline_config.extractor.name}")
+
+    # ------------------------------------------------------------------ callbacks
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _on_image(self, msg: Image) -> None:
+        self._publish(self.core.on_image(msg, self._now_ns()))
+
+    def _on_rgbd(self, image: Image, depth: Image) -> None:
+        self._publish(self.core.process(image, depth, self._now_ns()))
+
+    def _lookup_extrinsic(self, camera_frame: str):
+        try:
+            t = self.tf_buffer.lookup_transform(self.config.frames.base_link, camera_frame, Time(),
+                                                timeout=Duration(seconds=0.05))
+        except TransformException:
+            return None
+        return cv.transform_msg_to_pose(t.transform)
+
+    def _publish(self, out: VoOutput | None) -> None:
+        if out is None:
+            return
+        f = cv.ros_factory
+        self.odom_pub.publish(cv.odometry_msg(f, out.stamp_ns, out.odom_frame, out.base_frame, out.T_odom_base,
+                                              out.covariance))
+        if out.publish_tf:
+            self.tf_broadcaster.sendTransform(
+                cv.transform_stamped_msg(f, out.stamp_ns, out.odom_frame, out.base_frame, out.T_odom_base))
+        self.path_pub.publish(cv.path_msg(f, out.odom_frame, out.path_stamps_ns, out.path_poses))
+        self.status_pub.publish(String(data=out.status))
+        if self.debug_pub.get_subscription_count() > 0 and out.frame is not None:
+            debug = draw_debug_image(out.frame.image, out.result)
+            self.debug_pub.publish(cv.image_msg(f, out.stamp_ns, out.camera_frame, debug, "rgb8"))
+
+    def _publish_diagnostics(self) -> None:
+        d = self.core.diagnostics(self._now_ns())
+        self.diag_pub.publish(cv.diagnostic_array_msg(cv.ros_factory, self._now_ns(), "kp_vo: visual odometry",
+                                                      self.get_name(), d.level, d.message, d.values))
+
+    # ------------------------------------------------------------------ services
+    def _on_reset(self, request, response):
+        self.core.reset("~/reset service")
+        response.success, response.message = True, "odometry reset"
+        return response
+
+    def _on_save_map(self, request, response):
+        from kp_vo.reloc.repository import Repository
+
+        path = self.config.map_path
+        try:
+            if not path:
+                raise KpVoError("parameter ros.map_path is empty")
+            Repository.from_keyframes(self.odometry.keyframes, extractor=self.pipeline_config.extractor.name).save(path)
+            response.success, response.message = True, f"map saved to {path}"
+        except KpVoError as exc:
+            response.success, response.message = False, str(exc)
+        return response
+
+    def _on_load_map(self, request, response):
+        from kp_vo.reloc.repository import Repository
+
+        path = self.config.map_path
+        try:
+            if not path:
+                raise KpVoError("parameter ros.map_path is empty")
+            self.repository = Repository.load(path)
+            response.success, response.message = True, f"loaded {self.repository!r} (used by reloc_node)"
+        except KpVoError as exc:
+            response.success, response.message = False, str(exc)
+        return response
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    try:
+        node = VoNode()
+    except KpVoError as exc:
+        rclpy.logging.get_logger("vo_node").fatal(f"cannot start: {exc}")
+        rclpy.try_shutdown()
+        raise SystemExit(2) from None
+    try:
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""TUM RGB-D loader on a tiny fake sequence written to tmp_path."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from kp_vo.datasets import TumRgbd
+from kp_vo.datasets.tum import TUM_INTRINSICS, associate_nearest, tum_intrinsics_key
+from kp_vo.errors import DatasetError
+
+H, W = 24, 32
+RGB_T = [1.00, 1.10, 1.20, 1.30]           # the last one has no depth within 0.02 s -> dropped
+DEPTH_T = [1.005, 1.095, 1.11, 1.215, 1.40]
+DEPTH_RAW = [5000, 7500, 9999, 12345, 1]    # 16-bit units, 5000 per metre
+
+
+def _write_tum(root: Path, gt: bool = True) -> Path:
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    rgb_lines, depth_lines = ["# color images", "# timestamp filename"], ["# depth maps"]
+    for k, t in enumerate(RGB_T):
+        img = np.zeros((H, W, 3), np.uint8)
+        img[..., 2] = 200          # BGR on disk: red
+        img[0, 0, 0] = k           # frame id in the blue channel
+        cv2.imwrite(str(root / "rgb" / f"{t:.6f}.png"), img)
+        rgb_lines.append(f"{t:.6f} rgb/{t:.6f}.png")
+    for t, raw in zip(DEPTH_T, DEPTH_RAW):
+        d = np.full((H, W), raw, np.uint16)
+        d[0, 0] = 0                # invalid pixel
+        cv2.imwrite(str(root / "depth" / f"{t:.6f}.png"), d)
+        depth_lines.append(f"{t:.6f} depth/{t:.6f}.png")
+    (root / "rgb.txt").write_text("\n".join(rgb_lines) + "\n")
+    (root / "depth.txt").write_text("\n".join(depth_lines) + "\n")
+    if gt:
+        # From t=0.9 to t=1.3 the camera moves 4 m along x and yaws 40 deg about z.
+        q0 = Rotation.identity().as_quat()
+        q1 = Rotation.from_euler("z", 40, degrees=True).as_quat()
+        (root / "groundtruth.txt").write_text(
+            "# timestamp tx ty tz qx qy qz qw\n"
+            f"0.9 0 0 0 {q0[0]} {q0[1]} {q0[2]} {q0[3]}\n"
+            f"1.3 4 0 0 {q1[0]} {q1[1]} {q1[2]} {q1[3]}\n")
+    return root
+
+
+@pytest.fixture
+def tum_root(tmp_path):
+    return _write_tum(tmp_path / "rgbd_dataset_freiburg1_fake")
+
+
+def test_association_depth_and_images(tum_root):
+    seq = TumRgbd(tum_root)
+    assert len(seq) == 3 and seq.has_depth
+    np.testing.assert_array_equal(seq.stamps_ns(), [1_000_000_000, 1_100_000_000, 1_200_000_000])
+    frames = list(seq)
+    # rgb 1.10 pairs with depth 1.095 (5 ms) rather than 1.11 (10 ms); rgb 1.20 with 1.215.
+    assert [Path(f.meta["depth_path"]).name for f in frames] == ["1.005000.png", "1.095000.png", "1.215000.png"]
+    for f, raw in zip(frames, [5000, 7500, 12345]):
+        f.validate()
+        assert f.depth.dtype == np.float32 and f.depth.shape == (H, W)
+        assert f.depth[5, 5] == pytest.approx(raw / 5000.0, rel=1e-6)
+        assert f.depth[0, 0] == 0.0
+        assert f.image.shape == (H, W, 3) and tuple(f.image[3, 3]) == (200, 0, 0)   # converted to RGB
+    assert [int(f.image[0, 0, 2]) for f in frames] == [0, 1, 2]
+
+
+def test_ground_truth_interpolation(tum_root):
+    # The fake ground truth has samples 0.4 s apart: beyond the default max_gt_gap (0.1 s) -> NaN.
+    assert np.isnan(TumRgbd(tum_root).ground_truth()).all()
+    gt = TumRgbd(tum_root, max_gt_gap=0.5).ground_truth()
+    assert gt.shape == (3, 4, 4)
+    for pose, t in zip(gt, [1.0, 1.1, 1.2]):
+        alpha = (t - 0.9) / 0.4
+        np.testing.assert_allclose(pose[:3, 3], [4 * alpha, 0, 0], atol=1e-9)
+        yaw = Rotation.from_matrix(pose[:3, :3]).as_euler("zyx", degrees=True)[0]
+        assert yaw == pytest.approx(40 * alpha, abs=1e-6)
+        np.testing.assert_allclose(pose[3], [0, 0, 0, 1])
+
+
+def test_intrinsics_defaults_and_overrides(tum_root):
+    seq = TumRgbd(tum_root)
+    fx, fy, cx, cy = TUM_INTRINSICS["fr1"]
+    assert (seq.camera.fx, seq.camera.fy, seq.camera.cx, seq.camera.cy) == (fx, fy, cx, cy)
+    assert (seq.camera.width, seq.camera.height) == (W, H)
+    over = TumRgbd(tum_root, fx=100.0, cy=12.0, depth_scale=1000.0)
+    assert (over.camera.fx, over.camera.fy, over.camera.cy) == (100.0, fy, 12.0)
+    assert over[0].depth[5, 5] == pytest.approx(5.0)
+    assert tum_intrinsics_key("rgbd_dataset_freiburg3_long_office_household") == "fr3"
+    assert tum_intrinsics_key("fr2_desk") == "fr2"
+    assert tum_intrinsics_key("my_kinect") == "default"
+
+
+def test_tight_association_window_and_missing_gt(tmp_path):
+    root = _write_tum(tmp_path / "kinect_run", gt=False)
+    seq = TumRgbd(root, max_time_diff=0.006)
+    assert len(seq) == 2                              # 1.20 <-> 1.215 is 15 ms apart
+    assert seq.ground_truth() is None
+    assert seq.camera.fx == TUM_INTRINSICS["default"][0]
+
+
+def test_gt_outside_span_is_nan(tmp_path):
+    root = _write_tum(tmp_path / "fr1_x")
+    (root / "groundtruth.txt").write_text("1.05 0 0 0 0 0 0 1\n1.25 1 0 0 0 0 0 1\n")
+    gt = TumRgbd(root, max_gt_gap=0.5).ground_truth()
+    assert np.isnan(gt[0]).all()
+    np.testing.assert_allclose(gt[1, :3, 3], [0.25, 0, 0], atol=1e-9)
+
+
+def test_associate_nearest():
+    ref = np.array([0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(associate_nearest(np.array([0.4, 0.6, 2.05, 5.0]), ref, 0.5), [0, 1, 2, -1])
+
+
+def test_bad_folders(tmp_path):
+    with pytest.raises(DatasetError, match="no rgb.txt"):
+        TumRgbd(tmp_path)
+    (tmp_path / "rgb.txt").write_text("abc rgb/x.png\n")
+    with pytest.raises(DatasetError, match=":1:"):
+        TumRgbd(tmp_path)

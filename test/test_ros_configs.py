@@ -1,0 +1,87 @@
+"""The ROS parameter files, launch files and RViz config, checked without ROS."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kp_vo.bridge.node_core import NodeConfig
+from kp_vo.bridge.reloc_core import RelocConfig
+from kp_vo.cli.bag import load_bag_configs
+from kp_vo.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAM_FILES = ["kitti_mono.yaml", "tum_rgbd.yaml", "kinect_reloc.yaml"]
+
+
+@pytest.mark.parametrize("name", PARAM_FILES)
+def test_parameter_files_fit_the_typed_configs(name):
+    pipeline = pytest.importorskip("kp_vo.pipeline")
+    data = yaml.safe_load((ROOT / "config" / name).read_text())
+    assert "vo_node" in data and set(data["vo_node"]) == {"ros__parameters"}
+    for node, section in data.items():
+        params = dict(section["ros__parameters"])
+        node_config = load_config(NodeConfig, params.pop("ros"))
+        reloc = params.pop("reloc", None)
+        if node == "reloc_node":
+            assert load_config(RelocConfig, reloc).publish_map_to_odom is True
+        load_config(pipeline.PipelineConfig, params)   # raises on an unknown key
+        assert node_config.mode in ("mono", "rgbd")
+    config, node_config = load_bag_configs(str(ROOT / "config" / name))
+    assert node_config.mode == ("mono" if name == "kitti_mono.yaml" else "rgbd")
+    assert config.odometry.depth_source == ("triangulation" if name == "kitti_mono.yaml" else "sensor")
+
+
+def test_bad_parameter_file_is_one_line_error(tmp_path):
+    from kp_vo.errors import KpVoError
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("vo_node:\n  ros__parameters:\n    ros:\n      sync_slopp: 0.1\n")
+    with pytest.raises(KpVoError, match="sync_slopp"):
+        load_bag_configs(str(bad))
+
+
+@pytest.mark.parametrize("name", ["kitti_mono.launch.py", "tum_rgbd.launch.py", "kinect_reloc.launch.py"])
+def test_launch_files_parse_and_declare_their_arguments(name):
+    source = (ROOT / "launch" / name).read_text()
+    tree = ast.parse(source)
+    assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
+    declared = {n.args[0].value for n in ast.walk(tree)
+                if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "DeclareLaunchArgument"}
+    assert {"config", "rviz", "bag"} <= declared
+    assert "keypoint_model" in declared
+    # every parameter file / executable named exists
+    for exe in ("vo_node",):
+        assert f'executable="{exe}"' in source
+    config_default = [c for c in PARAM_FILES if c in source]
+    assert config_default, "launch file names no parameter file"
+
+
+def test_kinect_launch_knows_the_drivers():
+    source = (ROOT / "launch" / "kinect_reloc.launch.py").read_text()
+    tree = ast.parse(source)
+    topics = next(ast.literal_eval(n.value) for n in tree.body
+                  if isinstance(n, ast.Assign) and n.targets[0].id == "DRIVER_TOPICS")
+    assert set(topics) == {"openni", "kinect2", "azure"}
+    assert topics["azure"][:3] == ("/rgb/image_raw", "/depth_to_rgb/image_raw", "/rgb/camera_info")
+    assert 'executable="reloc_node"' in source
+
+
+def test_rviz_config_shows_the_node_topics():
+    rviz = yaml.safe_load((ROOT / "config" / "kp_vo.rviz").read_text())
+    manager = rviz["Visualization Manager"]
+    topics = {d["Topic"]["Value"] for d in manager["Displays"] if "Topic" in d}
+    assert {"/odom", "/path", "/debug_image", "/pose"} <= topics
+    assert manager["Global Options"]["Fixed Frame"] == "odom"
+
+
+def test_ci_workflow_builds_and_tests_on_humble_and_jazzy():
+    wf = yaml.safe_load((ROOT / ".github" / "workflows" / "ros2.yml").read_text())
+    text = (ROOT / ".github" / "workflows" / "ros2.yml").read_text()
+    assert "colcon build" in text and "colcon test" in text
+    distros = {inc["ros_distro"] for job in wf["jobs"].values()
+               for inc in job.get("strategy", {}).get("matrix", {}).get("include", [])}
+    assert {"humble", "jazzy"} <= distros
