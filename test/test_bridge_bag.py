@@ -4,7 +4,6 @@ the output, and (where the pieces exist) equality of ``kp-vo bag`` with ``run_fr
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -142,10 +141,10 @@ def test_bad_messages_run_to_the_end(tmp_path, caplog):
     assert len(summary.segments) == 2 and odo.resets == 1
     p = summary.problems
     assert p["camera_info_missing"] == 2 and p["bad_camera_info"] == 1 and p["bad_encoding"] == 1
-    assert p["bad_frame"] == 1 and p["stamp_order"] == 1 and p["loop_reset"] == 1
+    assert p["bad_frame"] == 1 and p["stamp_order"] == 1 and p["loop_reset"] == 1 and p["invalid_depth"] == 1
     text = [r.getMessage() for r in caplog.records]
     for needle in ("waiting for camera_info", "invalid K", "yuv422", "empty image", "repeated stamp",
-                   "time jumped back"):
+                   "time jumped back", "no valid pixel"):
         assert sum(needle in line for line in text) == 1, needle
     nan_frame = [f for f in odo.frames if f.stamp_ns == good[3]][0]
     assert np.all(nan_frame.depth == 0)
@@ -178,12 +177,12 @@ def _pipeline():
 
 
 def test_bag_equals_run_frames_on_kitti(tmp_path):
-    """Acceptance on real data (short): kp-vo bag on a make-bag of KITTI 07 == run_frames."""
+    """Acceptance on real data (short): kp-vo bag on a make-bag of KITTI 07 (8 frames) == run_frames."""
     pipeline = _pipeline()
     if not (DATA / "kitti" / "sequences" / "07").is_dir():
         pytest.skip(f"real data not found at {DATA}")
     kitti = pytest.importorskip("kp_vo.datasets.kitti")
-    seq = kitti.KittiOdometry(DATA / "kitti", "07", max_frames=12)
+    seq = kitti.KittiOdometry(DATA / "kitti", "07", max_frames=8)
     config = pipeline.PipelineConfig()
     ref = pipeline.run_frames(seq, pipeline.build_odometry(config), progress=False)
     write_frames_bag(iter(seq), tmp_path / "in", ground_truth=seq.ground_truth())
@@ -197,3 +196,33 @@ def test_bag_equals_run_frames_on_kitti(tmp_path):
     odom = [cv.pose_msg_to_pose(m.pose.pose) for m in read_all(tmp_path / "out", "/odom")]
     for T_ob, T_wc in zip(odom, ref.T_world_cam):
         np.testing.assert_allclose(T_ob, T_bc @ T_wc @ np.linalg.inv(T_bc), atol=1e-6)
+
+
+def test_ros1_bag_is_read(tmp_path):
+    """A ROS 1 bag (upper-case CameraInfo fields, header.seq) runs through the same core."""
+    from rosbags.rosbag1 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS1_NOETIC)
+    T = ts.types
+    path = tmp_path / "old.bag"
+    with Writer(path) as bag:
+        img_conn = bag.add_connection("/cam/image_raw", "sensor_msgs/msg/Image", typestore=ts)
+        info_conn = bag.add_connection("/cam/camera_info", "sensor_msgs/msg/CameraInfo", typestore=ts)
+        for k, frame in enumerate(frames(4)):
+            sec, nanosec = cv.ns_to_sec_nanosec(frame.stamp_ns)
+            header = T["std_msgs/msg/Header"](seq=k, stamp=T["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
+                                              frame_id="cam")
+            fields = cv.camera_info_fields(CAM)
+            roi = T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+            info = T["sensor_msgs/msg/CameraInfo"](header=header, height=CAM.height, width=CAM.width,
+                                                   distortion_model="plumb_bob", D=fields["d"], K=fields["k"],
+                                                   R=fields["r"], P=fields["p"], binning_x=0, binning_y=0, roi=roi)
+            img = T["sensor_msgs/msg/Image"](header=header, **cv.numpy_to_image_fields(frame.image, "mono8"))
+            bag.write(info_conn, frame.stamp_ns, ts.serialize_ros1(info, info.__msgtype__))
+            bag.write(img_conn, frame.stamp_ns, ts.serialize_ros1(img, img.__msgtype__))
+    odo = FakeOdometry()
+    summary = run_bag(path, tmp_path / "out", odo)
+    assert summary.frames_processed == 4 and summary.topics.image == "/cam/image_raw"
+    assert odo.frames[0].camera == CAM
+    np.testing.assert_array_equal(odo.frames[2].image, frames(4)[2].image)

@@ -173,6 +173,7 @@ def test_rgbd_sync_with_slop_and_nan_depth():
     core.on_depth(nan_depth)
     assert core.on_image(image(2 * SEC, encoding="rgb8")) is not None
     assert np.all(odo.frames[-1].depth == 0)
+    assert core.problems["invalid_depth"] == 1
 
 
 def test_rgbd_exact_sync_and_queue_limit():

@@ -33,7 +33,7 @@ def test_fronto_parallel_wall_depth():
     # Turned 180 deg the wall is behind the camera: only background, depth 0.
     rgb_back, depth_back = render(scene, camera_pose([0.0, 0.0, 1.0], yaw=np.pi), SMALL)
     assert (depth_back == 0).all()
-    assert (rgb_back == rgb_back[0, 0]).all(axis=-1).all() or np.ptp(rgb_back[..., 0]) < 3
+    assert (rgb_back == [0, 0, 255]).all()
 
 
 def test_wall_edge_and_tilted_plane_depth():
@@ -165,6 +165,10 @@ def test_custom_trajectory_and_cache():
     assert by_array[39].image.any()
     with pytest.raises(InvalidInputError):
         SyntheticSequence("room", trajectory=np.eye(4))
+    sheared = poses.copy()
+    sheared[3, :3, :3] *= 2.0
+    with pytest.raises(InvalidInputError, match="rigid"):
+        SyntheticSequence("room", trajectory=sheared)
     with pytest.raises(InvalidInputError):
         SyntheticSequence("garden")
     with pytest.raises(InvalidInputError, match="leaves the road"):

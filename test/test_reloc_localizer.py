@@ -23,10 +23,10 @@ ONE_THREAD = IndexConfig(threads=1)  # FAISS OpenMP on a shared 2-core machine i
 @pytest.fixture(scope="module")
 def room_frames():
     """30 mapping frames on one circle and 10 query frames on a different one (radius, height, pitch)."""
-    map_frames = render_room_frames(room_trajectory(30, radius=0.5, height=1.4), CAMERA)
+    map_frames = render_room_frames(room_trajectory(30, radius=0.5, height=1.4))
     query_poses = room_trajectory(10, radius=0.9, height=1.15, pitch=np.radians(8.0), phase=np.pi / 30 + 0.3,
                                   yaw0=np.radians(10.0))
-    return map_frames, render_room_frames(query_poses, CAMERA, first_index=1000)
+    return map_frames, render_room_frames(query_poses, first_index=1000)
 
 
 def test_room_pose_is_a_rotation_looking_along_heading():
@@ -108,6 +108,7 @@ def test_metric_mismatch_is_rejected():
 @pytest.mark.parametrize("extractor_name", ["orb", "sift"])
 def test_room_localization_accuracy_viewsynth_protocol(room_frames, extractor_name, tmp_path):
     map_frames, query_frames = room_frames
+    assert len({f.index for f in map_frames} | {f.index for f in query_frames}) == 40
     extractor = create_extractor(extractor_name, max_keypoints=1000)
     repo = build_repository(map_frames, extractor, top_k=300, index_config=ONE_THREAD)
     assert repo.num_frames == 30 and len(repo) > 30 * 200
@@ -143,7 +144,7 @@ def test_unmappable_query_fails_cleanly(room_frames):
     map_frames, _ = room_frames
     extractor = create_extractor("orb", max_keypoints=500)
     repo = build_repository(map_frames[:3], extractor, top_k=100, index_config=ONE_THREAD)
-    blank = map_frames[0].__class__(5, 0, np.full((240, 320, 3), 128, np.uint8), CAMERA, depth=None)
+    blank = map_frames[0].__class__(5, 0, np.full((240, 320, 3), 128, np.uint8), map_frames[0].camera, depth=None)
     result = Localizer(repo, extractor).localize(blank)
     assert not result.success and result.T_world_cam is None and result.confidence == 0.0
     assert "failed" in result.message

@@ -174,12 +174,12 @@ def test_incremental_add_updates_index_and_merge(tmp_path):
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
 def test_index_kinds_find_exact_duplicates_and_survive_save(tmp_path, metric, kind):
     rng = np.random.default_rng(3)
-    feats = _features(rng, 3000, metric)
+    feats = _features(rng, 1500, metric)
     index = DescriptorIndex.build(feats.descriptors, metric, IndexConfig(kind=kind, nprobe=16))
     _, ids = index.search(feats.descriptors[:50], 1)
     assert np.mean(ids[:, 0] == np.arange(50)) >= 0.95
     repo = Repository(metric, feats.descriptors.shape[1], "t", index_config=IndexConfig(kind=kind))
-    repo.add_points(rng.normal(size=(3000, 3)), feats, 0, 0, np.eye(4))
+    repo.add_points(rng.normal(size=(1500, 3)), feats, 0, 0, np.eye(4))
     assert repo.index.kind == kind
     repo.save(tmp_path / "k.kpmap")
     back = Repository.load(tmp_path / "k.kpmap")

@@ -14,7 +14,6 @@ rclpy = pytest.importorskip("rclpy", reason="ROS 2 (rclpy) is not installed here
 pytest.importorskip("message_filters", reason="ROS 2 message_filters is not installed")
 pytest.importorskip("tf2_ros", reason="ROS 2 tf2_ros is not installed")
 
-from geometry_msgs.msg import TransformStamped  # noqa: E402
 from nav_msgs.msg import Odometry, Path  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402

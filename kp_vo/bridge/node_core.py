@@ -301,6 +301,9 @@ class VoNodeCore:
             frame = Frame(self._frame_index, stamp_ns, image, self.camera, depth=depth,
                           meta={"frame_id": str(image_msg.header.frame_id)})
             frame.validate()
+            if depth is not None and not np.any(depth > 0):
+                self._problem("invalid_depth", f"depth at {stamp_ns} ns has no valid pixel (all NaN/inf/<=0): "
+                              "the frame is tracked without depth", now_ns)
         except UnsupportedEncodingError as exc:
             self.problems["bad_encoding"] += 1
             if exc.encoding not in self._bad_encodings:
@@ -325,7 +328,6 @@ class VoNodeCore:
                           f"waiting for TF {self.config.frames.base_link} -> {camera_frame}: dropping image", now_ns)
             return None
         self.T_base_cam = np.asarray(T, dtype=np.float64)
-        self._camera_frame = camera_frame
         return self.T_base_cam
 
     def _output(self, frame: Frame, result: Any, T_base_cam: np.ndarray) -> VoOutput:

@@ -44,7 +44,3 @@ def main(argv: list[str] | None = None) -> int:
     except KpVoError as exc:
         print(f"kp-vo {args.command}: error: {exc}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import logging
 from pathlib import Path
@@ -13,10 +12,28 @@ from kp_vo.errors import InvalidInputError
 logger = logging.getLogger(__name__)
 
 
-def _open(source: str, sequence: str | None):
+def _open(args: argparse.Namespace):
+    """The sequence of ``args.source`` with the shared selection options and any ``--option k=v``."""
+    import yaml
+
     from kp_vo.datasets import open_sequence
 
-    return open_sequence(source, sequence) if sequence else open_sequence(source)
+    options = {"start": args.start, "stride": args.stride, "max_frames": args.max_frames}
+    for item in args.option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"--option expects KEY=VALUE, got {item!r}")
+        options[key] = yaml.safe_load(value)
+    return open_sequence(args.source, args.sequence, **options)
+
+
+def _add_source_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sequence", default=None, help="sequence name inside SOURCE")
+    parser.add_argument("--start", type=int, default=0, help="first frame")
+    parser.add_argument("--stride", type=int, default=1, help="use every N-th frame")
+    parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    parser.add_argument("--option", action="append", metavar="KEY=VALUE",
+                        help="extra loader option (YAML value), e.g. width=320; repeatable")
 
 
 def _extractor(name: str, max_keypoints: int | None):
@@ -29,11 +46,10 @@ def _extractor(name: str, max_keypoints: int | None):
 def _build(args: argparse.Namespace) -> int:
     from kp_vo.reloc.repository import build_repository
 
-    seq = _open(args.source, args.sequence)
-    if not getattr(seq, "has_depth", True):
+    seq = _open(args)
+    if not seq.has_depth:
         raise InvalidInputError(f"{args.source}: mapping needs depth images and this sequence has none")
-    frames = itertools.islice(iter(seq), args.max_frames) if args.max_frames else iter(seq)
-    repo = build_repository(frames, _extractor(args.extractor, args.max_keypoints), top_k=args.top_k,
+    repo = build_repository(iter(seq), _extractor(args.extractor, args.max_keypoints), top_k=args.top_k,
                             every=args.every)
     repo.metadata.update({"source": str(args.source), "sequence": args.sequence})
     repo.save(args.output)
@@ -52,9 +68,7 @@ def _query(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"{args.map} does not record its extractor; pass --extractor")
     config = LocalizerConfig(query_top_k=args.query_top_k, match_mode=args.match_mode, use_depth=not args.no_depth)
     localizer = Localizer(repo, _extractor(name, args.max_keypoints), config)
-    seq = _open(args.source, args.sequence)
-    frames = itertools.islice(iter(seq), 0, args.max_frames, args.every)
-    evaluation = evaluate_localizer(localizer, frames)
+    evaluation = evaluate_localizer(localizer, iter(_open(args)))
     print(json.dumps(evaluation.summary, indent=2))
     if args.output:
         paths = write_evaluation(evaluation, args.output)
@@ -77,26 +91,23 @@ def register(subparsers) -> None:
     build = sub.add_parser("build", help="build a keypoint map from a sequence with depth and poses")
     build.add_argument("source", help="dataset folder or source understood by kp_vo.datasets.open_sequence")
     build.add_argument("--output", "-o", type=Path, required=True, help="map file to write")
-    build.add_argument("--sequence", default=None, help="sequence name inside SOURCE")
+    _add_source_options(build)
     build.add_argument("--extractor", default="orb", help="keypoint extractor name (default: orb)")
     build.add_argument("--max-keypoints", type=int, default=None, help="keypoints extracted per frame")
     build.add_argument("--top-k", type=int, default=300, help="keypoints kept per mapped frame (ViewSynth: 50)")
     build.add_argument("--every", type=int, default=1, help="map every N-th frame")
-    build.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     build.set_defaults(func=_build)
 
     query = sub.add_parser("query", help="localize every frame of SOURCE against MAP and score it")
     query.add_argument("map", type=Path)
     query.add_argument("source")
-    query.add_argument("--sequence", default=None)
+    _add_source_options(query)
     query.add_argument("--output", "-o", type=Path, default=None, help="folder for metrics.json and poses_tum.txt")
     query.add_argument("--extractor", default=None, help="default: the map's extractor")
     query.add_argument("--max-keypoints", type=int, default=None)
     query.add_argument("--query-top-k", type=int, default=None, help="query keypoints used (ViewSynth: 50)")
     query.add_argument("--match-mode", choices=("mutual", "ratio", "topk"), default="mutual")
     query.add_argument("--no-depth", action="store_true", help="ignore query depth (RANSAC-PnP only)")
-    query.add_argument("--every", type=int, default=1, help="query every N-th frame")
-    query.add_argument("--max-frames", type=int, default=None)
     query.set_defaults(func=_query)
 
     info = sub.add_parser("info", help="print a map file's metadata")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -310,7 +311,6 @@ def make_scene(kind: str = "street", seed: int = 0, texture_dir: str | None = No
     if kind not in SCENE_KINDS:
         raise InvalidInputError(f"unknown synthetic scene {kind!r}, expected one of {SCENE_KINDS}")
     if texture_dir is not None:
-        from pathlib import Path
         if not Path(texture_dir).is_dir():
             raise InvalidInputError(f"texture_dir {texture_dir} is not a folder")
         texture_dir = str(Path(texture_dir).resolve())

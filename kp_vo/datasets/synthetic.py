@@ -47,8 +47,9 @@ class SyntheticSequence(IndexedSequence):
 
     trajectory: None (the kind's default trajectory from ``seed``), an (N, 4, 4) array of
         T_world_cam, or a callable ``f(num_frames) -> (N, 4, 4)``.
-    blank_frames: frame indices rendered as uniform grey images with all-zero depth
-        (textureless: for tracking loss / recovery tests).
+    blank_frames: raw frame indices (before ``start`` / ``stride``) rendered as uniform grey
+        images with all-zero depth (textureless: for tracking loss / recovery tests); their
+        ground truth stays the trajectory pose.
     noise_std: standard deviation of the per-frame Gaussian pixel noise (grey levels),
         deterministic from (seed, frame index).
     """
@@ -82,6 +83,10 @@ class SyntheticSequence(IndexedSequence):
             poses = np.asarray(trajectory, np.float64)
         if poses.ndim != 3 or poses.shape[1:] != (4, 4) or len(poses) == 0 or not np.all(np.isfinite(poses)):
             raise InvalidInputError(f"trajectory must be a finite (N, 4, 4) array of T_world_cam, got shape {poses.shape}")
+        R = poses[:, :3, :3]
+        if not np.allclose(R @ R.transpose(0, 2, 1), np.eye(3), atol=1e-6) or np.any(np.linalg.det(R) < 0) \
+                or not np.allclose(poses[:, 3], [0, 0, 0, 1]):
+            raise InvalidInputError("trajectory poses must be rigid transforms (rotation block orthonormal, last row 0 0 0 1)")
         if n is not None and trajectory is not None and len(poses) != n:
             logger.info("trajectory has %d poses; num_frames=%d ignored", len(poses), n)
         self.blank_frames = frozenset(int(b) for b in blank_frames)

@@ -80,22 +80,23 @@ def bundle_adjust(T_cam_world: np.ndarray, points: np.ndarray, obs_cam: np.ndarr
         Jp_w = Jp * w
         # Per-point blocks V (N,3,3), g_p (N,3); per-camera blocks U (C,6,6), g_c (C,6); W per observation (M,6,3).
         V = np.zeros((N, 3, 3))
-        np.add.at(V, pt, np.einsum("mki,mkj->mij", Jp_w, Jp))
+        np.add.at(V, pt, Jp_w.transpose(0, 2, 1) @ Jp)
         g_p = np.zeros((N, 3))
         np.add.at(g_p, pt, np.einsum("mki,mk->mi", Jp_w, r))
         U = np.zeros((C, 6, 6))
-        np.add.at(U, cam, np.einsum("mki,mkj->mij", Jc_w, Jc))
+        np.add.at(U, cam, Jc_w.transpose(0, 2, 1) @ Jc)
         g_c = np.zeros((C, 6))
         np.add.at(g_c, cam, np.einsum("mki,mk->mi", Jc_w, r))
-        W = np.einsum("mki,mkj->mij", Jc_w, Jp)
+        W = Jc_w.transpose(0, 2, 1) @ Jp
 
         V_damped = V + lam * (np.eye(3) * (np.einsum("nii->ni", V)[:, :, None] + 1e-9))
         V_inv = np.linalg.inv(V_damped)
         # Schur complement on the cameras, with dense per-point camera blocks (C is small).
         W_dense = np.zeros((N, C, 6, 3))
         W_dense[pt, cam] = W
-        WV = np.einsum("ncij,njk->ncik", W_dense, V_inv)                      # (N, C, 6, 3)
-        S = -np.einsum("ncik,ndlk->cidl", WV, W_dense).reshape(6 * C, 6 * C)
+        WV = W_dense @ V_inv[:, None]                                           # (N, C, 6, 3)
+        # S -= sum_n WV[n] W_dense[n]^T, as one matrix product over the stacked (point, 3) axis.
+        S = -(WV.transpose(1, 2, 0, 3).reshape(6 * C, 3 * N) @ W_dense.transpose(1, 2, 0, 3).reshape(6 * C, 3 * N).T)
         U_damped = U + lam * (np.eye(6) * (np.einsum("cii->ci", U)[:, :, None] + 1e-9))
         for c in range(C):
             S[6 * c:6 * c + 6, 6 * c:6 * c + 6] += U_damped[c]

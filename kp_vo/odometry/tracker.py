@@ -35,7 +35,7 @@ from kp_vo.geometry.camera import lift_keypoints, project
 from kp_vo.geometry.matching import match_by_projection, match_descriptors
 from kp_vo.geometry.pnp import refine_pose_gauss_newton, solve_pnp_ransac
 from kp_vo.geometry.procrustes import refine_pose_procrustes
-from kp_vo.geometry.se3 import invert, make_pose, se3_exp, se3_log
+from kp_vo.geometry.se3 import invert, make_pose, nearest_rotation, se3_exp, se3_log
 from kp_vo.geometry.triangulation import triangulate
 from kp_vo.odometry.depth import DepthSource
 from kp_vo.odometry.local_map import LocalMap, new_keyframe
@@ -219,7 +219,7 @@ class VisualOdometry:
     def _track(self, frame: Frame, features: Features, timings: dict) -> TrackingResult:
         cfg = self.config
         K = frame.camera.K
-        T_pred = self._T_world_cam @ self._velocity
+        T_pred = _rigid(self._T_world_cam @ self._velocity)
         t = time.perf_counter()
         solution = self._solve_pose(features, K, T_pred, frame.camera)
         timings["pose"] = time.perf_counter() - t
@@ -227,7 +227,7 @@ class VisualOdometry:
         if solution is None:
             return self._handle_lost(frame, features, T_pred)
 
-        self._velocity = invert(self._T_world_cam) @ solution.T_world_cam
+        self._velocity = _rigid(invert(self._T_world_cam) @ solution.T_world_cam)
         self._T_world_cam = solution.T_world_cam
         self._lost_frames = 0
         self._state = TrackingState.TRACKING
@@ -290,7 +290,7 @@ class VisualOdometry:
             T_proc = refine_pose_procrustes(T_cw, P[inl], q[inl], K)
             if _rmse(T_proc, P[inl], q[inl], K) <= _rmse(T_cw, P[inl], q[inl], K):
                 T_cw = T_proc
-        T_world_cam = invert(T_cw)
+        T_world_cam = _rigid(invert(T_cw))
         if not self._plausible_step(T_world_cam, T_pred):
             log.debug("rejected a pose jump against the motion prior")
             return None
@@ -368,7 +368,7 @@ class VisualOdometry:
         T_cw, points, residual = bundle_adjust(T_cw, self._map.points(ids_used), kf_idx[use], point_of_obs,
                                                uv.astype(np.float64), K, fixed, cfg.huber_px, cfg.ba_iterations)
         for kf, T in zip(keyframes, T_cw):
-            kf.T_world_cam = invert(T)
+            kf.T_world_cam = _rigid(invert(T))
         self._map.set_points(ids_used, points)
         bad = residual > 2.0 * cfg.pnp_threshold_px
         for w, k in zip(kf_idx[use][bad], kp_idx[use][bad]):
@@ -456,6 +456,11 @@ def _reprojection_errors(T_cam_world: np.ndarray, P: np.ndarray, uv: np.ndarray,
 
 def _rmse(T_cam_world: np.ndarray, P: np.ndarray, uv: np.ndarray, K: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.minimum(_reprojection_errors(T_cam_world, P, uv, K), 1e6) ** 2)))
+
+
+def _rigid(T: np.ndarray) -> np.ndarray:
+    """T with its rotation re-orthonormalised (long chains of products accumulate rounding)."""
+    return make_pose(nearest_rotation(T[:3, :3]), T[:3, 3])
 
 
 def _fractional_motion(T: np.ndarray, fraction: float) -> np.ndarray:

@@ -166,38 +166,33 @@ def room_trajectory(num: int, center=(3.0, 2.5), radius: float = 0.5, height: fl
     return np.array(poses)
 
 
-def render_room_frames(poses: np.ndarray, camera, seed: int = 0, first_index: int = 0,
-                       stamp_step_ns: int = 100_000_000) -> list[Frame]:
-    """RGB-D ``Frame``s of the synthetic room (``kp_vo.datasets.scene``) at ``poses`` (N, 4, 4), with
-    ground truth attached. Uses the dataset renderer directly, so any trajectory can be rendered."""
-    from kp_vo.datasets.render import render
-    from kp_vo.datasets.scene import make_scene
+def render_room_frames(poses: np.ndarray, width: int = 320, height: int = 240, seed: int = 0,
+                       first_index: int = 0, noise_std: float = 2.0) -> list[Frame]:
+    """RGB-D ``Frame``s of the synthetic room at ``poses`` (N, 4, 4) rendered by
+    ``kp_vo.datasets.SyntheticSequence(kind="room", trajectory=poses)`` (ground truth attached),
+    re-indexed from ``first_index`` so map and query frames have distinct indices."""
+    from dataclasses import replace
 
-    scene = make_scene("room", seed)
-    frames = []
-    for i, T in enumerate(poses):
-        rgb, depth = render(scene, T, camera)
-        idx = first_index + i
-        frames.append(Frame(idx, idx * stamp_step_ns, rgb, camera, depth=depth.astype(np.float32), T_world_cam_gt=T))
-    return frames
+    from kp_vo.datasets import SyntheticSequence
+
+    seq = SyntheticSequence("room", width=width, height=height, seed=seed, noise_std=noise_std, trajectory=poses)
+    return [replace(f, index=first_index + i, stamp_ns=int(f.stamp_ns) + first_index * 100_000_000)
+            for i, f in enumerate(seq)]
 
 
 def room_experiment(extractor, top_k: int | None = 300, num_map: int = 30, num_query: int = 10, seed: int = 0,
-                    camera=None, config=None, index_config=None) -> RelocEvaluation:
+                    width: int = 320, height: int = 240, config=None, index_config=None) -> RelocEvaluation:
     """ViewSynth protocol on the synthetic room: map a circular trajectory with ground-truth poses,
     then localize a DIFFERENT trajectory (other radius, height, pitch and headings between the
     mapped ones) with ``extractor``. Returns the evaluation (summary has accuracy and MMA)."""
     from kp_vo.reloc.localizer import LocalizerConfig
     from kp_vo.reloc.repository import build_repository
-    from kp_vo.types import CameraIntrinsics
-
-    camera = camera or CameraIntrinsics(260.0, 260.0, 159.5, 119.5, 320, 240)
     map_poses = room_trajectory(num_map, radius=0.5, height=1.4)
     query_poses = room_trajectory(num_query, radius=0.9, height=1.15, pitch=np.radians(8.0),
                                   phase=np.pi / num_map + 0.3, yaw0=np.radians(10.0))
-    repo = build_repository(render_room_frames(map_poses, camera, seed), extractor, top_k=top_k,
+    repo = build_repository(render_room_frames(map_poses, width, height, seed), extractor, top_k=top_k,
                             index_config=index_config)
     localizer = Localizer(repo, extractor, config or LocalizerConfig())
-    evaluation = evaluate_localizer(localizer, render_room_frames(query_poses, camera, seed, first_index=1000))
+    evaluation = evaluate_localizer(localizer, render_room_frames(query_poses, width, height, seed, first_index=1000))
     evaluation.summary["top_k"] = top_k
     return evaluation

@@ -29,15 +29,16 @@ INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
 @dataclass
 class IndexConfig:
     kind: str = "auto"        # "auto" picks "flat" up to exact_max descriptors, else "ivf"
-    exact_max: int = 200_000  # largest map searched exhaustively under "auto"
+    exact_max: int = 50_000   # largest map searched exhaustively under "auto"
     nlist: int = 0            # IVF lists; 0 = 2 * sqrt(N) clamped to [16, 65536]
-    nprobe: int = 8           # IVF lists scanned per query (recall/latency knob)
+    nprobe: int = 4           # IVF lists scanned per query (recall/latency knob; see docs/relocalization.md)
     train_size: int = 0       # descriptors sampled to train the IVF quantizer; 0 = 40 per list (>= 50k)
     kmeans_iterations: int = 10  # k-means iterations of the IVF quantizer training
     hnsw_m: int = 32          # HNSW graph degree
     ef_search: int = 64       # HNSW search breadth
     ef_construction: int = 80
-    threads: int = 0          # FAISS OpenMP threads; 0 = leave FAISS's default
+    threads: int = 1          # FAISS OpenMP threads (process-wide); 0 = leave FAISS's default. One thread is
+                              # fastest for per-frame batches: OpenMP spin-waits cost up to 30x on a busy CPU
 
 
 def choose_kind(num: int, config: IndexConfig) -> str:
@@ -55,6 +56,11 @@ def _nlist(num: int, config: IndexConfig) -> int:
     return int(min(65536, max(16, 2 * round(math.sqrt(num)))))
 
 
+def _set_threads(config: IndexConfig) -> None:
+    if config.threads > 0 and faiss.omp_get_max_threads() != config.threads:
+        faiss.omp_set_num_threads(config.threads)
+
+
 class DescriptorIndex:
     """A FAISS index over (N, D) float32 or (N, B) uint8 descriptors, row i = map point i.
 
@@ -68,6 +74,7 @@ class DescriptorIndex:
         self.kind = kind
         self.dim = dim  # float dimension (l2) or bytes per descriptor (hamming)
         self.config = config
+        _set_threads(config)
         self._apply_search_params()
 
     def __len__(self) -> int:
@@ -95,8 +102,7 @@ class DescriptorIndex:
         """Build and fill an index for ``descriptors`` ((N, D) f32 for "l2", (N, B) uint8 for "hamming")."""
         config = config or IndexConfig()
         arr = cls._check(descriptors, metric)
-        if config.threads > 0:
-            faiss.omp_set_num_threads(config.threads)
+        _set_threads(config)
         num, width = arr.shape
         kind = choose_kind(num, config)
         if kind == "ivf" and num < 16:

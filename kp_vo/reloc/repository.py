@@ -226,6 +226,10 @@ class Repository:
             if arrays[name].shape != shape or arrays[name].dtype != getattr(repo, name).dtype:
                 raise MapFileError(f"{path}: array {name} is {arrays[name].dtype}{arrays[name].shape}, "
                                    f"expected {getattr(repo, name).dtype}{shape}")
+        f = len(arrays["frame_indices"])
+        if (arrays["frame_stamps_ns"].shape != (f,) or arrays["frame_poses"].shape != (f, 4, 4)
+                or (n and (int(np.min(arrays["frame_ids"])) < 0 or int(np.max(arrays["frame_ids"])) >= f))):
+            raise MapFileError(f"{path}: frame table is inconsistent with {f} frames")
         for name in _POINT_ARRAYS + _FRAME_ARRAYS:
             setattr(repo, name, arrays[name])
         if "faiss_index" in arrays and meta.get("index", {}).get("ntotal") == n:

@@ -1,0 +1,54 @@
+"""Monocular VO on KITTI-style grayscale images (e.g. a bag from `kp-vo make-bag KITTI --sequence 07`).
+
+    ros2 launch kp_vo kitti_mono.launch.py bag:=/path/to/kitti07_bag rviz:=true
+    ros2 launch kp_vo kitti_mono.launch.py keypoint_model:=/path/keypointnet.onnx
+
+Arguments: bag (played with `ros2 bag play --clock` when set), config, extractor,
+keypoint_model, rate, rviz, image_topic, camera_info_topic.
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+
+def _nodes(context):
+    get = lambda name: LaunchConfiguration(name).perform(context)
+    overrides = {}
+    if get("extractor"):
+        overrides["extractor.name"] = get("extractor")
+    if get("keypoint_model"):
+        overrides["extractor.name"] = get("extractor") or "keypointnet"
+        overrides["extractor.options.model_path"] = get("keypoint_model")
+    use_sim_time = bool(get("bag"))
+    actions = [Node(
+        package="kp_vo", executable="vo_node", name="vo_node", output="screen",
+        parameters=[get("config"), overrides, {"use_sim_time": use_sim_time}],
+        remappings=[("image", get("image_topic")), ("camera_info", get("camera_info_topic"))],
+    )]
+    if get("bag"):
+        actions.append(ExecuteProcess(cmd=["ros2", "bag", "play", get("bag"), "--clock", "--rate", get("rate")],
+                                      output="screen"))
+    return actions
+
+
+def generate_launch_description():
+    share = get_package_share_directory("kp_vo")
+    return LaunchDescription([
+        DeclareLaunchArgument("bag", default_value="", description="rosbag2 to play (empty: live topics)"),
+        DeclareLaunchArgument("config", default_value=os.path.join(share, "config", "kitti_mono.yaml")),
+        DeclareLaunchArgument("extractor", default_value="", description="orb, sift, keypointnet (empty: config)"),
+        DeclareLaunchArgument("keypoint_model", default_value="", description="KeypointNet .onnx file"),
+        DeclareLaunchArgument("rate", default_value="1.0", description="bag playback rate"),
+        DeclareLaunchArgument("rviz", default_value="false"),
+        DeclareLaunchArgument("image_topic", default_value="/camera/image_raw"),
+        DeclareLaunchArgument("camera_info_topic", default_value="/camera/camera_info"),
+        OpaqueFunction(function=_nodes),
+        Node(package="rviz2", executable="rviz2", arguments=["-d", os.path.join(share, "config", "kp_vo.rviz")],
+             condition=IfCondition(LaunchConfiguration("rviz"))),
+    ])

@@ -1,0 +1,65 @@
+"""Smoke tests of the real ``kp-vo`` console script and of its error handling."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kp_vo.cli import main
+
+KP_VO = [sys.executable, "-m", "kp_vo.cli"]
+
+
+def test_run_synthetic_writes_every_output(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(KP_VO + ["run", "synthetic:room", "--max-frames", "12", "--output", str(out),
+                                   "--no-progress"], capture_output=True, text=True, env={**os.environ, "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    for name in ("trajectory_kitti.txt", "trajectory_tum.txt", "metrics.json", "config.yaml", "trajectory.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert len((out / "trajectory_kitti.txt").read_text().splitlines()) == 12
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_frames"] == 12 and metrics["ate_rmse_m"] < 0.01
+    assert "ATE RMSE" in proc.stdout
+
+
+def test_config_file_overrides_and_is_saved(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("extractor:\n  name: sift\nodometry:\n  window_size: 4\n")
+    out = tmp_path / "run"
+    assert main(["run", "synthetic:room", "--max-frames", "5", "--config", str(cfg), "--output", str(out),
+                 "--no-progress"]) == 0
+    saved = (out / "config.yaml").read_text()
+    assert "name: sift" in saved and "window_size: 4" in saved
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "/nonexistent/folder"], "no such dataset path"),
+    (["run", "synthetic", "--extractor", "nope"], "unknown extractor"),
+])
+def test_known_errors_are_one_line_and_exit_2(argv, message, capsys, tmp_path):
+    assert main(argv + ["--output", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_bad_config_key_is_reported(tmp_path, capsys):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("odometry:\n  windw_size: 4\n")
+    assert main(["run", "synthetic", "--config", str(cfg), "--output", str(tmp_path / "o")]) == 2
+    assert "odometry.windw_size" in capsys.readouterr().err
+
+
+def test_corrupt_kitti_calib_is_reported(tmp_path, capsys):
+    seq = tmp_path / "sequences" / "00"
+    (seq / "image_0").mkdir(parents=True)
+    import cv2
+    import numpy as np
+    cv2.imwrite(str(seq / "image_0" / "000000.png"), np.zeros((64, 64), np.uint8))
+    (seq / "calib.txt").write_text("P0: 1 2 three\n")
+    (seq / "times.txt").write_text("0.0\n")
+    assert main(["run", str(tmp_path), "--sequence", "00", "--output", str(tmp_path / "o")]) == 2
+    assert "calib.txt" in capsys.readouterr().err
