@@ -27,6 +27,8 @@ setup(
     entry_points={
         "console_scripts": [
             "kp-vo = kp_vo.cli:main",
+            "vo_node = kp_vo.ros.vo_node:main",
+            "reloc_node = kp_vo.ros.reloc_node:main",
         ],
     },
 )

@@ -219,7 +219,7 @@ def test_ros1_bag_is_read(tmp_path):
                                                    distortion_model="plumb_bob", D=fields["d"], K=fields["k"],
                                                    R=fields["r"], P=fields["p"], binning_x=0, binning_y=0, roi=roi)
             img = T["sensor_msgs/msg/Image"](header=header, **cv.numpy_to_image_fields(frame.image, "mono8"))
-            bag.write(info_conn, frame.stamp_ns, ts.serialize_ros1(info, info.__msgtype__))
+            bag.write(info_conn, frame.stamp_ns - 1, ts.serialize_ros1(info, info.__msgtype__))
             bag.write(img_conn, frame.stamp_ns, ts.serialize_ros1(img, img.__msgtype__))
     odo = FakeOdometry()
     summary = run_bag(path, tmp_path / "out", odo)

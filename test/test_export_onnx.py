@@ -123,6 +123,9 @@ def test_cli_export_and_errors(tmp_path, capsys):
     assert cli_main(["export", "object_keypointnet", "--output", str(tmp_path / "x.onnx"), "--weights", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.safetensors" in err[0]
+    assert cli_main(["export", "object_keypointnet", "--output", str(tmp_path / "y.onnx"),
+                     "--quantize", "int8-static"]) == 2                        # no --calibration folder
+    assert "--calibration" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not PHOTO.exists(), reason="real photos not found at ../shared/data/photos")

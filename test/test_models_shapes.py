@@ -38,8 +38,8 @@ def test_keypointnet_outputs(kind, dim):
 
 def test_keypointnet_training_mode_has_dense_map():
     model = build_model("keypointnet", descriptor_stride=4).train()
-    out = model({"image": torch.randn(1, 3, 32, 32)})
-    assert out["dense_descriptor"].shape == (1, 64, 8, 8)
+    out = model({"image": torch.randn(1, 3, 64, 64)})
+    assert out["dense_descriptor"].shape == (1, 64, 16, 16)
 
 
 def test_sample_descriptors_hits_cell_centres():

@@ -126,3 +126,44 @@ def test_wrong_depth_shape_is_rejected():
     vo = VisualOdometry(OdometryConfig(), create_extractor("orb", max_keypoints=800))
     with pytest.raises(InvalidInputError, match="depth shape"):
         vo.process(frame)
+
+
+def _room(num_frames, seed=7):
+    return SyntheticSequence("room", num_frames=num_frames, width=320, height=240, seed=seed)
+
+
+def test_kidnapped_camera_relocalizes_against_the_keyframe_archive():
+    sequence = SyntheticSequence("street", num_frames=45, width=640, height=192, seed=7)
+    config = OdometryConfig(window_size=3, keyframe_max_interval=3)
+    vo = VisualOdometry(config, create_extractor("orb", max_keypoints=1000))
+    poses = [vo.process(f).T_world_cam for f in sequence]
+    assert vo.keyframes[0].frame_index > 30  # frame 5's keyframes left the window 25 m ago...
+    revisit = vo.process(sequence[5])        # ...so only the archive can place a jump back to it
+    assert revisit.state == TrackingState.TRACKING and "relocalized" in revisit.message
+    np.testing.assert_allclose(revisit.T_world_cam[:3, 3], poses[5][:3, 3], atol=0.05)
+    nxt = vo.process(sequence[6])
+    assert nxt.state == TrackingState.TRACKING
+    np.testing.assert_allclose(nxt.T_world_cam[:3, 3], poses[6][:3, 3], atol=0.05)
+
+
+def test_saved_map_is_loaded_and_localized_in_its_frame(tmp_path):
+    from kp_vo.reloc.repository import Repository
+
+    sequence = _room(30)
+    mapper = VisualOdometry(OdometryConfig(window_size=3), create_extractor("orb", max_keypoints=800))
+    poses = [mapper.process(f).T_world_cam for f in sequence]
+    mapper.export_map().save(tmp_path / "room.kpmap")
+
+    vo = VisualOdometry(OdometryConfig(), create_extractor("orb", max_keypoints=800))
+    vo.load_map(Repository.load(tmp_path / "room.kpmap"))
+    first = vo.process(sequence[20])
+    assert first.state == TrackingState.TRACKING and "relocalized" in first.message
+    np.testing.assert_allclose(first.T_world_cam[:3, 3], poses[20][:3, 3], atol=0.01)
+
+
+def test_map_with_other_descriptors_is_refused():
+    from kp_vo.reloc.repository import Repository
+
+    vo = VisualOdometry(OdometryConfig(), create_extractor("orb"))
+    with pytest.raises(InvalidInputError, match="descriptors"):
+        vo.load_map(Repository("l2", 128))

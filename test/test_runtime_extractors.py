@@ -131,3 +131,16 @@ def test_viewsynth_extractor_on_synthetic_depth():
     np.testing.assert_allclose(mm.keypoints, f.keypoints)
     with pytest.raises(InvalidInputError, match="no valid"):
         ext.extract(np.zeros((40, 40), np.float32))
+
+
+def test_registration_is_cheap():
+    import subprocess
+    import sys
+    code = ("import sys, kp_vo.runtime; from kp_vo.features.base import available_extractors; "
+            "print('keypointnet' in available_extractors(), 'viewsynth' in available_extractors(), "
+            "'torch' in sys.modules, 'onnxruntime' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True", "False", "False"]
+    code = ("import sys; from kp_vo.runtime.session import OnnxModel; from kp_vo.export import read_metadata; "
+            "print('torch' in sys.modules)")                     # the ONNX path never needs torch
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == ["False"]

@@ -233,6 +233,26 @@ class VoNodeCore:
         self._path_poses.clear()
         self.state = "waiting"
 
+    # ------------------------------------------------------------------ maps
+    def save_map(self, path: str) -> str:
+        """Write the odometry's keyframe map (archive + window) to ``path``; returns a status line."""
+        if not path:
+            raise KpVoError("parameter ros.map_path is empty")
+        repository = self.odometry.export_map()
+        repository.save(path)
+        return f"map with {len(repository)} points from {repository.num_frames} keyframes saved to {path}"
+
+    def load_map(self, path: str) -> str:
+        """Load a map saved by ``save_map`` (or ``kp-vo map build``); the odometry restarts inside it."""
+        from kp_vo.reloc.repository import Repository
+
+        if not path:
+            raise KpVoError("parameter ros.map_path is empty")
+        repository = Repository.load(path)
+        self.reset(f"map {path} loaded")
+        self.odometry.load_map(repository)
+        return f"loaded {repository!r}; the next frames relocalize in it"
+
     # ------------------------------------------------------------------ sync
     def _try_pair(self, now_ns: int) -> VoOutput | None:
         """Pair the newest arrival with the closest partner within the slop; drop older unpaired ones."""

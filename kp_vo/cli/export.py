@@ -24,8 +24,11 @@ def register(subparsers) -> None:
     p.add_argument("--max-depth", type=float, default=None, help="depthnet maximum depth (default 100)")
     p.add_argument("--num-keypoints", type=int, default=None, help="object_keypointnet keypoint count")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
-    p.add_argument("--quantize", choices=("none", "int8"), default="none",
-                   help="int8: also write FILE.int8.onnx with dynamic int8 quantization")
+    p.add_argument("--quantize", choices=("none", "int8", "int8-static"), default="none",
+                   help="also write FILE.int8.onnx: int8 = dynamic int8 (no data needed); int8-static = "
+                   "QDQ int8 calibrated on --calibration images")
+    p.add_argument("--calibration", default=None, help="folder of .jpg/.png images for --quantize int8-static")
+    p.add_argument("--calibration-size", default="192x640", help="HxW the calibration images are resized to")
     p.set_defaults(func=handle)
 
 
@@ -37,8 +40,36 @@ def handle(args: argparse.Namespace) -> int:
                                  "num_keypoints": args.num_keypoints}.items() if v is not None}
     path = export_onnx(args.model, args.output, weights=args.weights, opset=args.opset, **options)
     log.info("wrote %s", path)
-    if args.quantize == "int8":
+    if args.quantize != "none":
         qpath = path.with_suffix(".int8.onnx")
-        quantize_model(path, qpath)
+        if args.quantize == "int8":
+            quantize_model(path, qpath, mode="dynamic")
+        else:
+            quantize_model(path, qpath, mode="static", calibration=_calibration_inputs(path, args))
         log.info("wrote %s", qpath)
     return 0
+
+
+def _calibration_inputs(model_path, args) -> list:
+    """Network inputs from up to 32 images of ``args.calibration``, resized as the metadata wants."""
+    from pathlib import Path
+
+    import cv2
+
+    from kp_vo.errors import InvalidInputError
+    from kp_vo.export import read_metadata
+    from kp_vo.runtime.preprocess import fit_size, image_to_input
+
+    if args.calibration is None:
+        raise InvalidInputError("--quantize int8-static needs --calibration DIR with images")
+    try:
+        h, w = (int(v) for v in args.calibration_size.lower().split("x"))
+    except ValueError:
+        raise InvalidInputError(f"--calibration-size must look like 192x640, got {args.calibration_size!r}") from None
+    meta = read_metadata(model_path)
+    files = sorted(p for p in Path(args.calibration).glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:32]
+    if not files:
+        raise InvalidInputError(f"{args.calibration}: no .jpg/.png calibration images")
+    size = fit_size(h, w, meta.size_multiple)
+    images = [cv2.imread(str(f), cv2.IMREAD_COLOR) for f in files]
+    return [image_to_input(cv2.cvtColor(im, cv2.COLOR_BGR2RGB), meta, size) for im in images if im is not None]

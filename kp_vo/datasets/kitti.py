@@ -21,6 +21,7 @@ import numpy as np
 
 from kp_vo.datasets.base import IndexedSequence
 from kp_vo.errors import CalibrationError, DatasetError
+from kp_vo.trajio import read_kitti_poses
 from kp_vo.types import CameraIntrinsics
 
 logger = logging.getLogger(__name__)
@@ -63,26 +64,6 @@ def parse_kitti_calib(path: str | Path) -> dict[str, np.ndarray]:
     if "P0" not in calib:
         raise CalibrationError(f"{path}: no P0 projection matrix found")
     return calib
-
-
-def read_kitti_poses(path: str | Path) -> np.ndarray:
-    """(N, 4, 4) float64 poses from a KITTI poses file (12 values per line, row-major 3x4)."""
-    path = Path(path)
-    try:
-        rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
-    except OSError as e:
-        raise DatasetError(f"cannot read poses file {path}: {e.strerror or e}") from None
-    poses = np.tile(np.eye(4), (len(rows), 1, 1))
-    for i, row in enumerate(rows):
-        if len(row) != 12:
-            raise DatasetError(f"{path}:{i + 1}: expected 12 values per pose, got {len(row)}")
-        try:
-            poses[i, :3, :] = np.array([float(v) for v in row]).reshape(3, 4)
-        except ValueError:
-            raise DatasetError(f"{path}:{i + 1}: pose line is not numeric") from None
-    if not np.all(np.isfinite(poses)):
-        raise DatasetError(f"{path}: poses contain non-finite values")
-    return poses
 
 
 def intrinsics_from_projection(P: np.ndarray, width: int, height: int) -> CameraIntrinsics:

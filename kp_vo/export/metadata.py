@@ -49,7 +49,8 @@ class ModelMetadata:
     raw: dict[str, str]
 
 
-def spec_to_props(spec, *, trained: bool, config_hash: str, weights_sha256: str, package_version: str) -> dict[str, str]:
+def spec_to_props(spec, *, trained: bool, config_hash: str, weights_sha256: str,
+                  package_version: str) -> dict[str, str]:
     """metadata_props for a ``kp_vo.models.spec.ModelSpec``."""
     inp = {"name": spec.input_name, "layout": "NCHW", "dtype": "float32", "channels": spec.input_channels,
            "channel_order": spec.channel_order, "value_range": list(spec.value_range),
@@ -73,7 +74,8 @@ def parse_metadata(props: dict[str, str], opset: int, source: str) -> ModelMetad
     if missing:
         raise ModelFileError(f"{source}: not a kp_vo model (metadata lacks {', '.join(PREFIX + k for k in missing)})")
     if short["format_version"] != FORMAT_VERSION:
-        raise ModelFileError(f"{source}: metadata format {short['format_version']} unsupported (expected {FORMAT_VERSION})")
+        raise ModelFileError(f"{source}: metadata format {short['format_version']} unsupported "
+                             f"(expected {FORMAT_VERSION})")
     try:
         inp = json.loads(short["input"])
         return ModelMetadata(

@@ -79,14 +79,19 @@ class LocalMap:
             self._sync(kf)
 
     # -- keyframes ------------------------------------------------------------------------
-    def add_keyframe(self, keyframe: Keyframe, point_ids: np.ndarray) -> None:
-        """Append a keyframe observing ``point_ids`` (one per keypoint, -1 = none); drop the oldest if full."""
+    def add_keyframe(self, keyframe: Keyframe, point_ids: np.ndarray) -> Keyframe | None:
+        """Append a keyframe observing ``point_ids`` (one per keypoint, -1 = none).
+
+        Returns the oldest keyframe when the window was full and it was dropped, else None.
+        """
         keyframe.point_ids = np.asarray(point_ids, np.int64).copy()
         self._sync(keyframe)
         self.keyframes.append(keyframe)
-        if len(self.keyframes) > self.window_size:
-            self.keyframes.pop(0)
-            self._forget_unobserved()
+        if len(self.keyframes) <= self.window_size:
+            return None
+        dropped = self.keyframes.pop(0)
+        self._forget_unobserved()
+        return dropped
 
     def assign(self, keyframe: Keyframe, keypoint_index: np.ndarray, ids: np.ndarray) -> None:
         """Let keypoints of ``keyframe`` observe points ``ids``."""
@@ -105,6 +110,11 @@ class LocalMap:
             empty = np.zeros(0, np.int64)
             return empty, empty, empty
         return np.concatenate(kf_idx), np.concatenate(kp_idx), np.concatenate(pid)
+
+    def sync_all(self) -> None:
+        """Refresh every keyframe's ``points_world`` from the point store (after edits of ``point_ids``)."""
+        for kf in self.keyframes:
+            self._sync(kf)
 
     def _sync(self, keyframe: Keyframe) -> None:
         ids = keyframe.point_ids

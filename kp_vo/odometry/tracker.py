@@ -13,8 +13,10 @@ One call of ``VisualOdometry.process(frame)`` does, in order:
    does not increase the reprojection error);
 6. decide whether the frame becomes a keyframe; if so, give its new keypoints 3D points
    (lifted with depth, or triangulated against the previous keyframes) and slide the window;
-7. when no pose can be solved, report LOST with the motion prior and an inflated covariance,
-   and keep trying against the whole window until tracking resumes.
+7. when no pose can be solved against the window, relocalize against the keyframe archive
+   (every keyframe that left the window, or a map loaded with ``load_map``) through the
+   3D keypoint repository of ``kp_vo.reloc``, and resume there; failing that, report LOST
+   with the motion prior and an inflated covariance and keep trying.
 
 Ground truth is never read. Poses are ``T_world_cam``; the first keyframe is the world origin.
 """
@@ -40,6 +42,8 @@ from kp_vo.geometry.triangulation import triangulate
 from kp_vo.odometry.depth import DepthSource
 from kp_vo.odometry.local_map import LocalMap, new_keyframe
 from kp_vo.odometry.types import Keyframe, TrackingResult, TrackingState
+from kp_vo.reloc.localizer import LocalizationResult, Localizer, LocalizerConfig
+from kp_vo.reloc.repository import Repository
 from kp_vo.types import Frame
 
 log = logging.getLogger(__name__)
@@ -75,6 +79,9 @@ class OdometryConfig:
     init_min_flow_px: float = 8.0       # ... median optical flow needed (parallax)
     init_min_points: int = 60           # ... triangulated points needed
     init_baseline: float = 1.0          # ... length given to the first baseline (sets the map's unit)
+    relocalization: bool = True         # when lost, relocalize against the archive of past keyframes
+    archive_points_per_keyframe: int = 300  # best-scoring 3D keypoints archived per keyframe
+    archive_max_keyframes: int = 5000   # archive capacity (older keyframes are kept, newer not added)
     max_lost_frames: int = 30           # after this many LOST frames the map is rebuilt from scratch
     lost_covariance: float = 1.0e3      # variance (m^2, rad^2) reported while LOST / INITIALIZING
 
@@ -112,8 +119,9 @@ class VisualOdometry:
         return self._state
 
     def reset(self) -> None:
-        """Forget the map and the motion; the next frame starts a new trajectory at the origin."""
+        """Forget the map, the archive and the motion; the next frame starts a new trajectory at the origin."""
         self._map.clear()
+        self._archive: Repository | None = None
         self._state = TrackingState.INITIALIZING
         self._init_reference: tuple[Frame, Features] | None = None
         self._T_world_cam = np.eye(4)
@@ -143,6 +151,10 @@ class VisualOdometry:
 
     # -- initialisation -------------------------------------------------------------------
     def _initialize(self, frame: Frame, features: Features, timings: dict) -> TrackingResult:
+        if self._archive is not None:  # a loaded map or an earlier map: try to continue in its frame
+            relocalized = self._relocalize(frame, features)
+            if relocalized is not None:
+                return relocalized
         t = time.perf_counter()
         depth = self.depth_source.keyframe_depth(frame)
         if depth is not None:
@@ -164,7 +176,7 @@ class VisualOdometry:
         kf = new_keyframe(frame.index, frame.stamp_ns, self._T_world_cam, features, depth)
         ids = np.full(len(features), -1, np.int64)
         ids[valid] = self._map.add_points(_transform(self._T_world_cam, points_cam[valid]))
-        self._map.add_keyframe(kf, ids)
+        self._add_keyframe(kf, ids)
         self._after_keyframe(int(valid.sum()))
         return True
 
@@ -201,12 +213,12 @@ class VisualOdometry:
         kf_ref = new_keyframe(ref_frame.index, ref_frame.stamp_ns, T_world_ref, ref_features, None)
         ids_ref = np.full(len(ref_features), -1, np.int64)
         ids_ref[matches[idx, 0]] = ids
-        self._map.add_keyframe(kf_ref, ids_ref)
+        self._add_keyframe(kf_ref, ids_ref)
         T_world_cur = T_world_ref @ invert(T_cur_ref)
         kf_cur = new_keyframe(frame.index, frame.stamp_ns, T_world_cur, features, None)
         ids_cur = np.full(len(features), -1, np.int64)
         ids_cur[matches[idx, 1]] = ids
-        self._map.add_keyframe(kf_cur, ids_cur)
+        self._add_keyframe(kf_cur, ids_cur)
         steps = max(1, frame.index - ref_frame.index)
         self._velocity = _fractional_motion(invert(T_cur_ref), 1.0 / steps)
         self._T_world_cam = T_world_cur
@@ -225,6 +237,9 @@ class VisualOdometry:
         timings["pose"] = time.perf_counter() - t
 
         if solution is None:
+            relocalized = self._relocalize(frame, features)
+            if relocalized is not None:
+                return relocalized
             return self._handle_lost(frame, features, T_pred)
 
         self._velocity = _rigid(invert(self._T_world_cam) @ solution.T_world_cam)
@@ -340,9 +355,9 @@ class VisualOdometry:
             points_cam, valid = self._lift(features, depth, frame)
             fresh = valid & (ids < 0)
             ids[fresh] = self._map.add_points(_transform(solution.T_world_cam, points_cam[fresh]))
-            self._map.add_keyframe(kf, ids)
+            self._add_keyframe(kf, ids)
         else:
-            self._map.add_keyframe(kf, ids)
+            self._add_keyframe(kf, ids)
             for previous in self._map.keyframes[-1 - cfg.triangulation_keyframes:-1][::-1]:
                 self._triangulate_new_points(previous, kf, frame.camera.K)
             if cfg.bundle_adjustment:
@@ -373,8 +388,7 @@ class VisualOdometry:
         bad = residual > 2.0 * cfg.pnp_threshold_px
         for w, k in zip(kf_idx[use][bad], kp_idx[use][bad]):
             keyframes[w].point_ids[k] = -1
-        for kf in keyframes:
-            self._map._sync(kf)
+        self._map.sync_all()
 
     def _triangulate_new_points(self, older: Keyframe, newer: Keyframe, K: np.ndarray) -> None:
         """Match keypoints without a point in both keyframes and triangulate them with the keyframe poses."""
@@ -398,6 +412,82 @@ class VisualOdometry:
         ids = self._map.add_points(pts[valid])
         self._map.assign(older, i_old[valid], ids)
         self._map.assign(newer, i_new[valid], ids)
+
+    def _add_keyframe(self, keyframe: Keyframe, point_ids: np.ndarray) -> None:
+        """Add to the window; archive the keyframe that leaves it (the map used for relocalization)."""
+        dropped = self._map.add_keyframe(keyframe, point_ids)
+        if dropped is not None and self.config.relocalization:
+            self._archive_keyframe(dropped)
+
+    def _archive_keyframe(self, kf: Keyframe) -> None:
+        if self._archive is None:
+            self._archive = Repository(kf.features.metric, kf.features.descriptors.shape[1], self.extractor.name,
+                                       {"source": "odometry keyframes"})
+        if self._archive.num_frames >= self.config.archive_max_keyframes:
+            log.debug("keyframe archive full (%d keyframes); not archiving frame %d", self._archive.num_frames,
+                      kf.frame_index)
+            return
+        self._archive.add_points(kf.points_world, kf.features, kf.frame_index, kf.stamp_ns, kf.T_world_cam,
+                                 self.config.archive_points_per_keyframe)
+
+    # -- relocalization -------------------------------------------------------------------
+    def export_map(self) -> Repository:
+        """The archive plus the current window as one 3D keypoint repository (for ``save_map``)."""
+        window = [kf for kf in self._map.keyframes if np.isfinite(kf.points_world[:, 0]).any()]
+        if not window and self._archive is None:
+            raise InvalidInputError("no map yet: nothing has been tracked")
+        current = Repository.from_keyframes(window, self.config.archive_points_per_keyframe, self.extractor.name) \
+            if window else None
+        if self._archive is None:
+            return current
+        return self._archive.merge(current) if current is not None else self._archive
+
+    def load_map(self, repository: Repository) -> None:
+        """Start over inside ``repository``'s world frame: the next frames relocalize against it first."""
+        if repository.metric != self.extractor.metric:
+            raise InvalidInputError(f"the map holds {repository.metric!r} descriptors but extractor "
+                                    f"{self.extractor.name!r} gives {self.extractor.metric!r}")
+        self.reset()
+        self._archive = repository
+
+    def _relocalize(self, frame: Frame, features: Features) -> TrackingResult | None:
+        """Localize against the archive; on success rebuild the window at that pose and resume tracking."""
+        cfg = self.config
+        if not cfg.relocalization or self._archive is None or len(self._archive) < cfg.min_inliers:
+            return None
+        localizer = Localizer(self._archive, None, LocalizerConfig(threshold_px=cfg.pnp_threshold_px,
+                                                                   min_inliers=2 * cfg.min_inliers))
+        depth = self.depth_source.keyframe_depth(frame)
+        found = localizer.localize_features(features, frame.camera, depth)
+        if not found.success:
+            return None
+        log.info("frame %d relocalized against the keyframe archive (%d inliers)", frame.index, found.num_inliers)
+        self._resume_at(frame, features, found, depth)
+        result = self._result(frame, TrackingState.TRACKING, self._inflated() * 1e-6, features, is_keyframe=True,
+                              message=f"relocalized with {found.num_inliers} inliers")
+        result.num_matches, result.num_inliers = found.num_matches, found.num_inliers
+        return result
+
+    def _resume_at(self, frame: Frame, features: Features, found: LocalizationResult,
+                   depth: np.ndarray | None) -> None:
+        """A new one-keyframe window at the relocalized pose, observing the archive points it matched."""
+        T = _rigid(found.T_world_cam)
+        self._map.clear()
+        kf = new_keyframe(frame.index, frame.stamp_ns, T, features, depth)
+        ids = np.full(len(features), -1, np.int64)
+        rows, map_ids = found.query_indices[found.inliers], found.map_ids[found.inliers]
+        ids[rows] = self._map.add_points(np.asarray(self._archive.points_world)[map_ids])
+        if depth is not None:
+            points_cam, valid = self._lift(features, depth, frame)
+            fresh = valid & (ids < 0)
+            ids[fresh] = self._map.add_points(_transform(T, points_cam[fresh]))
+        self._map.add_keyframe(kf, ids)
+        self._T_world_cam = T
+        self._velocity = np.eye(4)
+        self._state = TrackingState.TRACKING
+        self._lost_frames = 0
+        self._init_reference = None
+        self._after_keyframe(int((ids >= 0).sum()))
 
     def _after_keyframe(self, num_points: int) -> None:
         self._frames_since_keyframe = 0

@@ -1,6 +1,6 @@
 """Relocalization: the 3D keypoint repository (build, save, load, index) and the localizer.
 
-See docs/relocalization.md. Main entry points:
+See kp_vo/reloc/README.md. Main entry points:
     Repository, build_repository          (kp_vo.reloc.repository)
     Localizer, LocalizerConfig            (kp_vo.reloc.localizer)
     DescriptorIndex, IndexConfig          (kp_vo.reloc.index)

@@ -31,7 +31,7 @@ class IndexConfig:
     kind: str = "auto"        # "auto" picks "flat" up to exact_max descriptors, else "ivf"
     exact_max: int = 50_000   # largest map searched exhaustively under "auto"
     nlist: int = 0            # IVF lists; 0 = 2 * sqrt(N) clamped to [16, 65536]
-    nprobe: int = 4           # IVF lists scanned per query (recall/latency knob; see docs/relocalization.md)
+    nprobe: int = 4           # IVF lists scanned per query (recall/latency knob; see kp_vo/reloc/README.md)
     train_size: int = 0       # descriptors sampled to train the IVF quantizer; 0 = 40 per list (>= 50k)
     kmeans_iterations: int = 10  # k-means iterations of the IVF quantizer training
     hnsw_m: int = 32          # HNSW graph degree

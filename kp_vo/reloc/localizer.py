@@ -25,7 +25,7 @@ import numpy as np
 from kp_vo.errors import InvalidInputError
 from kp_vo.features.base import Extractor, Features
 from kp_vo.reloc.repository import Repository, lift_to_camera, transform_points
-from kp_vo.types import Frame
+from kp_vo.types import CameraIntrinsics, Frame
 
 logger = logging.getLogger(__name__)
 
@@ -146,11 +146,12 @@ def _confidence(num_inliers: int, num_matches: int, min_inliers: int) -> float:
 class Localizer:
     """Localizes frames against ``repository`` using ``extractor`` (must match the map's descriptors)."""
 
-    def __init__(self, repository: Repository, extractor: Extractor, config: LocalizerConfig | None = None):
-        if extractor.metric != repository.metric:
+    def __init__(self, repository: Repository, extractor: Extractor | None = None,
+                 config: LocalizerConfig | None = None):
+        if extractor is not None and extractor.metric != repository.metric:
             raise InvalidInputError(
                 f"extractor {extractor.name!r} gives {extractor.metric!r} descriptors but the map holds {repository.metric!r}")
-        if repository.extractor and repository.extractor != extractor.name:
+        if extractor is not None and repository.extractor and repository.extractor != extractor.name:
             logger.warning("map was built with extractor %r, localizing with %r", repository.extractor, extractor.name)
         self.repository = repository
         self.extractor = extractor
@@ -159,21 +160,31 @@ class Localizer:
 
     def localize(self, frame: Frame) -> LocalizationResult:
         """Pose of ``frame`` in the map's world frame (see the module docstring for the recipe)."""
-        cfg = self.config
+        if self.extractor is None:
+            raise InvalidInputError("this localizer has no extractor: use localize_features")
         frame.validate()
         t0 = time.perf_counter()
         features = self.extractor.extract(frame.image)
+        result = self.localize_features(features, frame.camera, frame.depth)
+        result.timings["extract"] = time.perf_counter() - t0 - result.timings["total"]
+        result.timings["total"] = time.perf_counter() - t0
+        return result
+
+    def localize_features(self, features: Features, camera: CameraIntrinsics,
+                          depth: np.ndarray | None = None) -> LocalizationResult:
+        """Steps 2-4 of the recipe for already extracted query ``features`` (depth: optional (H, W) metres)."""
+        cfg = self.config
+        t1 = time.perf_counter()
         if cfg.query_top_k is not None:
             features = features.subset(np.argsort(-features.scores, kind="stable")[: cfg.query_top_k])
-        t1 = time.perf_counter()
         q, ids, _ = match_to_repository(features, self.repository, cfg)
         t2 = time.perf_counter()
         uv = features.keypoints[q].astype(np.float64)
         points_world = np.asarray(self.repository.points_world)[ids]
-        K = frame.camera.K
-        if cfg.use_depth and frame.depth is not None:
+        K = camera.K
+        if cfg.use_depth and depth is not None:
             method = "procrustes"
-            points_cam = lift_to_camera(uv, frame.depth, frame.camera)
+            points_cam = lift_to_camera(uv, depth, camera)
             success, T_world_cam, inliers, rmse = self._solve_3d3d(points_cam, points_world, uv, K)
         else:
             method = "pnp"
@@ -181,9 +192,9 @@ class Localizer:
         t3 = time.perf_counter()
         num_inliers = int(inliers.sum())
         success = success and num_inliers >= cfg.min_inliers
-        timings = {"extract": t1 - t0, "match": t2 - t1, "pose": t3 - t2, "total": t3 - t0}
+        timings = {"match": t2 - t1, "pose": t3 - t2, "total": t3 - t1}
         message = "" if success else f"localization failed: {num_inliers} inliers of {len(q)} matches"
-        logger.debug("frame %d: %s, %d/%d inliers", frame.index, method, num_inliers, len(q))
+        logger.debug("%s, %d/%d inliers", method, num_inliers, len(q))
         return LocalizationResult(success, T_world_cam if success else None, len(q), num_inliers,
                                   _confidence(num_inliers, len(q), cfg.min_inliers) if success else 0.0, method,
                                   features, q, ids, inliers, rmse, timings, message)

@@ -21,7 +21,7 @@ import numpy as np
 
 from kp_vo.errors import InvalidInputError, MapFileError
 from kp_vo.features.base import Extractor, Features
-from kp_vo.reloc.index import DescriptorIndex, IndexConfig
+from kp_vo.reloc.index import DescriptorIndex, IndexConfig, choose_kind
 from kp_vo.reloc.map_file import read_map_file, write_map_file
 from kp_vo.types import CameraIntrinsics, Frame, sanitize_depth
 
@@ -187,15 +187,15 @@ class Repository:
     def save(self, path: str | Path, include_index: bool | None = None) -> None:
         """Write the map atomically (see ``kp_vo.reloc.map_file``).
 
-        include_index: also store the FAISS index (default: only when it is not an exact flat
-        index, whose rebuild is just a copy); it is reused on load when it still matches.
+        include_index: also store the FAISS index (default: when the map is large enough for a
+        trained IVF/HNSW index; a flat index rebuilds by copying); it is reused on load when it matches.
         """
         arrays = {name: np.asarray(getattr(self, name)) for name in _POINT_ARRAYS + _FRAME_ARRAYS}
         meta = {"kind": "kp_vo.keypoint_map", "metric": self.metric, "descriptor_dim": self.descriptor_dim,
                 "extractor": self.extractor, "num_points": len(self), "num_frames": self.num_frames,
                 "user": self.metadata}
         if include_index is None:
-            include_index = self._index is not None and self._index.kind != "flat"
+            include_index = choose_kind(len(self), self.index_config) != "flat"
         if include_index:
             index = self.index
             arrays["faiss_index"] = index.serialize()

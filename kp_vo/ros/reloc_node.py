@@ -15,6 +15,7 @@ import message_filters
 import rclpy
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from rclpy.duration import Duration
+from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
@@ -102,7 +103,7 @@ def main(args=None) -> None:
     try:
         node = RelocNode()
     except KpVoError as exc:
-        rclpy.logging.get_logger("reloc_node").fatal(f"cannot start: {exc}")
+        get_logger("reloc_node").fatal(f"cannot start: {exc}")
         rclpy.try_shutdown()
         raise SystemExit(2) from None
     try:

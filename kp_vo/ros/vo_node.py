@@ -2,7 +2,7 @@
 
 All logic lives in ``kp_vo.bridge.node_core.VoNodeCore`` (tested without ROS). This file only
 wires ROS: subscriptions (message_filters for RGB-D), TF lookup of base_link -> camera,
-publishers, services and the diagnostics timer. See docs/ros.md for the interface.
+publishers, services and the diagnostics timer. See kp_vo/ros/README.md for the interface.
 
 Parameters: the nested names of config/*.yaml under ``ros__parameters`` (``ros.*`` for this
 node, everything else is kp_vo.pipeline.PipelineConfig), declared from overrides.
@@ -17,6 +17,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry, Path
 from rclpy.duration import Duration
+from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
@@ -32,9 +33,13 @@ from kp_vo.errors import KpVoError
 
 
 def node_parameters(node: Node) -> dict:
-    """All parameters of ``node`` as a nested dict (dotted ROS names unflattened)."""
+    """All kp_vo parameters of ``node`` as a nested dict (dotted ROS names unflattened).
+
+    Only dotted names are ours (every kp_vo parameter lives in a section); undotted ones are
+    ROS's own (use_sim_time, start_type_description_service, ...).
+    """
     names = node.list_parameters([], 0).names
-    flat = {p.name: p.value for p in node.get_parameters(names) if p.name != "use_sim_time"}
+    flat = {p.name: p.value for p in node.get_parameters(names) if "." in p.name}
     return unflatten(flat)
 
 
@@ -146,27 +151,15 @@ class VoNode(Node):
         return response
 
     def _on_save_map(self, request, response):
-        from kp_vo.reloc.repository import Repository
-
-        path = self.config.map_path
         try:
-            if not path:
-                raise KpVoError("parameter ros.map_path is empty")
-            Repository.from_keyframes(self.odometry.keyframes, extractor=self.pipeline_config.extractor.name).save(path)
-            response.success, response.message = True, f"map saved to {path}"
+            response.success, response.message = True, self.core.save_map(self.config.map_path)
         except KpVoError as exc:
             response.success, response.message = False, str(exc)
         return response
 
     def _on_load_map(self, request, response):
-        from kp_vo.reloc.repository import Repository
-
-        path = self.config.map_path
         try:
-            if not path:
-                raise KpVoError("parameter ros.map_path is empty")
-            self.repository = Repository.load(path)
-            response.success, response.message = True, f"loaded {self.repository!r} (used by reloc_node)"
+            response.success, response.message = True, self.core.load_map(self.config.map_path)
         except KpVoError as exc:
             response.success, response.message = False, str(exc)
         return response
@@ -177,7 +170,7 @@ def main(args=None) -> None:
     try:
         node = VoNode()
     except KpVoError as exc:
-        rclpy.logging.get_logger("vo_node").fatal(f"cannot start: {exc}")
+        get_logger("vo_node").fatal(f"cannot start: {exc}")
         rclpy.try_shutdown()
         raise SystemExit(2) from None
     try:

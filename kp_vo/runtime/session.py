@@ -60,7 +60,8 @@ class OnnxModel:
         try:
             self.session = ort.InferenceSession(proto.SerializeToString(), sess_options=options, providers=requested)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
-            raise ModelFileError(f"{self.path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})") from None
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+            raise ModelFileError(f"{self.path}: ONNX Runtime cannot load it ({first})") from None
         self.provider: str = self.session.get_providers()[0]
         log.info("%s: %s on %s (requested %s)", self.path.name, self.meta.kind, self.provider, requested)
         if self.provider != requested[0]:

@@ -13,7 +13,7 @@ Descriptors ("--data"):
   random     i.i.d. uniform (the worst case for any approximate index).
 
 Usage:
-  .venv/bin/python benchmarks/reloc_scale.py --max-size 1000000 --output reloc_scale.json
+  .venv/bin/python -m kp_vo.reloc.scale_benchmark --max-size 1000000 --output reloc_scale.json
 Prints one JSON document (also written to --output).
 """
 
@@ -31,10 +31,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kp_vo.reloc.index import DescriptorIndex, IndexConfig  # noqa: E402
+from kp_vo.reloc.index import DescriptorIndex, IndexConfig
 
-logger = logging.getLogger("reloc_scale")
+logger = logging.getLogger(__name__)
 
 
 def make_descriptors(n: int, metric: str, dim: int, data: str, rng: np.random.Generator,

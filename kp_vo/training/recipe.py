@@ -1,0 +1,71 @@
+"""The contract between the trainer and a training recipe, and the base training config.
+
+A *recipe* knows its models, data and loss; the trainer (``kp_vo.training.trainer``) knows
+everything generic: seeding, devices, DDP, AMP, optimisation, checkpoints, logging, export.
+
+Every recipe config is a dataclass that embeds ``train: TrainConfig`` and is loaded with
+``kp_vo.config.load_config(recipe.config_type, yaml_path_or_dict)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Generic optimisation / bookkeeping settings shared by every recipe."""
+
+    steps: int = 1000                  # optimiser steps in total (a resumed run continues up to this)
+    batch_size: int = 4                # per process (DDP: the global batch is batch_size * world_size)
+    lr: float = 1e-3                   # AdamW learning rate
+    weight_decay: float = 0.0          # AdamW weight decay
+    seed: int = 0                      # seeds python, numpy, torch (rank added per process)
+    num_workers: int = 0               # DataLoader worker processes
+    device: str = "auto"               # "auto" (cuda if available else cpu), "cpu", "cuda", "cuda:1"...
+    amp: bool = True                   # mixed precision (float16 autocast + GradScaler), CUDA only
+    log_every: int = 10                # write scalars every N steps
+    checkpoint_every: int = 500        # save a checkpoint every N steps (and always at the end); 0 = end only
+    val_every: int = 0                 # validation loss every N steps (0 = never)
+    val_batches: int = 2               # batches averaged for a validation loss
+    grad_clip: float = 0.0             # clip the global gradient norm to this (0 = off)
+    output_dir: str = "runs/train"     # checkpoints, logs, exported ONNX, config_used.yaml
+    resume: str = ""                   # "" = fresh run; "auto" = latest checkpoint in output_dir; or a path
+    export: bool = True                # call recipe.export at the end of the run (rank 0)
+    progress: bool = True              # tqdm progress bar on rank 0
+
+
+@runtime_checkable
+class Recipe(Protocol):
+    """What the trainer needs from a recipe.
+
+    ``name``: registry name; ``config_type``: the recipe's config dataclass (has field ``train``).
+    Dataset items are dicts of tensors (default collation stacks them into a batch dict).
+    """
+
+    name: str
+    config_type: type
+
+    def __init__(self, config) -> None: ...
+
+    def build_models(self) -> dict[str, nn.Module]:
+        """Freshly initialised models by name (all of them are optimised and checkpointed)."""
+        ...
+
+    def build_dataset(self, split: str) -> torch.utils.data.Dataset:
+        """``split`` is "train" or "val"; items are dicts of tensors."""
+        ...
+
+    def compute_loss(self, models: dict[str, nn.Module], batch: dict, step: int
+                     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Scalar loss to minimise and named float scalars to log. ``batch`` is already on the device."""
+        ...
+
+    def export(self, models: dict[str, nn.Module], output_dir: Path) -> list[Path]:
+        """Write the trained models as ONNX files into ``output_dir``; return their paths."""
+        ...

@@ -1,0 +1,224 @@
+"""KP3D multi-view adaptation recipe (KP3D §3, §4.1): DepthNet + KeypointNet trained jointly on
+monocular snippets (I_{t-dt}, I_t, I_{t+dt}), dt in {1, 2, 4}.
+
+L = L_depth + alpha L_kpn,  L_kpn = L_geom + b1 L_desc + b2 L_score,
+L_depth = L_photo (SSIM + L1, gamma = 0.85, auto-masked) + b3 L_smooth + b4 L_const.
+The pose target->context comes from RANSAC-PnP on detached keypoints refined by the differentiable
+Procrustes residual pose (``kp_vo.training.losses_kp3d``); ground-truth poses are only logged.
+
+Data: a KITTI odometry sequence folder (``data.source`` = the dataset root holding ``sequences/``) or
+the synthetic street sequence (``data.source = "synthetic"``), resized to ``data.height x data.width``
+(multiples of 32). Split: the first ``1 - val_fraction`` of the frames train, the rest validate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from kp_vo.config import to_dict
+from kp_vo.errors import DatasetError, InvalidInputError
+from kp_vo.export.onnx_export import export_module
+from kp_vo.models import build_model
+from kp_vo.training.losses_kp3d import KeypointLossConfig, keypoint_pair_losses
+from kp_vo.training.photometric import automasked_photometric_loss, inverse_warp, smoothness_loss
+from kp_vo.training.recipe import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Kp3dDataConfig:
+    source: str = "synthetic"          # "synthetic" or a KITTI odometry root (folder with sequences/)
+    sequence: str = "07"               # KITTI sequence name
+    height: int = 64                   # network input size (multiples of 32)
+    width: int = 96
+    dts: tuple[int, ...] = (1, 2, 4)   # frame offsets of the context images
+    synthetic_frames: int = 40         # length of the synthetic street sequence
+    seed: int = 0                      # synthetic scene seed
+    val_fraction: float = 0.2          # last part of the sequence held out for validation
+    max_frames: int = 0                # use at most this many frames (0 = all)
+
+
+@dataclass(frozen=True)
+class Kp3dLossConfig:
+    alpha: float = 0.1                 # weight of L_kpn in L = L_depth + alpha L_kpn
+    beta1: float = 1.0                 # L_desc
+    beta2: float = 1.0                 # L_score
+    beta3: float = 0.1                 # L_smooth
+    beta4: float = 0.1                 # L_const
+    gamma: float = 0.85                # SSIM share of the photometric error
+    automask: bool = True              # mask static pixels (warped error >= unwarped error)
+    keypoints: KeypointLossConfig = field(default_factory=KeypointLossConfig)
+
+
+@dataclass(frozen=True)
+class Kp3dModelConfig:
+    descriptor_dim: int = 64           # KeypointNet descriptor size (64 or 256)
+    descriptor_stride: int = 2         # dense descriptor map stride (2 or 4)
+    min_depth: float = 0.1             # DepthNet output range (m, up to scale)
+    max_depth: float = 100.0
+
+
+@dataclass(frozen=True)
+class Kp3dConfig:
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/kp3d", lr=2e-4))
+    data: Kp3dDataConfig = field(default_factory=Kp3dDataConfig)
+    loss: Kp3dLossConfig = field(default_factory=Kp3dLossConfig)
+    model: Kp3dModelConfig = field(default_factory=Kp3dModelConfig)
+
+
+def _open_sequence(cfg: Kp3dDataConfig):
+    if cfg.source == "synthetic":
+        from kp_vo.datasets.synthetic import SyntheticSequence
+        return SyntheticSequence("street", num_frames=cfg.synthetic_frames, width=cfg.width, height=cfg.height,
+                                 seed=cfg.seed)
+    from kp_vo.datasets.kitti import KittiOdometry
+    return KittiOdometry(cfg.source, sequence=cfg.sequence)
+
+
+class SnippetDataset(torch.utils.data.Dataset):
+    """Snippets (I_{t-dt}, I_t, I_{t+dt}) of a monocular sequence, resized to (height, width).
+
+    Item: "target" (3, H, W) float32 RGB in [0, 1]; "context" (2, 3, H, W) = frames t - dt, t + dt;
+    "K" (3, 3) float32 intrinsics of the resized images; "dt" () int64;
+    "T_c_t_gt" (2, 4, 4) float32 ground-truth target->context poses (identity when unknown).
+    """
+
+    def __init__(self, sequence, frame_ids: np.ndarray, dts: tuple[int, ...], height: int, width: int):
+        if height % 32 or width % 32:
+            raise InvalidInputError(f"KP3D input size must be a multiple of 32, got {height}x{width}")
+        self.sequence, self.height, self.width = sequence, height, width
+        lo, hi = int(frame_ids.min()), int(frame_ids.max())
+        self.items = [(t, dt) for dt in dts for t in range(lo + dt, hi - dt + 1)]
+        if not self.items:
+            raise DatasetError(f"no snippets: frames {lo}..{hi} are too few for dt in {tuple(dts)}")
+        cam = sequence.camera
+        sx, sy = width / cam.width, height / cam.height
+        # pixel centres at integers: u' = sx (u + 0.5) - 0.5
+        self.K = np.array([[cam.fx * sx, 0, (cam.cx + 0.5) * sx - 0.5],
+                           [0, cam.fy * sy, (cam.cy + 0.5) * sy - 0.5], [0, 0, 1]], np.float32)
+        gt = sequence.ground_truth()
+        self.poses = None if gt is None else np.asarray(gt, np.float64)
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _image(self, i: int) -> torch.Tensor:
+        if i not in self._cache:
+            img = self.sequence[i].image
+            if img.ndim == 2:
+                img = np.repeat(img[..., None], 3, axis=2)
+            if img.shape[:2] != (self.height, self.width):
+                img = cv2.resize(img, (self.width, self.height), interpolation=cv2.INTER_AREA)
+            self._cache[i] = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0
+        return self._cache[i]
+
+    def _rel(self, t: int, c: int) -> np.ndarray:
+        if self.poses is None:
+            return np.eye(4, dtype=np.float32)
+        return (np.linalg.inv(self.poses[c]) @ self.poses[t]).astype(np.float32)
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        t, dt = self.items[k]
+        return {"target": self._image(t), "context": torch.stack([self._image(t - dt), self._image(t + dt)]),
+                "K": torch.from_numpy(self.K.copy()), "dt": torch.tensor(dt),
+                "T_c_t_gt": torch.from_numpy(np.stack([self._rel(t, t - dt), self._rel(t, t + dt)]))}
+
+
+def _normalise(image: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    spec = model.spec()
+    mean = torch.tensor(spec.mean, dtype=image.dtype, device=image.device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, dtype=image.dtype, device=image.device).view(1, -1, 1, 1)
+    return (image - mean) / std
+
+
+def config_hash(config) -> str:
+    return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Kp3dRecipe:
+    name = "kp3d"
+    config_type = Kp3dConfig
+
+    def __init__(self, config: Kp3dConfig):
+        self.config = config
+
+    def build_models(self) -> dict[str, nn.Module]:
+        m = self.config.model
+        return {"keypointnet": build_model("keypointnet", descriptor_dim=m.descriptor_dim,
+                                           descriptor_stride=m.descriptor_stride),
+                "depthnet": build_model("depthnet", min_depth=m.min_depth, max_depth=m.max_depth)}
+
+    def build_dataset(self, split: str) -> torch.utils.data.Dataset:
+        if split not in ("train", "val"):
+            raise InvalidInputError(f"split must be 'train' or 'val', got {split!r}")
+        d = self.config.data
+        seq = _open_sequence(d)
+        n = len(seq) if d.max_frames <= 0 else min(len(seq), d.max_frames)
+        n_val = int(round(n * d.val_fraction))
+        ids = np.arange(0, n - n_val) if split == "train" else np.arange(n - n_val, n)
+        if len(ids) == 0:
+            raise DatasetError(f"KP3D {split} split is empty ({n} frames, val_fraction {d.val_fraction})")
+        return SnippetDataset(seq, ids, d.dts, d.height, d.width)
+
+    def compute_loss(self, models: dict[str, nn.Module], batch: dict, step: int
+                     ) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.config.loss
+        kpn, dn = models["keypointnet"], models["depthnet"]
+        target, context, K = batch["target"], batch["context"], batch["K"]
+        B = target.shape[0]
+        n_ctx = context.shape[1]
+        images = torch.cat([target, context.transpose(0, 1).reshape(-1, *target.shape[1:])], 0)   # (B(1+n), 3, H, W)
+        kp_all = kpn({"image": _normalise(images, kpn)})
+        inv_all = dn({"image": _normalise(images, dn)})["inv_depth"]
+        depth_all = 1.0 / inv_all
+        def part(x, i):
+            return x[i * B:(i + 1) * B]
+        kp_t = {k: part(v, 0) for k, v in kp_all.items()}
+        synths, ctxs, valids, logs = [], [], [], {}
+        kpn_terms = {"geom": 0.0, "desc": 0.0, "score": 0.0, "const": 0.0}
+        for c in range(n_ctx):
+            kp_c = {k: part(v, c + 1) for k, v in kp_all.items()}
+            T_c_t, terms = keypoint_pair_losses(kp_t, kp_c, part(depth_all, 0), part(depth_all, c + 1), K, cfg.keypoints)
+            for k in kpn_terms:
+                kpn_terms[k] = kpn_terms[k] + terms[k] / n_ctx
+            logs["pnp_inliers"] = logs.get("pnp_inliers", 0.0) + float(terms["inliers"]) / n_ctx
+            logs["pnp_failed"] = logs.get("pnp_failed", 0.0) + float(terms["pnp_failed"]) / n_ctx
+            synth, valid = inverse_warp(context[:, c], part(depth_all, 0), T_c_t, K)
+            synths.append(synth)
+            ctxs.append(context[:, c])
+            valids.append(valid)
+            if "T_c_t_gt" in batch:
+                t_err = (T_c_t[:, :3, 3].detach() - batch["T_c_t_gt"][:, c, :3, 3]).norm(dim=-1).mean()
+                logs["pose_t_err_unscaled"] = logs.get("pose_t_err_unscaled", 0.0) + float(t_err) / n_ctx
+        photo, mask = automasked_photometric_loss(target, synths, ctxs, valids, gamma=cfg.gamma, automask=cfg.automask)
+        smooth = smoothness_loss(part(inv_all, 0), target)
+        l_depth = photo + cfg.beta3 * smooth + cfg.beta4 * kpn_terms["const"]
+        l_kpn = kpn_terms["geom"] + cfg.beta1 * kpn_terms["desc"] + cfg.beta2 * kpn_terms["score"]
+        loss = l_depth + cfg.alpha * l_kpn
+        logs.update({"loss": float(loss), "depth": float(l_depth), "kpn": float(l_kpn), "photo": float(photo),
+                     "smooth": float(smooth), "automask_kept": float(mask.mean()),
+                     **{k: float(v) for k, v in kpn_terms.items()}})
+        return loss, logs
+
+    def export(self, models: dict[str, nn.Module], output_dir: Path) -> list[Path]:
+        output_dir = Path(output_dir)
+        h = config_hash(self.config)
+        d = self.config.data
+        return [export_module(models["keypointnet"], output_dir / "keypointnet_kp3d.onnx", trained=True,
+                              config_hash=h, sample_hw=(d.height, d.width)),
+                export_module(models["depthnet"], output_dir / "depthnet_kp3d.onnx", trained=True,
+                              config_hash=h, sample_hw=(d.height, d.width))]
+
+
+RECIPE = Kp3dRecipe
