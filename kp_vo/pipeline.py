@@ -23,10 +23,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from kp_vo.config import save_config, to_dict
+from kp_vo.config import save_config
 from kp_vo.errors import InvalidInputError
 from kp_vo.features import create_extractor
-from kp_vo.features.base import create_depth_estimator
+from kp_vo.features.base import Extractor, create_depth_estimator
 from kp_vo.odometry.tracker import OdometryConfig, VisualOdometry
 from kp_vo.types import Frame
 
@@ -62,10 +62,15 @@ def _register_learned_components() -> None:
         log.debug("learned extractors unavailable: %s", exc)
 
 
+def build_extractor(config: ExtractorConfig) -> Extractor:
+    """The extractor named in ``config``: classical, or learned (registered by ``kp_vo.runtime``)."""
+    _register_learned_components()
+    return create_extractor(config.name, **config.options)
+
+
 def build_odometry(config: PipelineConfig) -> VisualOdometry:
     """The VisualOdometry described by ``config`` (extractor and optional depth network included)."""
-    _register_learned_components()
-    extractor = create_extractor(config.extractor.name, **config.extractor.options)
+    extractor = build_extractor(config.extractor)
     estimator = create_depth_estimator(config.depth.estimator, **config.depth.options) if config.depth.estimator else None
     return VisualOdometry(config.odometry, extractor, estimator)
 
@@ -183,7 +188,3 @@ def _json_default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def config_dict(config: PipelineConfig) -> dict:
-    return to_dict(config)

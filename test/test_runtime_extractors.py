@@ -143,4 +143,5 @@ def test_registration_is_cheap():
     assert out == ["True", "True", "False", "False"]
     code = ("import sys; from kp_vo.runtime.session import OnnxModel; from kp_vo.export import read_metadata; "
             "print('torch' in sys.modules)")                     # the ONNX path never needs torch
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == ["False"]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False"]

@@ -33,8 +33,11 @@ def register(subparsers) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from kp_vo.errors import InvalidInputError
     from kp_vo.export import export_onnx, quantize_model
 
+    if args.quantize == "int8-static" and args.calibration is None:
+        raise InvalidInputError("--quantize int8-static needs --calibration DIR with images")
     options = {k: v for k, v in {"descriptor_dim": args.descriptor_dim, "descriptor_stride": args.descriptor_stride,
                                  "min_depth": args.min_depth, "max_depth": args.max_depth,
                                  "num_keypoints": args.num_keypoints}.items() if v is not None}

@@ -37,10 +37,9 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _extractor(name: str, max_keypoints: int | None):
-    from kp_vo.features.base import create_extractor
-    import kp_vo.features.classical  # noqa: F401  (registers "orb" and "sift")
+    from kp_vo.pipeline import ExtractorConfig, build_extractor
 
-    return create_extractor(name, **({} if max_keypoints is None else {"max_keypoints": max_keypoints}))
+    return build_extractor(ExtractorConfig(name, {} if max_keypoints is None else {"max_keypoints": max_keypoints}))
 
 
 def _build(args: argparse.Namespace) -> int:

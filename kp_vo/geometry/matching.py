@@ -67,9 +67,25 @@ def descriptor_distances(desc_a: np.ndarray, desc_b: np.ndarray, metric: str) ->
 def _pair_distances(a: np.ndarray, b: np.ndarray, ia: np.ndarray, ib: np.ndarray, metric: str) -> np.ndarray:
     """Distances (K,) float32 between rows a[ia] and b[ib] (already checked descriptors)."""
     if metric == "hamming":
-        return np.unpackbits(a[ia] ^ b[ib], axis=1).sum(axis=1).astype(np.float32)
+        x = a[ia] ^ b[ib]
+        if x.shape[1] % 8 == 0:  # popcount on 64-bit words: 8x fewer elements than on bytes
+            x = x.view(np.uint64)
+        return np.bitwise_count(x).sum(axis=1, dtype=np.int64).astype(np.float32)
     diff = a[ia] - b[ib]
     return np.sqrt(np.einsum("ij,ij->i", diff, diff)).astype(np.float32)
+
+
+def _sort_by_group_then_distance(group: np.ndarray, d: np.ndarray, tie: np.ndarray) -> np.ndarray:
+    """Permutation sorting by (group, d, tie); same as ``np.lexsort((tie, d, group))``, faster.
+
+    Two stable argsorts on single keys: first by ``tie``, then by group * 1024 + d, which is exact
+    in float64 when 0 <= d < 1024 (L2 distances of unit vectors are <= 2, Hamming distances of
+    descriptors up to 1023 bits).
+    """
+    if len(d) and d.max() >= 1024:
+        return np.lexsort((tie, d, group))
+    by_tie = np.argsort(tie, kind="stable")
+    return by_tie[np.argsort(group[by_tie] * 1024.0 + d[by_tie], kind="stable")]
 
 
 def _empty() -> tuple[np.ndarray, np.ndarray]:
@@ -148,7 +164,7 @@ def match_by_projection(desc_a: np.ndarray, uv_a_pred: np.ndarray, desc_b: np.nd
     d = _pair_distances(a, b, ia, ib, metric)
 
     # 2. Best (and second-best) candidate for each a: sort by (a, distance, b).
-    order = np.lexsort((ib, d, ia))
+    order = _sort_by_group_then_distance(ia, d, ib)
     ia, ib, d = ia[order], ib[order], d[order]
     first = np.ones(len(ia), dtype=bool)
     first[1:] = ia[1:] != ia[:-1]
@@ -166,7 +182,7 @@ def match_by_projection(desc_a: np.ndarray, uv_a_pred: np.ndarray, desc_b: np.nd
     ia, ib, d = ia[starts[keep]], ib[starts[keep]], d[starts[keep]]
 
     # 3. One-to-one: each b keeps its best a (ties -> lowest index_a).
-    order = np.lexsort((ia, d, ib))
+    order = _sort_by_group_then_distance(ib, d, ia)
     ia, ib, d = ia[order], ib[order], d[order]
     first = np.ones(len(ib), dtype=bool)
     first[1:] = ib[1:] != ib[:-1]

@@ -37,7 +37,7 @@ from kp_vo.geometry.camera import lift_keypoints, project
 from kp_vo.geometry.matching import match_by_projection, match_descriptors
 from kp_vo.geometry.pnp import refine_pose_gauss_newton, solve_pnp_ransac
 from kp_vo.geometry.procrustes import refine_pose_procrustes
-from kp_vo.geometry.se3 import invert, make_pose, nearest_rotation, se3_exp, se3_log
+from kp_vo.geometry.se3 import invert, make_pose, nearest_rotation, se3_exp, se3_log, transform
 from kp_vo.geometry.triangulation import triangulate
 from kp_vo.odometry.depth import DepthSource
 from kp_vo.odometry.local_map import LocalMap, new_keyframe
@@ -175,7 +175,7 @@ class VisualOdometry:
             return False
         kf = new_keyframe(frame.index, frame.stamp_ns, self._T_world_cam, features, depth)
         ids = np.full(len(features), -1, np.int64)
-        ids[valid] = self._map.add_points(_transform(self._T_world_cam, points_cam[valid]))
+        ids[valid] = self._map.add_points(transform(self._T_world_cam, points_cam[valid]))
         self._add_keyframe(kf, ids)
         self._after_keyframe(int(valid.sum()))
         return True
@@ -209,7 +209,7 @@ class VisualOdometry:
         # The reference keyframe is the world origin; both keyframes observe the new points.
         T_world_ref = self._T_origin
         idx = np.flatnonzero(inl)[valid]
-        ids = self._map.add_points(_transform(T_world_ref, points_ref[valid]))
+        ids = self._map.add_points(transform(T_world_ref, points_ref[valid]))
         kf_ref = new_keyframe(ref_frame.index, ref_frame.stamp_ns, T_world_ref, ref_features, None)
         ids_ref = np.full(len(ref_features), -1, np.int64)
         ids_ref[matches[idx, 0]] = ids
@@ -313,7 +313,7 @@ class VisualOdometry:
 
     def _guided(self, window, features: Features, T_world_cam: np.ndarray, K: np.ndarray, camera,
                 radius: float, ratio: float | None) -> np.ndarray:
-        pts_cam = _transform(invert(T_world_cam), window.xyz)
+        pts_cam = transform(invert(T_world_cam), window.xyz)
         uv_pred, in_front = project(pts_cam, K)
         inside = in_front & (uv_pred[:, 0] >= 0) & (uv_pred[:, 0] < camera.width) \
             & (uv_pred[:, 1] >= 0) & (uv_pred[:, 1] < camera.height)
@@ -354,7 +354,7 @@ class VisualOdometry:
         if depth is not None:
             points_cam, valid = self._lift(features, depth, frame)
             fresh = valid & (ids < 0)
-            ids[fresh] = self._map.add_points(_transform(solution.T_world_cam, points_cam[fresh]))
+            ids[fresh] = self._map.add_points(transform(solution.T_world_cam, points_cam[fresh]))
             self._add_keyframe(kf, ids)
         else:
             self._add_keyframe(kf, ids)
@@ -480,7 +480,7 @@ class VisualOdometry:
         if depth is not None:
             points_cam, valid = self._lift(features, depth, frame)
             fresh = valid & (ids < 0)
-            ids[fresh] = self._map.add_points(_transform(T, points_cam[fresh]))
+            ids[fresh] = self._map.add_points(transform(T, points_cam[fresh]))
         self._map.add_keyframe(kf, ids)
         self._T_world_cam = T
         self._velocity = np.eye(4)
@@ -534,12 +534,8 @@ class VisualOdometry:
                               is_keyframe=is_keyframe, features=features, message=message)
 
 
-def _transform(T: np.ndarray, points: np.ndarray) -> np.ndarray:
-    return points @ T[:3, :3].T + T[:3, 3]
-
-
 def _reprojection_errors(T_cam_world: np.ndarray, P: np.ndarray, uv: np.ndarray, K: np.ndarray) -> np.ndarray:
-    proj, in_front = project(_transform(T_cam_world, P), K)
+    proj, in_front = project(transform(T_cam_world, P), K)
     err = np.linalg.norm(proj - uv, axis=1)
     return np.where(in_front, err, np.inf)
 

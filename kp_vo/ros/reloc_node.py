@@ -35,8 +35,7 @@ class RelocNode(Node):
         logging.getLogger("kp_vo").addHandler(_RosLogHandler(self))
         logging.getLogger("kp_vo").setLevel(logging.INFO)
         from kp_vo.config import load_config
-        from kp_vo.features import create_extractor
-        from kp_vo.pipeline import PipelineConfig, _register_learned_components
+        from kp_vo.pipeline import PipelineConfig, build_extractor
         from kp_vo.reloc.localizer import Localizer, LocalizerConfig
         from kp_vo.reloc.repository import Repository
 
@@ -45,8 +44,7 @@ class RelocNode(Node):
         pipeline = load_config(PipelineConfig, params)
         if not self.reloc_config.map_path:
             raise KpVoError("parameter reloc.map_path is empty")
-        _register_learned_components()
-        extractor = create_extractor(pipeline.extractor.name, **pipeline.extractor.options)
+        extractor = build_extractor(pipeline.extractor)
         self.repository = Repository.load(self.reloc_config.map_path)
         localizer = Localizer(self.repository, extractor, load_config(LocalizerConfig, self.reloc_config.localizer))
         self.core = make_reloc_core(self.config, localizer, self.reloc_config, self._lookup_extrinsic)

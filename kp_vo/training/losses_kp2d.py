@@ -63,7 +63,10 @@ def descriptor_triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, candid
         raise InvalidInputError(f"descriptor shapes differ: {tuple(anchor.shape)}, {tuple(positive.shape)}, "
                                 f"{tuple(candidates.shape)}")
     d_pos = (anchor - positive).pow(2).sum(-1).clamp(min=1e-12).sqrt()                 # (B, N)
-    d_all = (anchor.unsqueeze(2) - candidates.unsqueeze(1)).pow(2).sum(-1).clamp(min=1e-12).sqrt()  # (B, N, M)
+    # (B, N, M) via |a|^2 + |c|^2 - 2 a.c (never materialises the (B, N, M, D) differences)
+    d2 = anchor.pow(2).sum(-1, keepdim=True) + candidates.pow(2).sum(-1).unsqueeze(1) \
+        - 2.0 * anchor @ candidates.transpose(1, 2)
+    d_all = d2.clamp(min=1e-12).sqrt()
     near = torch.cdist(anchor_xy.detach(), candidate_xy.detach()) < negative_px
     d_all = d_all.masked_fill(near, float("inf"))
     neg_idx = d_all.detach().argmin(-1, keepdim=True)

@@ -206,9 +206,10 @@ class Kp3dRecipe:
         l_depth = photo + cfg.beta3 * smooth + cfg.beta4 * kpn_terms["const"]
         l_kpn = kpn_terms["geom"] + cfg.beta1 * kpn_terms["desc"] + cfg.beta2 * kpn_terms["score"]
         loss = l_depth + cfg.alpha * l_kpn
-        logs.update({"loss": float(loss), "depth": float(l_depth), "kpn": float(l_kpn), "photo": float(photo),
-                     "smooth": float(smooth), "automask_kept": float(mask.mean()),
-                     **{k: float(v) for k, v in kpn_terms.items()}})
+        logs.update({"loss": float(loss.detach()), "depth": float(l_depth.detach()), "kpn": float(l_kpn.detach()),
+                     "photo": float(photo.detach()),
+                     "smooth": float(smooth.detach()), "automask_kept": float(mask.mean()),
+                     **{k: float(torch.as_tensor(v).detach()) for k, v in kpn_terms.items()}})
         return loss, logs
 
     def export(self, models: dict[str, nn.Module], output_dir: Path) -> list[Path]:
