@@ -38,6 +38,7 @@ class TrainConfig:
     resume: str = ""                   # "" = fresh run; "auto" = latest checkpoint in output_dir; or a path
     export: bool = True                # call recipe.export at the end of the run (rank 0)
     progress: bool = True              # tqdm progress bar on rank 0
+    ddp_find_unused: bool = False      # DDP find_unused_parameters (True if some parameters get no gradient)
 
 
 @runtime_checkable
