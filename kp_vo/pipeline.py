@@ -32,7 +32,7 @@ from kp_vo.types import Frame
 
 log = logging.getLogger(__name__)
 
-STAGES = ("decode", "extract", "pose", "map", "total")
+STAGES = ("decode", "extract", "depth", "pose", "map", "total")
 
 
 @dataclass

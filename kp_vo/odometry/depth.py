@@ -24,7 +24,8 @@ class DepthSource:
     else triangulation.
     """
 
-    def __init__(self, mode: str = "auto", estimator: DepthEstimator | None = None, network_scale: float = 1.0):
+    def __init__(self, mode: str = "auto", estimator: DepthEstimator | None = None, network_scale: float = 1.0,
+                 network_every_frame: bool = False):
         if mode not in SOURCES:
             raise InvalidInputError(f"unknown depth source {mode!r}; expected one of {SOURCES}")
         if mode == "network" and estimator is None:
@@ -32,6 +33,13 @@ class DepthSource:
         self.mode = mode
         self.estimator = estimator
         self.network_scale = network_scale
+        self.network_every_frame = network_every_frame  # run the network on every frame, not only keyframes
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    def on_frame(self, frame: Frame) -> None:
+        """Called for every frame; runs the network now when ``network_every_frame`` (else nothing)."""
+        if self.network_every_frame and self.kind_for(frame) == "network":
+            self._cached = (frame.stamp_ns, self._network_depth(frame))
 
     def kind_for(self, frame: Frame) -> str:
         """The source this frame's keyframe depth comes from: "sensor", "network" or "triangulation"."""
@@ -49,9 +57,14 @@ class DepthSource:
                 raise InvalidInputError(f"frame {frame.index}: depth source 'sensor' but the frame has no depth")
             return sanitize_depth(frame.depth)
         if kind == "network":
-            depth = np.asarray(self.estimator.estimate(frame.image), np.float32) * self.network_scale
-            if depth.shape != frame.image.shape[:2]:
-                raise InvalidInputError(
-                    f"depth network returned {depth.shape}, expected the image size {frame.image.shape[:2]}")
-            return sanitize_depth(depth)
+            if self._cached is not None and self._cached[0] == frame.stamp_ns:
+                return self._cached[1]
+            return self._network_depth(frame)
         return None
+
+    def _network_depth(self, frame: Frame) -> np.ndarray:
+        depth = np.asarray(self.estimator.estimate(frame.image), np.float32) * self.network_scale
+        if depth.shape != frame.image.shape[:2]:
+            raise InvalidInputError(
+                f"depth network returned {depth.shape}, expected the image size {frame.image.shape[:2]}")
+        return sanitize_depth(depth)

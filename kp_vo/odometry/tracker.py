@@ -54,6 +54,8 @@ class OdometryConfig:
     """Knobs of the tracker. Pixel thresholds are for the input image resolution."""
 
     depth_source: str = "auto"          # "auto" | "sensor" | "network" | "triangulation" (see odometry/depth.py)
+    network_scale: float = 1.0          # metres per unit of the depth network's output (monocular DepthNet)
+    network_every_frame: bool = False   # run the depth network on every frame (the naive baseline), not keyframes only
     window_size: int = 7                # keyframes kept in the window
     match_ratio: float = 0.9            # Lowe ratio for descriptor matching (1.0 disables)
     guided_radius_px: float = 20.0      # search radius around the motion-prior projections
@@ -104,7 +106,8 @@ class VisualOdometry:
             raise InvalidInputError("VisualOdometry needs a keypoint extractor")
         self.config = config or OdometryConfig()
         self.extractor = extractor
-        self.depth_source = DepthSource(self.config.depth_source, depth_estimator)
+        self.depth_source = DepthSource(self.config.depth_source, depth_estimator, self.config.network_scale,
+                                        self.config.network_every_frame)
         self._map = LocalMap(self.config.window_size)
         self._rng = np.random.default_rng(0)
         self.reset()
@@ -139,6 +142,9 @@ class VisualOdometry:
         t0 = time.perf_counter()
         features = self.extractor.extract(frame.image)
         timings = {"extract": time.perf_counter() - t0}
+        t = time.perf_counter()
+        self.depth_source.on_frame(frame)
+        timings["depth"] = time.perf_counter() - t
 
         if self._state == TrackingState.INITIALIZING:
             result = self._initialize(frame, features, timings)

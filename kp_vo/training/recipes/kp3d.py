@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kp_vo.config import to_dict
@@ -180,12 +181,12 @@ class Kp3dRecipe:
         n_ctx = context.shape[1]
         images = torch.cat([target, context.transpose(0, 1).reshape(-1, *target.shape[1:])], 0)   # (B(1+n), 3, H, W)
         kp_all = kpn({"image": _normalise(images, kpn)})
-        inv_all = dn({"image": _normalise(images, dn)})["inv_depth"]
-        depth_all = 1.0 / inv_all
+        inv_scales = dn({"image": _normalise(images, dn)})          # "inv_depth" (+ coarser scales in training)
+        depth_all = 1.0 / inv_scales["inv_depth"]
         def part(x, i):
             return x[i * B:(i + 1) * B]
         kp_t = {k: part(v, 0) for k, v in kp_all.items()}
-        synths, ctxs, valids, logs = [], [], [], {}
+        poses, ctxs, logs = [], [], {}
         kpn_terms = {"geom": 0.0, "desc": 0.0, "score": 0.0, "const": 0.0}
         for c in range(n_ctx):
             kp_c = {k: part(v, c + 1) for k, v in kp_all.items()}
@@ -194,15 +195,31 @@ class Kp3dRecipe:
                 kpn_terms[k] = kpn_terms[k] + terms[k] / n_ctx
             logs["pnp_inliers"] = logs.get("pnp_inliers", 0.0) + float(terms["inliers"]) / n_ctx
             logs["pnp_failed"] = logs.get("pnp_failed", 0.0) + float(terms["pnp_failed"]) / n_ctx
-            synth, valid = inverse_warp(context[:, c], part(depth_all, 0), T_c_t, K)
-            synths.append(synth)
+            poses.append(T_c_t)
             ctxs.append(context[:, c])
-            valids.append(valid)
             if "T_c_t_gt" in batch:
                 t_err = (T_c_t[:, :3, 3].detach() - batch["T_c_t_gt"][:, c, :3, 3]).norm(dim=-1).mean()
                 logs["pose_t_err_unscaled"] = logs.get("pose_t_err_unscaled", 0.0) + float(t_err) / n_ctx
-        photo, mask = automasked_photometric_loss(target, synths, ctxs, valids, gamma=cfg.gamma, automask=cfg.automask)
-        smooth = smoothness_loss(part(inv_all, 0), target)
+        # Multi-scale depth loss: every DepthNet scale is upsampled to the input size for the photometric
+        # term (all scales get a training signal); smoothness at each scale's own size, weighted 1 / 2^s.
+        scales = ["inv_depth"] + sorted(k for k in inv_scales if k != "inv_depth")
+        photo, smooth = 0.0, 0.0
+        H, W = target.shape[-2:]
+        for s, key in enumerate(scales):
+            inv_t = part(inv_scales[key], 0)
+            inv_full = inv_t if s == 0 else F.interpolate(inv_t, size=(H, W), mode="bilinear", align_corners=False)
+            synths, valids = [], []
+            for c in range(n_ctx):
+                synth, valid = inverse_warp(ctxs[c], 1.0 / inv_full, poses[c], K)
+                synths.append(synth)
+                valids.append(valid)
+            p_s, mask_s = automasked_photometric_loss(target, synths, ctxs, valids, gamma=cfg.gamma,
+                                                      automask=cfg.automask)
+            img_s = target if s == 0 else F.interpolate(target, size=inv_t.shape[-2:], mode="area")
+            photo = photo + p_s / len(scales)
+            smooth = smooth + smoothness_loss(inv_t, img_s) / (2 ** s) / len(scales)
+            if s == 0:
+                mask = mask_s
         l_depth = photo + cfg.beta3 * smooth + cfg.beta4 * kpn_terms["const"]
         l_kpn = kpn_terms["geom"] + cfg.beta1 * kpn_terms["desc"] + cfg.beta2 * kpn_terms["score"]
         loss = l_depth + cfg.alpha * l_kpn

@@ -2,9 +2,10 @@
 (``kp_vo.training.objects``) with known relative transforms and masks.
 
 L = a_con L_con + a_pose L_pose + a_sep L_sep + a_obj L_obj + a_var L_var + a_orient L_orient,
-with the paper's (a_con, a_pose, a_sep, a_obj) = (1, 0.2, 1, 1). During training the keypoint net
-receives the ground-truth orientation flag; the orientation net is trained alongside with its own
+with the paper's (a_con, a_pose, a_sep, a_obj) = (1, 0.2, 1, 1). The orientation net is trained alongside with its own
 L2 loss on the projected +x / -x ends and provides the flag at test time (and in the export).
+The keypoint net is conditioned on the flag the orientation net predicts in the same forward pass
+(the paper's jointly trained variant), so one forward through a DDP-wrapped model does everything.
 """
 
 from __future__ import annotations
@@ -118,8 +119,16 @@ class ObjectKeypointsRecipe:
         images = torch.cat([batch["image1"], batch["image2"]], 0)
         x = (images - 0.5) / 0.5                                           # spec: mean 0.5, std 0.5
         flags = torch.cat([batch["flag1"], batch["flag2"]], 0)
-        out = net({"image": x, "orientation": flags})
-        _, ends = spatial_expectation(net.orientation_net(x))                # (2B, 2, 2)
+        # One forward through the (possibly DDP-wrapped) model; a hook keeps the orientation net's
+        # logits so its +x / -x end predictions can be trained. The keypoint net is conditioned on the
+        # predicted flag (the paper's jointly trained variant).
+        captured: list[torch.Tensor] = []
+        hook = getattr(net, "module", net).orientation_net.register_forward_hook(lambda m, i, o: captured.append(o))
+        try:
+            out = net({"image": x})
+        finally:
+            hook.remove()
+        _, ends = spatial_expectation(captured[0])                          # (2B, 2, 2) pixels
         uvz, prob = out["uvz"], out["prob"]
         K2 = torch.cat([batch["K"], batch["K"]], 0)
         masks = torch.cat([batch["mask1"], batch["mask2"]], 0)

@@ -24,7 +24,6 @@ from torch import nn
 from kp_vo.errors import DatasetError, InvalidInputError
 from kp_vo.export.onnx_export import export_module
 from kp_vo.models import build_model
-from kp_vo.models.viewsynth import soft_detection
 from kp_vo.training.losses_viewsynth import cell_correspondences, contrastive_loss_d2, view_synthesis_loss
 from kp_vo.training.recipe import TrainConfig
 from kp_vo.training.recipes.kp3d import config_hash
@@ -152,9 +151,15 @@ class ViewSynthRecipe:
         net, vsn = models["features"], models["vsn"]
         d1, d2, K, T_2_1 = batch["depth1"], batch["depth2"], batch["K"], batch["T_2_1"]
         B = d1.shape[0]
-        feats = net.backbone(torch.cat([normalise_depth(d1), normalise_depth(d2)], 0))   # (2B, 512, h, w) >= 0
-        desc = F.normalize(feats, p=2.0, dim=1, eps=1e-8)
-        score = soft_detection(feats)
+        # One forward through the (possibly DDP-wrapped) model; a hook keeps the raw backbone features F
+        # (the VSN input) besides the model's outputs D = F / |F| and the D2-Net soft score.
+        captured: list[torch.Tensor] = []
+        hook = getattr(net, "module", net).backbone.register_forward_hook(lambda m, i, o: captured.append(o))
+        try:
+            out_f = net({"image": torch.cat([normalise_depth(d1), normalise_depth(d2)], 0)})
+        finally:
+            hook.remove()
+        feats, desc, score = captured[0], out_f["descriptor"], out_f["score"]             # (2B, 512, h, w) ...
         with torch.no_grad():
             uv2, valid = cell_correspondences(d1, d2, K, K, T_2_1, cfg.max_rel_depth_error)
         l_c, stats = contrastive_loss_d2(desc[:B], desc[B:], score[:B], score[B:], uv2, valid, cfg.margin, cfg.tau)

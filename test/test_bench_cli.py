@@ -1,0 +1,30 @@
+"""``kp-vo bench``: rows from a YAML file, a report with every stage, the first row as baseline."""
+
+import json
+
+from kp_vo.cli import main
+
+
+def test_bench_rows_file_reports_every_stage(tmp_path, capsys):
+    rows = tmp_path / "rows.yaml"
+    rows.write_text("rows:\n  orb_rgbd: {extractor: {name: orb}}\n"
+                    "  orb_mono: {extractor: {name: orb}, odometry: {depth_source: triangulation}}\n")
+    out = tmp_path / "bench.json"
+    assert main(["bench", "synthetic:room", "--max-frames", "6", "--warmup", "1", "--rows", str(rows),
+                 "--output", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [r["row"] for r in report["rows"]] == ["orb_rgbd", "orb_mono"]
+    first = report["rows"][0]
+    for stage in ("decode", "extract", "depth", "pose", "map", "total"):
+        assert first[f"{stage}_ms"] >= 0.0
+    assert first["total_ms"] > 0 and first["speed_vs_baseline"] == 1.0 and first["frames"] == 5
+    assert report["rows"][1]["config"]["odometry"]["depth_source"] == "triangulation"
+    assert "orb_mono" in capsys.readouterr().out
+
+
+def test_bench_rows_file_errors_are_one_line(tmp_path, capsys):
+    rows = tmp_path / "rows.yaml"
+    rows.write_text("rows: []\n")
+    assert main(["bench", "synthetic:room", "--max-frames", "2", "--rows", str(rows),
+                 "--output", str(tmp_path / "b.json")]) == 2
+    assert "expected a non-empty mapping" in capsys.readouterr().err

@@ -1,0 +1,209 @@
+"""KP3D training pieces: differentiable Procrustes, photometric losses, keypoint losses, recipe smoke run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from kp_vo.errors import InvalidInputError
+from kp_vo.geometry.se3 import rotation_angle_deg, so3_exp
+from kp_vo.training.losses_kp3d import KeypointLossConfig, keypoint_pair_losses, lift, project
+from kp_vo.training.photometric import (automasked_photometric_loss, inverse_warp, photometric_error, smoothness_loss,
+                                        ssim)
+from kp_vo.training.procrustes_torch import rotation_angular_distance, weighted_procrustes
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _random_rotations(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.stack([so3_exp(rng.normal(size=3) * rng.uniform(0.05, 1.0)) for _ in range(n)])
+
+
+# ---------------------------------------------------------------- Procrustes
+def test_procrustes_recovers_known_transform_and_ignores_zero_weight_outliers():
+    rng = np.random.default_rng(0)
+    R = torch.from_numpy(_random_rotations(3, 1))
+    t = torch.from_numpy(rng.normal(size=(3, 3)))
+    X = torch.from_numpy(rng.normal(size=(3, 12, 3)))
+    Y = X @ R.transpose(1, 2) + t[:, None]
+    Y[:, :3] += 5.0                                          # three gross outliers
+    w = torch.ones(3, 12, dtype=torch.float64)
+    w[:, :3] = 0.0
+    R_hat, t_hat = weighted_procrustes(X, Y, w)
+    assert torch.allclose(R_hat, R, atol=1e-9) and torch.allclose(t_hat, t, atol=1e-9)
+    R_bad, _ = weighted_procrustes(X, Y)                    # unweighted: the outliers bias it
+    assert not torch.allclose(R_bad, R, atol=1e-3)
+
+
+def test_procrustes_returns_a_rotation_not_a_reflection():
+    rng = np.random.default_rng(2)
+    X = torch.from_numpy(rng.normal(size=(1, 8, 3)))
+    Y = X * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)   # mirrored copy: best fit is a reflection
+    R_hat, _ = weighted_procrustes(X, Y)
+    assert torch.det(R_hat[0]).item() == pytest.approx(1.0, abs=1e-9)
+    assert torch.allclose(R_hat[0] @ R_hat[0].T, torch.eye(3, dtype=torch.float64), atol=1e-9)
+
+
+def test_procrustes_gradcheck():
+    rng = np.random.default_rng(3)
+    X = torch.from_numpy(rng.normal(size=(2, 5, 3))).requires_grad_()
+    R = torch.from_numpy(_random_rotations(2, 4))
+    Y = (X.detach() @ R.transpose(1, 2) + 0.05 * torch.from_numpy(rng.normal(size=(2, 5, 3)))).requires_grad_()
+    w = torch.from_numpy(rng.uniform(0.5, 1.5, (2, 5))).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b, c: weighted_procrustes(a, b, c), (X, Y, w), eps=1e-6, atol=1e-5)
+
+
+def test_procrustes_rejects_bad_shapes():
+    with pytest.raises(InvalidInputError):
+        weighted_procrustes(torch.zeros(1, 4, 3), torch.zeros(1, 5, 3))
+    with pytest.raises(InvalidInputError):
+        weighted_procrustes(torch.zeros(1, 4, 3), torch.zeros(1, 4, 3), torch.ones(1, 3))
+
+
+def test_angular_distance_matches_rotation_angle():
+    Ra, Rb = _random_rotations(20, 5), _random_rotations(20, 6)
+    got = torch.rad2deg(rotation_angular_distance(torch.from_numpy(Ra), torch.from_numpy(Rb))).numpy()
+    want = np.array([rotation_angle_deg(a.T @ b) for a, b in zip(Ra, Rb)])
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    R = torch.from_numpy(Ra[:3]).requires_grad_()
+    assert torch.autograd.gradcheck(lambda r: rotation_angular_distance(r, torch.from_numpy(Rb[:3])), (R,),
+                                    eps=1e-6, atol=1e-5)
+
+
+# ---------------------------------------------------------------- photometric
+def _texture(h=24, w=32, seed=0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.uniform(0, 1, (h, w)).astype(np.float32), (0, 0), 1.0)
+    return torch.from_numpy(img)[None, None].repeat(1, 3, 1, 1)
+
+
+def test_ssim_and_photometric_known_answers():
+    img = _texture()
+    assert torch.allclose(ssim(img, img), torch.ones_like(img), atol=1e-5)
+    assert photometric_error(img, img).abs().max().item() < 1e-6
+    shifted = torch.roll(img, 2, dims=-1)
+    err = photometric_error(img, shifted)
+    assert err.shape == (1, 1, 24, 32) and err.mean().item() > 0.02
+    # L1 part: a constant offset of 0.1 on a flat image gives (1 - gamma) * 0.1 (SSIM ~ 1 for flat images)
+    flat = torch.full((1, 3, 8, 8), 0.5)
+    assert photometric_error(flat, flat + 0.1).mean().item() == pytest.approx(0.15 * 0.1 + 0.85 * (1 - ssim(flat, flat + 0.1)).mean().item() / 2, rel=1e-4)
+
+
+def test_photometric_and_smoothness_gradcheck():
+    a = _texture(6, 7).double().requires_grad_()
+    b = _texture(6, 7, seed=1).double()
+    assert torch.autograd.gradcheck(lambda x: photometric_error(x, b), (a,), eps=1e-6, atol=1e-5)
+    d = (torch.rand(1, 1, 5, 6, dtype=torch.float64) + 0.5).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: smoothness_loss(x, b[..., :5, :6]), (d,), eps=1e-6, atol=1e-5)
+    assert smoothness_loss(torch.ones(1, 1, 5, 6), b[..., :5, :6].float()).item() == 0.0
+
+
+def test_inverse_warp_known_translation():
+    img = _texture(24, 32)
+    K = torch.tensor([[[20.0, 0, 15.5], [0, 20.0, 11.5], [0, 0, 1]]])
+    depth = torch.full((1, 1, 24, 32), 5.0)
+    T = torch.eye(4)[None]
+    synth, valid = inverse_warp(img, depth, T, K)
+    assert torch.allclose(synth, img, atol=1e-5) and valid.all()
+    T[0, 0, 3] = 0.5                          # context camera 0.5 m to the left: u_c = u_t + fx * 0.5 / 5 = u_t + 2
+    synth, valid = inverse_warp(img, depth, T, K)
+    assert torch.allclose(synth[..., :, :-2], img[..., :, 2:], atol=1e-5)
+    assert valid[..., :, :-2].all() and not valid[..., :, -2:].any()
+
+
+def test_automask_drops_static_pixels():
+    target = _texture(24, 32)
+    context = target.clone()
+    context[..., 16:] = torch.roll(target, 3, dims=-1)[..., 16:]     # only the right half moved
+    synth = target.clone()                                           # a perfect warp
+    loss, mask = automasked_photometric_loss(target, [synth], [context])
+    assert loss.item() < 1e-6
+    assert mask[..., :15].sum() == 0                                 # static half masked out
+    assert mask[..., 18:].float().mean() > 0.9                       # moving half kept
+    _, mask_off = automasked_photometric_loss(target, [synth], [context], automask=False)
+    assert mask_off.all()
+
+
+# ---------------------------------------------------------------- keypoint losses
+def _pair_outputs(T_c_t: np.ndarray):
+    """Target keypoints on a grid over a slanted plane, the context keypoints their exact projections."""
+    H, W = 64, 96
+    K = torch.tensor([[[60.0, 0, 47.5], [0, 60.0, 31.5], [0, 0, 1]]])
+    v, u = torch.meshgrid(torch.arange(8) * 8 + 3.5, torch.arange(12) * 8 + 3.5, indexing="ij")
+    p_t = torch.stack([u, v], 0)[None]                                      # (1, 2, 8, 12)
+    depth_t = 5.0 + 0.02 * torch.arange(W).float().view(1, 1, 1, W).expand(1, 1, H, W)
+    P_t = lift(p_t.flatten(2).transpose(1, 2), 5.0 + 0.02 * p_t[:, 0].flatten(1), K)
+    T = torch.from_numpy(T_c_t).float()[None]
+    P_c = P_t @ T[:, :3, :3].transpose(1, 2) + T[:, None, :3, 3]
+    p_c, _ = project(P_c, K)
+    depth_c = torch.full((1, 1, H, W), 5.0)
+    desc = torch.nn.functional.normalize(torch.randn(1, 16, 8, 12, generator=torch.Generator().manual_seed(0)), dim=1)
+    dense = torch.nn.functional.normalize(torch.randn(1, 16, 32, 48), dim=1)
+    score = torch.full((1, 1, 8, 12), 0.5)
+    kp_t = {"coord": p_t, "descriptor": desc, "score": score, "dense_descriptor": dense}
+    kp_c = {"coord": p_c.transpose(1, 2).reshape(1, 2, 8, 12), "descriptor": desc, "score": score,
+            "dense_descriptor": dense}
+    return kp_t, kp_c, depth_t, depth_c, K
+
+
+def test_keypoint_pair_losses_recover_the_true_pose():
+    cv2.setRNGSeed(0)
+    T_true = np.eye(4)
+    T_true[:3, :3] = so3_exp(np.array([0.0, 0.03, 0.0]))
+    T_true[:3, 3] = [0.1, 0.0, -0.4]
+    kp_t, kp_c, depth_t, depth_c, K = _pair_outputs(T_true)
+    T_hat, terms = keypoint_pair_losses(kp_t, kp_c, depth_t, depth_c, K, KeypointLossConfig(top_k=96))
+    assert terms["pnp_failed"].item() == 0.0 and terms["inliers"].item() > 50
+    np.testing.assert_allclose(T_hat[0].numpy(), T_true, atol=2e-3)
+    assert terms["geom"].item() < 1e-2
+    assert terms["score"].item() == pytest.approx(0.0, abs=1e-6)       # equal scores, equal distances
+
+
+def test_kp3d_recipe_smoke_loss_decreases():
+    from kp_vo.config import load_config
+    from kp_vo.training.recipes.kp3d import RECIPE
+    torch.manual_seed(0)
+    cv2.setRNGSeed(0)
+    cfg = load_config(RECIPE.config_type, {"data": {"synthetic_frames": 5, "dts": [1], "width": 64, "height": 64,
+                                                    "val_fraction": 0.0}})
+    recipe = RECIPE(cfg)
+    ds = recipe.build_dataset("train")
+    item = ds[0]
+    assert item["target"].shape == (3, 64, 64) and item["context"].shape == (2, 3, 64, 64)
+    assert torch.allclose(item["T_c_t_gt"][0, :3, 3].norm(), torch.tensor(1.0), atol=0.1)   # 1 m per frame
+    batch = torch.utils.data.default_collate([item])
+    models = recipe.build_models()
+    for m in models.values():
+        m.train()
+    opt = torch.optim.Adam([p for m in models.values() for p in m.parameters()], lr=1e-3)
+    losses = []
+    for step in range(6):
+        loss, logs = recipe.compute_loss(models, batch, step)
+        assert torch.isfinite(loss) and {"photo", "geom", "desc", "score", "const", "smooth"} <= set(logs)
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert min(losses[-2:]) < losses[0]
+
+
+def test_kp3d_dataset_on_kitti():
+    root = DATA / "kitti"
+    if not (root / "sequences" / "07").is_dir():
+        pytest.skip(f"KITTI sample not found at {root}")
+    from kp_vo.config import load_config
+    from kp_vo.training.recipes.kp3d import RECIPE
+    cfg = load_config(RECIPE.config_type, {"data": {"source": str(root), "sequence": "07", "height": 64,
+                                                    "width": 192, "max_frames": 12, "dts": [2]}})
+    ds = RECIPE(cfg).build_dataset("train")
+    item = ds[0]
+    assert item["target"].shape == (3, 64, 192) and item["context"].shape == (2, 3, 64, 192)
+    # fx scales with the width: 707.0912 * 192 / 1226
+    assert item["K"][0, 0].item() == pytest.approx(707.0912 * 192 / 1226, rel=1e-4)
+    T = item["T_c_t_gt"][1]
+    assert torch.allclose(T[:3, :3] @ T[:3, :3].T, torch.eye(3), atol=1e-4)
