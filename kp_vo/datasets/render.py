@@ -187,7 +187,7 @@ def render(scene: Scene, T_world_cam: np.ndarray, camera: CameraIntrinsics) -> t
     """
     ibuf, depth, (O, U, V, N) = _raycast(scene, T_world_cam, camera)
     atlas = atlas_of(scene)
-    W, H = camera.width, camera.height
+    H = camera.height
     rx, ry = _pixel_rays(camera)
     rx, ry = rx.astype(np.float32), ry.astype(np.float32)
     hit = ibuf >= 0

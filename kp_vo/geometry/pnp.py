@@ -17,6 +17,7 @@ import numpy as np
 
 from kp_vo.errors import InvalidInputError
 from kp_vo.geometry.camera import MIN_DEPTH, check_K, check_points
+from kp_vo.geometry.ransac import needed_iterations
 from kp_vo.geometry.se3 import check_pose, make_pose, se3_exp, so3_exp
 
 log = logging.getLogger(__name__)
@@ -183,17 +184,6 @@ def refine_pose_gauss_newton(T_cam_world: np.ndarray, points_world: np.ndarray, 
     return T, _covariance(T, Pw, uv, K, huber_px), rmse
 
 
-def _needed_iterations(inlier_ratio: float, sample_size: int, confidence: float, max_iterations: int) -> int:
-    """RANSAC iterations so that an all-inlier sample is drawn with probability ``confidence``."""
-    p_good = inlier_ratio**sample_size
-    if p_good >= 1.0:
-        return 0
-    denom = math.log1p(-p_good)
-    if denom == 0.0:
-        return max_iterations
-    return min(max_iterations, int(math.ceil(math.log(max(1.0 - confidence, 1e-300)) / denom)))
-
-
 def _minimal_pose(Pw: np.ndarray, uv: np.ndarray, K: np.ndarray) -> np.ndarray | None:
     """T_cam_world from 4 correspondences with OpenCV's AP3P, or None if the solver fails."""
     try:
@@ -261,14 +251,14 @@ def solve_pnp_ransac(points_world: np.ndarray, uv: np.ndarray, K: np.ndarray, th
 
     if T_init is not None:
         consider(T_fallback)
-    needed = iterations if best[0] <= 0 else _needed_iterations(best[0] / len(P), 4, confidence, iterations)
+    needed = iterations if best[0] <= 0 else needed_iterations(best[0] / len(P), 4, confidence, iterations)
     it = 0
     while it < min(iterations, needed):
         it += 1
         idx = rng.choice(len(P), 4, replace=False)
         T = _minimal_pose(P[idx], q[idx], K)
         if T is not None and consider(T):
-            needed = _needed_iterations(best[0] / len(P), 4, confidence, iterations)
+            needed = needed_iterations(best[0] / len(P), 4, confidence, iterations)
     count, _, mask, T = best
     if count < max(min_inliers, 4):
         return failure(f"best hypothesis has {max(count, 0)} inliers < {min_inliers} after {it} iterations")

@@ -14,6 +14,7 @@ import numpy as np
 
 from kp_vo.errors import InvalidInputError
 from kp_vo.geometry.camera import backproject, check_K, check_points
+from kp_vo.geometry.ransac import needed_iterations
 from kp_vo.geometry.se3 import check_pose, make_pose, transform
 
 log = logging.getLogger(__name__)
@@ -103,17 +104,6 @@ def _sample_ok(P: np.ndarray) -> bool:
     return bool(area2 > 1e-6 * scale2)
 
 
-def _needed_iterations(inlier_ratio: float, sample_size: int, confidence: float, max_iterations: int) -> int:
-    """RANSAC iterations so that an all-inlier sample is drawn with probability ``confidence``."""
-    p_good = inlier_ratio**sample_size
-    if p_good >= 1.0:
-        return 0
-    denom = math.log1p(-p_good)
-    if denom == 0.0:
-        return max_iterations
-    return min(max_iterations, int(math.ceil(math.log(max(1.0 - confidence, 1e-300)) / denom)))
-
-
 def ransac_procrustes(src: np.ndarray, dst: np.ndarray, threshold_m: float, iterations: int = 200,
                       confidence: float = 0.999, min_inliers: int = 6,
                       rng: np.random.Generator | None = None) -> tuple[bool, np.ndarray, np.ndarray]:
@@ -154,7 +144,7 @@ def ransac_procrustes(src: np.ndarray, dst: np.ndarray, threshold_m: float, iter
         count = int(mask.sum())
         if count > best_count:
             best_count, best_mask = count, mask
-            needed = _needed_iterations(count / len(S), 3, confidence, iterations)
+            needed = needed_iterations(count / len(S), 3, confidence, iterations)
     if best_count < max(3, min_inliers):
         return fail
     # Refit on the inliers, re-classify, refit once more.

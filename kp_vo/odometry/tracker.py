@@ -235,7 +235,6 @@ class VisualOdometry:
 
     # -- tracking -------------------------------------------------------------------------
     def _track(self, frame: Frame, features: Features, timings: dict) -> TrackingResult:
-        cfg = self.config
         K = frame.camera.K
         T_pred = _rigid(self._T_world_cam @ self._velocity)
         t = time.perf_counter()

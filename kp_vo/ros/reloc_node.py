@@ -12,10 +12,8 @@ from __future__ import annotations
 import logging
 
 import message_filters
-import rclpy
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from rclpy.duration import Duration
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
@@ -26,13 +24,13 @@ from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.node_core import VoOutput, split_node_parameters
 from kp_vo.bridge.reloc_core import RelocConfig, make_reloc_core, map_to_odom
 from kp_vo.errors import KpVoError
-from kp_vo.ros.vo_node import _RosLogHandler, node_parameters, qos_profile
+from kp_vo.ros.common import RosLogHandler, node_parameters, qos_profile, spin
 
 
 class RelocNode(Node):
     def __init__(self) -> None:
         super().__init__("reloc_node", automatically_declare_parameters_from_overrides=True)
-        logging.getLogger("kp_vo").addHandler(_RosLogHandler(self))
+        logging.getLogger("kp_vo").addHandler(RosLogHandler(self))
         logging.getLogger("kp_vo").setLevel(logging.INFO)
         from kp_vo.config import load_config
         from kp_vo.pipeline import PipelineConfig, build_extractor
@@ -97,20 +95,7 @@ class RelocNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    try:
-        node = RelocNode()
-    except KpVoError as exc:
-        get_logger("reloc_node").fatal(f"cannot start: {exc}")
-        rclpy.try_shutdown()
-        raise SystemExit(2) from None
-    try:
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    spin("reloc_node", RelocNode, args)
 
 
 if __name__ == "__main__":

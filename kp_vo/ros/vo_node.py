@@ -13,13 +13,10 @@ from __future__ import annotations
 import logging
 
 import message_filters
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry, Path
 from rclpy.duration import Duration
-from rclpy.logging import get_logger
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
@@ -28,47 +25,15 @@ from tf2_ros import Buffer, TransformBroadcaster, TransformException, TransformL
 
 from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.debug_image import draw_debug_image
-from kp_vo.bridge.node_core import NodeConfig, VoNodeCore, VoOutput, split_node_parameters, unflatten
+from kp_vo.bridge.node_core import VoNodeCore, VoOutput, split_node_parameters
 from kp_vo.errors import KpVoError
-
-
-def node_parameters(node: Node) -> dict:
-    """All kp_vo parameters of ``node`` as a nested dict (dotted ROS names unflattened).
-
-    Only dotted names are ours (every kp_vo parameter lives in a section); undotted ones are
-    ROS's own (use_sim_time, start_type_description_service, ...).
-    """
-    names = node.list_parameters([], 0).names
-    flat = {p.name: p.value for p in node.get_parameters(names) if "." in p.name}
-    return unflatten(flat)
-
-
-def qos_profile(config: NodeConfig) -> QoSProfile:
-    reliability = ReliabilityPolicy.BEST_EFFORT if config.qos.reliability == "best_effort" else ReliabilityPolicy.RELIABLE
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=config.qos.depth, reliability=reliability)
-
-
-class _RosLogHandler(logging.Handler):
-    """Forward the core's Python logging to the node's ROS logger (one line per record)."""
-
-    def __init__(self, node: Node):
-        super().__init__()
-        self.ros_logger = node.get_logger()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = self.format(record)
-        if record.levelno >= logging.ERROR:
-            self.ros_logger.error(text)
-        elif record.levelno >= logging.WARNING:
-            self.ros_logger.warning(text)
-        else:
-            self.ros_logger.info(text)
+from kp_vo.ros.common import RosLogHandler, node_parameters, qos_profile, spin
 
 
 class VoNode(Node):
     def __init__(self) -> None:
         super().__init__("vo_node", automatically_declare_parameters_from_overrides=True)
-        logging.getLogger("kp_vo").addHandler(_RosLogHandler(self))
+        logging.getLogger("kp_vo").addHandler(RosLogHandler(self))
         logging.getLogger("kp_vo").setLevel(logging.INFO)
         from kp_vo.config import load_config
         from kp_vo.pipeline import PipelineConfig, build_odometry
@@ -166,20 +131,7 @@ class VoNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    try:
-        node = VoNode()
-    except KpVoError as exc:
-        get_logger("vo_node").fatal(f"cannot start: {exc}")
-        rclpy.try_shutdown()
-        raise SystemExit(2) from None
-    try:
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    spin("vo_node", VoNode, args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,68 @@
+"""What both nodes share: parameters as a nested dict, QoS, logging into ROS, and spinning.
+
+Like every file in kp_vo/ros/, this imports rclpy and runs only where ROS 2 is installed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import rclpy
+from rclpy.logging import get_logger
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from kp_vo.bridge.node_core import NodeConfig, unflatten
+from kp_vo.errors import KpVoError
+
+
+def node_parameters(node: Node) -> dict:
+    """All kp_vo parameters of ``node`` as a nested dict (dotted ROS names unflattened).
+
+    Only dotted names are ours (every kp_vo parameter lives in a section); undotted ones are
+    ROS's own (use_sim_time, start_type_description_service, ...).
+    """
+    names = node.list_parameters([], 0).names
+    flat = {p.name: p.value for p in node.get_parameters(names) if "." in p.name}
+    return unflatten(flat)
+
+
+def qos_profile(config: NodeConfig) -> QoSProfile:
+    reliability = ReliabilityPolicy.BEST_EFFORT if config.qos.reliability == "best_effort" else ReliabilityPolicy.RELIABLE
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=config.qos.depth, reliability=reliability)
+
+
+class RosLogHandler(logging.Handler):
+    """Forward the core's Python logging to the node's ROS logger (one line per record)."""
+
+    def __init__(self, node: Node):
+        super().__init__()
+        self.ros_logger = node.get_logger()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.format(record)
+        if record.levelno >= logging.ERROR:
+            self.ros_logger.error(text)
+        elif record.levelno >= logging.WARNING:
+            self.ros_logger.warning(text)
+        else:
+            self.ros_logger.info(text)
+
+
+def spin(name: str, make_node: Callable[[], Node], args=None) -> None:
+    """Start rclpy, build the node (a KpVoError at start-up exits with code 2 and one fatal line), spin."""
+    rclpy.init(args=args)
+    try:
+        node = make_node()
+    except KpVoError as exc:
+        get_logger(name).fatal(f"cannot start: {exc}")
+        rclpy.try_shutdown()
+        raise SystemExit(2) from None
+    try:
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
