@@ -11,28 +11,24 @@ from kp_vo.features.base import Features, check_image, register_extractor, to_gr
 def _grid_select(keypoints: list, max_keypoints: int, image_shape: tuple[int, int], cell: int) -> list:
     """Keep the strongest keypoints spread over a grid of ``cell``-pixel cells (bucketing).
 
-    Each round takes the best remaining keypoint of every cell, so textured corners of the
-    image cannot starve the rest of it; rounds repeat until ``max_keypoints`` are kept.
+    Equivalent to rounds that each take the best remaining keypoint of every cell (so textured
+    corners of the image cannot starve the rest of it) until ``max_keypoints`` are kept: a
+    keypoint's round is its rank by response inside its cell. Returned strongest first.
     """
     if len(keypoints) <= max_keypoints:
         return sorted(keypoints, key=lambda k: -k.response)
-    h, w = image_shape
-    cols = max(1, int(np.ceil(w / cell)))
-    buckets: dict[int, list] = {}
-    for kp in sorted(keypoints, key=lambda k: -k.response):
-        key = int(kp.pt[1] // cell) * cols + int(kp.pt[0] // cell)
-        buckets.setdefault(key, []).append(kp)
-    kept: list = []
-    depth = 0
-    while len(kept) < max_keypoints:
-        layer = [b[depth] for b in buckets.values() if len(b) > depth]
-        if not layer:
-            break
-        layer.sort(key=lambda k: -k.response)
-        kept.extend(layer[: max_keypoints - len(kept)])
-        depth += 1
-    kept.sort(key=lambda k: -k.response)
-    return kept
+    response = np.array([k.response for k in keypoints], np.float32)
+    xy = np.array([k.pt for k in keypoints], np.float32)
+    cols = max(1, int(np.ceil(image_shape[1] / cell)))
+    cell_id = (xy[:, 1] // cell).astype(np.int64) * cols + (xy[:, 0] // cell).astype(np.int64)
+    by_response = np.argsort(-response, kind="stable")
+    by_cell = by_response[np.argsort(cell_id[by_response], kind="stable")]  # cells, strongest first inside
+    starts = np.r_[0, np.flatnonzero(np.diff(cell_id[by_cell])) + 1]
+    rank = np.empty(len(keypoints), np.int64)
+    rank[by_cell] = np.arange(len(by_cell)) - np.repeat(starts, np.diff(np.r_[starts, len(by_cell)]))
+    chosen = np.lexsort((-response, rank))[:max_keypoints]
+    chosen = chosen[np.argsort(-response[chosen], kind="stable")]
+    return [keypoints[i] for i in chosen]
 
 
 class OpenCVExtractor:
