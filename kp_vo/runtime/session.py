@@ -32,6 +32,18 @@ def choose_providers(device: str, available: list[str]) -> list[str]:
     return wanted if "CPUExecutionProvider" in wanted else wanted + ["CPUExecutionProvider"]
 
 
+def cuda_runtime_found() -> bool:
+    """Whether the dynamic loader finds the GPU driver and the CUDA libraries the GPU providers need.
+
+    onnxruntime-gpu lists CUDA/TensorRT as available even on machines without CUDA; asking for
+    them there prints a long loader error before falling back to the CPU, so ``device="auto"``
+    skips them when no CUDA runtime is installed.
+    """
+    import ctypes.util
+
+    return all(ctypes.util.find_library(name) for name in ("cuda", "cudart", "cublasLt", "cudnn"))
+
+
 class OnnxModel:
     """An exported kp_vo model served by ONNX Runtime."""
 
@@ -56,7 +68,10 @@ class OnnxModel:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        requested = choose_providers(device, ort.get_available_providers())
+        available = ort.get_available_providers()
+        if device == "auto" and not cuda_runtime_found():
+            available = [p for p in available if p == "CPUExecutionProvider"]
+        requested = choose_providers(device, available)
         try:
             self.session = ort.InferenceSession(proto.SerializeToString(), sess_options=options, providers=requested)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
