@@ -167,3 +167,11 @@ def test_map_with_other_descriptors_is_refused():
     vo = VisualOdometry(OdometryConfig(), create_extractor("orb"))
     with pytest.raises(InvalidInputError, match="descriptors"):
         vo.load_map(Repository("l2", 128))
+
+
+def test_odd_sized_images_are_tracked():
+    sequence = SyntheticSequence("room", num_frames=8, width=321, height=239, seed=8)
+    _, result = _run(sequence)
+    assert result.states == ["tracking"] * 8
+    err = np.linalg.norm(result.T_world_cam[-1, :3, 3] - _relative_gt(result)[-1, :3, 3])
+    assert err < 0.01
