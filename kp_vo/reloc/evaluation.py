@@ -18,8 +18,9 @@ from typing import Iterable
 
 import numpy as np
 
+from kp_vo.geometry.se3 import transform
 from kp_vo.reloc.localizer import LocalizationResult, Localizer
-from kp_vo.reloc.repository import lift_to_camera, transform_points
+from kp_vo.reloc.repository import lift_to_camera
 from kp_vo.types import Frame
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def match_correctness(result: LocalizationResult, frame: Frame, points_world_map
     if frame.depth is None or frame.T_world_cam_gt is None or result.features is None or result.num_matches == 0:
         return np.full(result.num_matches, np.nan)
     uv = result.features.keypoints[result.query_indices]
-    query_world = transform_points(frame.T_world_cam_gt, lift_to_camera(uv, frame.depth, frame.camera))
+    query_world = transform(frame.T_world_cam_gt, lift_to_camera(uv, frame.depth, frame.camera))
     return np.linalg.norm(query_world - np.asarray(points_world_map)[result.map_ids], axis=1)
 
 

@@ -24,7 +24,8 @@ import numpy as np
 
 from kp_vo.errors import InvalidInputError
 from kp_vo.features.base import Extractor, Features
-from kp_vo.reloc.repository import Repository, lift_to_camera, transform_points
+from kp_vo.geometry.se3 import transform
+from kp_vo.reloc.repository import Repository, lift_to_camera
 from kp_vo.types import CameraIntrinsics, Frame
 
 logger = logging.getLogger(__name__)
@@ -240,7 +241,7 @@ class Localizer:
         sel = idx[inl] if inl.dtype == bool else idx[inl.astype(np.int64)]
         # Refit on the inliers, then re-select inliers with the refined pose (one round is enough).
         T_world_cam, _ = weighted_procrustes(points_cam[sel], points_world[sel])
-        residual = np.linalg.norm(transform_points(T_world_cam, points_cam[idx]) - points_world[idx], axis=1)
+        residual = np.linalg.norm(transform(T_world_cam, points_cam[idx]) - points_world[idx], axis=1)
         sel = idx[residual < cfg.threshold_m]
         if len(sel) >= 3:
             T_world_cam, _ = weighted_procrustes(points_cam[sel], points_world[sel])
@@ -259,7 +260,7 @@ class Localizer:
         from kp_vo.geometry.se3 import invert
 
         T_cam_world = invert(T_world_cam)
-        p = transform_points(T_cam_world, points_world)
+        p = transform(T_cam_world, points_world)
         with np.errstate(divide="ignore", invalid="ignore"):
             proj = (p[:, :2] / p[:, 2:3]) * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
         err = np.linalg.norm(proj - uv, axis=1)
@@ -268,7 +269,7 @@ class Localizer:
             return False, None, mask, float("nan")
         T_refined = refine_pose_gauss_newton(T_cam_world, points_world[mask], uv[mask], K)
         T_refined = T_refined[0] if isinstance(T_refined, tuple) else T_refined
-        p = transform_points(T_refined, points_world)
+        p = transform(T_refined, points_world)
         with np.errstate(divide="ignore", invalid="ignore"):
             proj = (p[:, :2] / p[:, 2:3]) * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
         err = np.linalg.norm(proj - uv, axis=1)

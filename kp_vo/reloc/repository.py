@@ -21,9 +21,11 @@ import numpy as np
 
 from kp_vo.errors import InvalidInputError, MapFileError
 from kp_vo.features.base import Extractor, Features
+from kp_vo.geometry.camera import lift_keypoints
+from kp_vo.geometry.se3 import transform
 from kp_vo.reloc.index import DescriptorIndex, IndexConfig, choose_kind
 from kp_vo.reloc.map_file import read_map_file, write_map_file
-from kp_vo.types import CameraIntrinsics, Frame, sanitize_depth
+from kp_vo.types import CameraIntrinsics, Frame
 
 logger = logging.getLogger(__name__)
 
@@ -34,23 +36,7 @@ _FRAME_ARRAYS = ("frame_indices", "frame_stamps_ns", "frame_poses")
 def lift_to_camera(uv: np.ndarray, depth: np.ndarray, camera: CameraIntrinsics) -> np.ndarray:
     """3D camera-frame points (N, 3) float64 of pixels ``uv`` (N, 2) using the depth at the nearest
     pixel of ``depth`` (H, W) float32 metres; rows are NaN where the depth is invalid or off-image."""
-    uv = np.asarray(uv, np.float64).reshape(-1, 2)
-    d = sanitize_depth(depth)
-    h, w = d.shape
-    col = np.rint(uv[:, 0]).astype(np.int64)
-    row = np.rint(uv[:, 1]).astype(np.int64)
-    inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
-    z = np.zeros(len(uv))
-    z[inside] = d[row[inside], col[inside]]
-    z[z <= 0] = np.nan
-    x = (uv[:, 0] - camera.cx) / camera.fx * z
-    y = (uv[:, 1] - camera.cy) / camera.fy * z
-    return np.stack([x, y, z], axis=1)
-
-
-def transform_points(T_a_b: np.ndarray, points_b: np.ndarray) -> np.ndarray:
-    """(N, 3) points in frame a from (N, 3) points in frame b."""
-    return points_b @ T_a_b[:3, :3].T + T_a_b[:3, 3]
+    return lift_keypoints(np.asarray(uv, np.float64).reshape(-1, 2), depth, camera.K)[0]
 
 
 def _check_pose(T: np.ndarray, what: str) -> np.ndarray:
@@ -140,7 +126,7 @@ class Repository:
         if T is None:
             raise InvalidInputError(f"frame {frame.index}: mapping needs a pose (no ground truth and none given)")
         T = _check_pose(T, f"frame {frame.index} pose")
-        points_world = transform_points(T, lift_to_camera(features.keypoints, frame.depth, frame.camera))
+        points_world = transform(T, lift_to_camera(features.keypoints, frame.depth, frame.camera))
         return self.add_points(points_world, features, frame.index, frame.stamp_ns, T, top_k)
 
     @classmethod
