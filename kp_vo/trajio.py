@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import numpy as np
 
 from kp_vo.errors import DatasetError, InvalidInputError
+from kp_vo.fileio import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -118,16 +118,8 @@ def check_poses(T: np.ndarray, name: str = "poses") -> np.ndarray:
 
 def _write_atomic(path: str | os.PathLike, text: str) -> None:
     """Write text to path through a temporary file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="ascii")
 
 
 def _read_lines(path: str | os.PathLike) -> list[str]:

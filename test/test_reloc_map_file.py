@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
@@ -111,7 +110,7 @@ def test_interrupted_save_keeps_previous_map(tmp_path, monkeypatch):
     old.save(path)
     before = path.read_bytes()
 
-    real_fdopen = os.fdopen
+    real_open = open
 
     class FailingFile:
         """Writes half of the first large chunk and then fails like a full disk."""
@@ -135,7 +134,8 @@ def test_interrupted_save_keeps_previous_map(tmp_path, monkeypatch):
             self.fh.close()
             return False
 
-    monkeypatch.setattr(map_file.os, "fdopen", lambda fd, mode: FailingFile(real_fdopen(fd, mode)))
+    # map_file writes through the built-in open; shadow it in that module only.
+    monkeypatch.setattr(map_file, "open", lambda path, mode: FailingFile(real_open(path, mode)), raising=False)
     with pytest.raises(MapFileError, match="No space left"):
         _repo(seed=2, frames=5).save(path)
     monkeypatch.undo()

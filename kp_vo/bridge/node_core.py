@@ -32,8 +32,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from kp_vo.bridge.conversions import (UnsupportedEncodingError, camera_info_to_intrinsics, depth_to_numpy,
-                                      image_to_numpy, stamp_to_ns)
+from kp_vo.bridge.conversions import (
+    UnsupportedEncodingError,
+    camera_info_to_intrinsics,
+    depth_to_numpy,
+    image_to_numpy,
+    stamp_to_ns,
+)
 from kp_vo.errors import InvalidInputError, KpVoError
 from kp_vo.types import CameraIntrinsics, Frame
 

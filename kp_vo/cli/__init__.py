@@ -22,6 +22,8 @@ COMMAND_MODULES = (
     "kp_vo.cli.export",
     "kp_vo.cli.bag",
     "kp_vo.cli.map",
+    "kp_vo.cli.train",
+    "kp_vo.cli.evaluate",
 )
 
 

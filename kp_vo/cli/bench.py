@@ -18,7 +18,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from kp_vo.cli.run import add_config_arguments, add_source_arguments, open_source, pipeline_config
+from kp_vo.cli.run import (
+    add_config_arguments,
+    add_source_arguments,
+    open_source,
+    pipeline_config,
+)
 from kp_vo.config import ConfigError, merge, to_dict
 from kp_vo.pipeline import STAGES, build_odometry, run_frames, timing_summary
 

@@ -45,8 +45,13 @@ def register(subparsers) -> None:
 
 
 def handle_keypoints(args: argparse.Namespace) -> int:
-    from kp_vo.eval.keypoints import (default_num_keypoints, evaluate_extractors, format_table, homography_pairs,
-                                      hpatches_pairs)
+    from kp_vo.eval.keypoints import (
+        default_num_keypoints,
+        evaluate_extractors,
+        format_table,
+        homography_pairs,
+        hpatches_pairs,
+    )
 
     h, w = args.size
     n_kp = args.num_keypoints or default_num_keypoints(h, w)

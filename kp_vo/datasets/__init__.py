@@ -20,10 +20,15 @@ from pathlib import Path
 from kp_vo.datasets.base import IndexedSequence, Sequence, select_indices
 from kp_vo.datasets.image_folder import ImageFolder, list_images
 from kp_vo.datasets.kitti import KittiOdometry, parse_kitti_calib
-from kp_vo.trajio import read_kitti_poses
-from kp_vo.datasets.synthetic import SyntheticSequence, make_scene, room_trajectory, street_trajectory
+from kp_vo.datasets.synthetic import (
+    SyntheticSequence,
+    make_scene,
+    room_trajectory,
+    street_trajectory,
+)
 from kp_vo.datasets.tum import TumRgbd
 from kp_vo.errors import DatasetError
+from kp_vo.trajio import read_kitti_poses
 from kp_vo.types import CameraIntrinsics
 
 __all__ = ["ImageFolder", "IndexedSequence", "KittiOdometry", "Sequence", "SyntheticSequence", "TumRgbd",

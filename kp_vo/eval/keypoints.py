@@ -188,7 +188,11 @@ def homography_pairs(folder: str | Path, num_pairs: int, size_hw: tuple[int, int
     translation as in training), with independent photometric jitter on both sides."""
     from kp_vo.training.augment import PhotometricConfig
     from kp_vo.training.augment import photometric as jitter
-    from kp_vo.training.homography import HomographyConfig, sample_homography, warp_image
+    from kp_vo.training.homography import (
+        HomographyConfig,
+        sample_homography,
+        warp_image,
+    )
     from kp_vo.training.recipes.keypointnet_homography import list_images, split_images
 
     files = list_images(folder)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -18,6 +16,7 @@ from torch import nn
 from kp_vo import __version__
 from kp_vo.errors import InvalidInputError
 from kp_vo.export.metadata import MIN_OPSET, load_onnx_checked, spec_to_props
+from kp_vo.fileio import atomic_path
 from kp_vo.models import build_model
 from kp_vo.models.checkpoints import load_weights, read_state_dict
 
@@ -102,28 +101,24 @@ def export_module(model: nn.Module, output_path: str | Path, *, opset: int = 17,
     for n, o in zip(names, outs):
         dyn[n] = {0: "batch"} if o.dim() < 4 else {0: "batch", 2: f"{n}_height", 3: f"{n}_width"}
 
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=str(output_path.parent))
-    os.close(fd)
     try:
-        with torch.no_grad():
+        with atomic_path(output_path) as tmp_path, torch.no_grad():
+            tmp = str(tmp_path)
             torch.onnx.export(_TupleOutputs(model, names).eval(), (dummy,), tmp, input_names=[spec.input_name],
                               output_names=names, dynamic_axes=dyn, opset_version=opset, dynamo=False,
                               do_constant_folding=True)
-        proto = onnx.load(tmp)
-        props = spec_to_props(spec, trained=trained, config_hash=config_hash, weights_sha256=weights_sha256,
-                              package_version=__version__)
-        del proto.metadata_props[:]
-        for k, v in props.items():
-            proto.metadata_props.add(key=k, value=v)
-        proto.producer_name, proto.doc_string = "kp_vo", f"kp_vo {spec.kind} ({'trained' if trained else 'UNTRAINED'})"
-        onnx.checker.check_model(proto)
-        onnx.save_model(proto, tmp, save_as_external_data=False)
-        os.replace(tmp, output_path)
+            proto = onnx.load(tmp)
+            props = spec_to_props(spec, trained=trained, config_hash=config_hash, weights_sha256=weights_sha256,
+                                  package_version=__version__)
+            del proto.metadata_props[:]
+            for k, v in props.items():
+                proto.metadata_props.add(key=k, value=v)
+            proto.producer_name = "kp_vo"
+            proto.doc_string = f"kp_vo {spec.kind} ({'trained' if trained else 'UNTRAINED'})"
+            onnx.checker.check_model(proto)
+            onnx.save_model(proto, tmp, save_as_external_data=False)
     finally:
         model.eval()        # the exporter restores the wrapper's mode; keep the caller's model in eval
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     load_onnx_checked(output_path)
     log.info("exported %s (%s) to %s, opset %d", spec.kind, "trained" if trained else "untrained", output_path, opset)
     return output_path

@@ -17,7 +17,13 @@ from typing import Iterable
 import numpy as np
 
 from kp_vo.errors import InvalidInputError
-from kp_vo.export.metadata import PREFIX, default_opset, load_onnx_checked, parse_metadata, props_of
+from kp_vo.export.metadata import (
+    PREFIX,
+    default_opset,
+    load_onnx_checked,
+    parse_metadata,
+    props_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +51,12 @@ def quantize_model(input_path: str | Path, output_path: str | Path, *, mode: str
     metadata says (e.g. from ``kp_vo.runtime.preprocess.image_to_input``); 8-32 real images suffice.
     """
     import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import (
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
 
     input_path, output_path = Path(input_path), Path(output_path)
     proto = load_onnx_checked(input_path)

@@ -14,11 +14,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kp_vo.models.layers import (ConvBnAct, ResNet18Encoder, offset_to_pixels, sample_descriptors, upsample2,
-                                 zero_border)
+from kp_vo.models.layers import (
+    CELL,
+    ConvBnAct,
+    ResNet18Encoder,
+    offset_to_pixels,
+    sample_descriptors,
+    upsample2,
+    zero_border,
+)
 from kp_vo.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
-
-from kp_vo.models.layers import CELL
 
 
 class Head(nn.Module):

@@ -12,10 +12,16 @@ H, W multiples of 8. Output dict (Hc = H/8, Wc = W/8):
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
-from kp_vo.models.layers import CELL, ConvBnAct, offset_to_pixels, sample_descriptors, zero_border
+from kp_vo.models.layers import (
+    CELL,
+    ConvBnAct,
+    offset_to_pixels,
+    sample_descriptors,
+    zero_border,
+)
 from kp_vo.models.spec import ModelSpec
 
 

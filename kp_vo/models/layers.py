@@ -8,8 +8,8 @@ authors' weights map onto them by a prefix rename (see ``kp_vo.models.checkpoint
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 
 class ConvBnAct(nn.Module):

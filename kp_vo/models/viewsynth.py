@@ -13,8 +13,8 @@ pixel (8j + 3.5, 8i + 3.5)):
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from kp_vo.models.layers import VGG16Conv4
 from kp_vo.models.spec import ModelSpec

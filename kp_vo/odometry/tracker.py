@@ -38,7 +38,14 @@ from kp_vo.geometry.camera import lift_keypoints, project
 from kp_vo.geometry.matching import match_by_projection, match_descriptors
 from kp_vo.geometry.pnp import refine_pose_gauss_newton, solve_pnp_ransac
 from kp_vo.geometry.procrustes import refine_pose_procrustes
-from kp_vo.geometry.se3 import invert, make_pose, nearest_rotation, se3_exp, se3_log, transform
+from kp_vo.geometry.se3 import (
+    invert,
+    make_pose,
+    nearest_rotation,
+    se3_exp,
+    se3_log,
+    transform,
+)
 from kp_vo.geometry.triangulation import triangulate
 from kp_vo.odometry.depth import DepthSource
 from kp_vo.odometry.local_map import LocalMap, new_keyframe

@@ -24,12 +24,12 @@ import json
 import logging
 import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from kp_vo.errors import MapFileError
+from kp_vo.fileio import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -86,10 +86,10 @@ def write_map_file(path: str | Path, arrays: dict[str, np.ndarray], metadata: di
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise MapFileError(f"cannot write map {path}: folder {folder} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            digest = hashlib.sha256()
+
             def put(data) -> None:
                 digest.update(data)
                 fh.write(data)
@@ -105,15 +105,8 @@ def write_map_file(path: str | Path, arrays: dict[str, np.ndarray], metadata: di
             fh.write(digest.digest())
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, OSError):
-            raise MapFileError(f"cannot write map {path}: {exc.strerror or exc}") from None
-        raise
+    except OSError as exc:
+        raise MapFileError(f"cannot write map {path}: {exc.strerror or exc}") from None
     logger.debug("wrote map %s (%d bytes of arrays)", path, data_end)
 
 

@@ -15,7 +15,12 @@ from scipy.ndimage import maximum_filter
 
 from kp_vo.errors import InvalidInputError
 from kp_vo.features.base import Features, check_image
-from kp_vo.runtime.preprocess import depth_to_input, fit_size, image_to_input, to_input_pixels
+from kp_vo.runtime.preprocess import (
+    depth_to_input,
+    fit_size,
+    image_to_input,
+    to_input_pixels,
+)
 
 log = logging.getLogger(__name__)
 

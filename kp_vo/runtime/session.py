@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from kp_vo.errors import InvalidInputError, ModelFileError
-from kp_vo.export.metadata import MIN_OPSET, ModelMetadata, default_opset, load_onnx_checked, parse_metadata, props_of
+from kp_vo.export.metadata import (
+    MIN_OPSET,
+    ModelMetadata,
+    default_opset,
+    load_onnx_checked,
+    parse_metadata,
+    props_of,
+)
 
 log = logging.getLogger(__name__)
 

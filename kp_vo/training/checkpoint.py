@@ -15,10 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,22 +25,11 @@ import torch
 from torch import nn
 
 from kp_vo.errors import ModelFileError
+from kp_vo.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^step_(\d{8})\.json$")
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _sha256(path: Path) -> str:
@@ -107,10 +94,12 @@ def save_checkpoint(directory: str | Path, step: int, models: dict[str, nn.Modul
 
     stem = f"step_{int(step):08d}"
     tensor_path, json_path = directory / f"{stem}.safetensors", directory / f"{stem}.json"
-    _atomic_write(tensor_path, lambda tmp: save_file(tensors, tmp, metadata={"format": meta["format"]}))
+    with atomic_path(tensor_path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": meta["format"]})
     meta["tensors"] = tensor_path.name
     meta["sha256"] = _sha256(tensor_path)
-    _atomic_write(json_path, lambda tmp: Path(tmp).write_text(json.dumps(meta)))
+    with atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps(meta))
     log.info("saved checkpoint %s", json_path)
     if keep > 0:
         for old in list_checkpoints(directory)[:-keep]:
@@ -164,11 +153,14 @@ def load_checkpoint(path: str | Path, models: dict[str, nn.Module], optimizer: t
         state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         if not state and any(True for _ in model.state_dict()):
             raise ModelFileError(f"{tensor_path}: no weights for model {name!r}")
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise ModelFileError(f"{tensor_path}: weights do not fit model {name!r}: "
-                                 f"{str(exc).splitlines()[0]}") from None
+        expected = model.state_dict()
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+        if missing or unexpected or wrong:
+            raise ModelFileError(f"{tensor_path}: weights do not fit model {name!r}: {len(missing)} missing "
+                                 f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}), "
+                                 f"{len(wrong)} of another shape (e.g. {wrong[:2]})")
+        model.load_state_dict(state, strict=True)
     if optimizer is not None and "optimizer" in meta:
         state: dict = {}
         for key, value in tensors.items():
@@ -194,5 +186,6 @@ def save_weights(path: str | Path, model: nn.Module, metadata: dict[str, str] | 
 
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(path, lambda tmp: save_file(state, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()}))
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
     return path

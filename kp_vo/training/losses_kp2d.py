@@ -82,7 +82,7 @@ def score_loss(score_source: torch.Tensor, score_target: torch.Tensor, distance:
     mean[ (s + s') / 2 * (d - mean d) + (s - s')^2 ]: high scores where the keypoint is repeatable
     (small reprojection distance), and consistent scores for the two views."""
     m = mask.to(distance.dtype)
-    d_mean = (distance.detach() * m).sum() / m.sum().clamp(min=1.0)
+    d_mean = (distance * m).sum() / m.sum().clamp(min=1.0)
     term = 0.5 * (score_source + score_target) * (distance - d_mean) + (score_source - score_target) ** 2
     return _masked_mean(term, mask)
 

@@ -19,7 +19,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kp_vo.training.procrustes_torch import make_transform, transform_points, weighted_procrustes
+from kp_vo.training.procrustes_torch import (
+    make_transform,
+    transform_points,
+    weighted_procrustes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +104,12 @@ def _flatten(out: dict, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 
 
 def keypoint_pair_losses(kp_t: dict, kp_c: dict, depth_t: torch.Tensor, depth_c: torch.Tensor, K: torch.Tensor,
-                         cfg: KeypointLossConfig = KeypointLossConfig()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                         cfg: KeypointLossConfig = KeypointLossConfig(), warp_pose: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """All keypoint terms of one target/context pair, averaged over the batch.
+
+    warp_pose: optional (B, 4, 4) T_c_t (e.g. ground truth) used instead of the keypoint pose to warp the
+    anchors of L_desc / L_score; L_geom and L_const always use the keypoint pose.
 
     Returns (T_c_t (B, 4, 4) differentiable pose, {"geom", "desc", "score", "const": scalar tensors,
     "inliers": mean PnP inlier count (float tensor, no grad), "pnp_failed": fraction}).
@@ -160,7 +168,8 @@ def keypoint_pair_losses(kp_t: dict, kp_c: dict, depth_t: torch.Tensor, depth_c:
             terms["const"].append(zero)
 
         # 4. warp every selected target keypoint with the (detached) pose
-        pw_all, front = project(transform_points(T.detach(), P_t.detach()), Kb)
+        T_warp = T.detach() if warp_pose is None else warp_pose[b:b + 1].to(T.dtype)
+        pw_all, front = project(transform_points(T_warp, P_t.detach()), Kb)
         pw_all = pw_all[0]
         valid = front[0] & (pw_all[:, 0] >= 0) & (pw_all[:, 0] <= W - 1) & (pw_all[:, 1] >= 0) & (pw_all[:, 1] <= H - 1)
         if int(valid.sum()) == 0:

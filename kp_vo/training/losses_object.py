@@ -13,7 +13,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kp_vo.training.procrustes_torch import rotation_angular_distance, transform_points, weighted_procrustes
+from kp_vo.training.procrustes_torch import (
+    rotation_angular_distance,
+    transform_points,
+    weighted_procrustes,
+)
 
 
 def unproject(uvz: torch.Tensor, K: torch.Tensor, z_offset: float) -> torch.Tensor:

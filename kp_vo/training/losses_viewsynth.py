@@ -88,7 +88,7 @@ def contrastive_loss_d2(desc1: torch.Tensor, desc2: torch.Tensor, score1: torch.
     correspondence contribute 0).
     Returns (loss, {"pos": mean p, "neg": mean min(n12, n21), "matches": mean count}).
     """
-    B, D, h, w = desc1.shape
+    B, _, h, w = desc1.shape
     cells = cell_centres(h, w, desc1)                                                 # (N, 2) pixels
     losses, pos_d, neg_d, counts = [], [], [], []
     for b in range(B):

@@ -38,6 +38,7 @@ class TrainConfig:
     resume: str = ""                   # "" = fresh run; "auto" = latest checkpoint in output_dir; or a path
     export: bool = True                # call recipe.export at the end of the run (rank 0)
     progress: bool = True              # tqdm progress bar on rank 0
+    threads: int = 0                   # torch CPU threads per process (0 = torch's default)
     ddp_find_unused: bool = False      # DDP find_unused_parameters (True if some parameters get no gradient)
 
 

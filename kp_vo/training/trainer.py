@@ -29,7 +29,12 @@ from torch import nn
 from kp_vo.config import load_config, save_config, to_dict
 from kp_vo.errors import InvalidInputError, KpVoError
 from kp_vo.training import distributed
-from kp_vo.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
+from kp_vo.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    save_weights,
+)
 from kp_vo.training.logger import ScalarLogger
 from kp_vo.training.recipe import TrainConfig
 from kp_vo.training.recipes import get_recipe
@@ -138,6 +143,8 @@ def train(recipe_name: str, config=None, *, overrides: dict | None = None) -> Tr
     if tc.steps < 1 or tc.batch_size < 1:
         raise InvalidInputError(f"train.steps and train.batch_size must be >= 1 (got {tc.steps}, {tc.batch_size})")
 
+    if tc.threads > 0:
+        torch.set_num_threads(tc.threads)
     info = distributed.env_dist_info()
     device = resolve_device(tc.device, info.local_rank)
     if device.type == "cuda":

@@ -18,7 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kp_vo.training.losses_viewsynth import STRIDE, cell_centres, map_points, sample_cells, sample_nearest
+from kp_vo.training.losses_viewsynth import (
+    STRIDE,
+    cell_centres,
+    map_points,
+    sample_cells,
+    sample_nearest,
+)
 
 GTN_INPUTS = 25   # uv2 (2) + M(uv2) (2) + unnormalised depth-1 at M (1) + K1, K2 (4 + 4) + R_1_2 (9) + t_1_2 (3)
 

@@ -4,7 +4,11 @@ monocular snippets (I_{t-dt}, I_t, I_{t+dt}), dt in {1, 2, 4}.
 L = L_depth + alpha L_kpn,  L_kpn = L_geom + b1 L_desc + b2 L_score,
 L_depth = L_photo (SSIM + L1, gamma = 0.85, auto-masked) + b3 L_smooth + b4 L_const.
 The pose target->context comes from RANSAC-PnP on detached keypoints refined by the differentiable
-Procrustes residual pose (``kp_vo.training.losses_kp3d``); ground-truth poses are only logged.
+Procrustes residual pose (``kp_vo.training.losses_kp3d``); ground-truth poses are only logged
+(scale-free rotation / translation-direction errors), unless ``loss.pose_source = "gt"``.
+As in the paper, start from pretrained nets (``model.keypointnet_weights`` from the homography
+recipe, ``model.depthnet_weights``): from random weights the keypoint pose has nothing to anchor it
+and tends to collapse to near-zero motion (measured: translation-direction error ~88 deg after 30 steps).
 
 Data: a KITTI odometry sequence folder (``data.source`` = the dataset root holding ``sequences/``) or
 the synthetic street sequence (``data.source = "synthetic"``), resized to ``data.height x data.width``
@@ -29,8 +33,14 @@ from kp_vo.config import to_dict
 from kp_vo.errors import DatasetError, InvalidInputError
 from kp_vo.export.onnx_export import export_module
 from kp_vo.models import build_model
+from kp_vo.models.checkpoints import load_weights, read_state_dict
 from kp_vo.training.losses_kp3d import KeypointLossConfig, keypoint_pair_losses
-from kp_vo.training.photometric import automasked_photometric_loss, inverse_warp, smoothness_loss
+from kp_vo.training.photometric import (
+    automasked_photometric_loss,
+    inverse_warp,
+    smoothness_loss,
+)
+from kp_vo.training.procrustes_torch import rotation_angular_distance
 from kp_vo.training.recipe import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -58,6 +68,9 @@ class Kp3dLossConfig:
     beta4: float = 0.1                 # L_const
     gamma: float = 0.85                # SSIM share of the photometric error
     automask: bool = True              # mask static pixels (warped error >= unwarped error)
+    pose_source: str = "keypoints"     # pose for the photometric / descriptor warps: "keypoints" (PnP + Procrustes,
+                                       # the paper) or "gt" (ground-truth relative pose: depth pretraining with
+                                       # known poses; L_geom still trains the keypoint pose)
     keypoints: KeypointLossConfig = field(default_factory=KeypointLossConfig)
 
 
@@ -67,6 +80,8 @@ class Kp3dModelConfig:
     descriptor_stride: int = 2         # dense descriptor map stride (2 or 4)
     min_depth: float = 0.1             # DepthNet output range (m, up to scale)
     max_depth: float = 100.0
+    keypointnet_weights: str = ""      # .safetensors to start from (e.g. the keypointnet_homography run); "" = random
+    depthnet_weights: str = ""         # .safetensors of a pretrained DepthNet; "" = random
 
 
 @dataclass(frozen=True)
@@ -137,7 +152,7 @@ class SnippetDataset(torch.utils.data.Dataset):
 
 
 def _normalise(image: torch.Tensor, model: nn.Module) -> torch.Tensor:
-    spec = model.spec()
+    spec = getattr(model, "module", model).spec()        # unwrap DistributedDataParallel
     mean = torch.tensor(spec.mean, dtype=image.dtype, device=image.device).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, dtype=image.dtype, device=image.device).view(1, -1, 1, 1)
     return (image - mean) / std
@@ -156,9 +171,17 @@ class Kp3dRecipe:
 
     def build_models(self) -> dict[str, nn.Module]:
         m = self.config.model
-        return {"keypointnet": build_model("keypointnet", descriptor_dim=m.descriptor_dim,
-                                           descriptor_stride=m.descriptor_stride),
-                "depthnet": build_model("depthnet", min_depth=m.min_depth, max_depth=m.max_depth)}
+        if self.config.loss.pose_source not in ("keypoints", "gt"):
+            raise InvalidInputError(f"loss.pose_source must be 'keypoints' or 'gt', got {self.config.loss.pose_source!r}")
+        models = {"keypointnet": build_model("keypointnet", descriptor_dim=m.descriptor_dim,
+                                             descriptor_stride=m.descriptor_stride),
+                  "depthnet": build_model("depthnet", min_depth=m.min_depth, max_depth=m.max_depth)}
+        for name, path in (("keypointnet", m.keypointnet_weights), ("depthnet", m.depthnet_weights)):
+            if path:
+                tensors, _ = read_state_dict(path)
+                load_weights(models[name], tensors, name, source=path)
+                log.info("KP3D: %s initialised from %s", name, path)
+        return models
 
     def build_dataset(self, split: str) -> torch.utils.data.Dataset:
         if split not in ("train", "val"):
@@ -166,7 +189,7 @@ class Kp3dRecipe:
         d = self.config.data
         seq = _open_sequence(d)
         n = len(seq) if d.max_frames <= 0 else min(len(seq), d.max_frames)
-        n_val = int(round(n * d.val_fraction))
+        n_val = round(n * d.val_fraction)
         ids = np.arange(0, n - n_val) if split == "train" else np.arange(n - n_val, n)
         if len(ids) == 0:
             raise DatasetError(f"KP3D {split} split is empty ({n} frames, val_fraction {d.val_fraction})")
@@ -190,16 +213,21 @@ class Kp3dRecipe:
         kpn_terms = {"geom": 0.0, "desc": 0.0, "score": 0.0, "const": 0.0}
         for c in range(n_ctx):
             kp_c = {k: part(v, c + 1) for k, v in kp_all.items()}
-            T_c_t, terms = keypoint_pair_losses(kp_t, kp_c, part(depth_all, 0), part(depth_all, c + 1), K, cfg.keypoints)
+            gt = batch["T_c_t_gt"][:, c] if cfg.pose_source == "gt" else None
+            T_c_t, terms = keypoint_pair_losses(kp_t, kp_c, part(depth_all, 0), part(depth_all, c + 1), K, cfg.keypoints,
+                                                warp_pose=gt)
             for k in kpn_terms:
                 kpn_terms[k] = kpn_terms[k] + terms[k] / n_ctx
             logs["pnp_inliers"] = logs.get("pnp_inliers", 0.0) + float(terms["inliers"]) / n_ctx
             logs["pnp_failed"] = logs.get("pnp_failed", 0.0) + float(terms["pnp_failed"]) / n_ctx
-            poses.append(T_c_t)
+            poses.append(T_c_t if gt is None else gt)
             ctxs.append(context[:, c])
-            if "T_c_t_gt" in batch:
-                t_err = (T_c_t[:, :3, 3].detach() - batch["T_c_t_gt"][:, c, :3, 3]).norm(dim=-1).mean()
-                logs["pose_t_err_unscaled"] = logs.get("pose_t_err_unscaled", 0.0) + float(t_err) / n_ctx
+            if "T_c_t_gt" in batch:        # scale-free pose errors of the keypoint pose (monocular: no scale)
+                T_gt = batch["T_c_t_gt"][:, c]
+                r_err = torch.rad2deg(rotation_angular_distance(T_c_t[:, :3, :3].detach(), T_gt[:, :3, :3])).mean()
+                cos = F.cosine_similarity(T_c_t[:, :3, 3].detach(), T_gt[:, :3, 3], dim=-1, eps=1e-9).clamp(-1, 1)
+                logs["rot_err_deg"] = logs.get("rot_err_deg", 0.0) + float(r_err) / n_ctx
+                logs["trans_dir_err_deg"] = logs.get("trans_dir_err_deg", 0.0) + float(torch.rad2deg(torch.acos(cos)).mean()) / n_ctx
         # Multi-scale depth loss: every DepthNet scale is upsampled to the input size for the photometric
         # term (all scales get a training signal); smoothness at each scale's own size, weighted 1 / 2^s.
         scales = ["inv_depth"] + sorted(k for k in inv_scales if k != "inv_depth")

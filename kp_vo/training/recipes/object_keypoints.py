@@ -22,10 +22,26 @@ from kp_vo.errors import InvalidInputError
 from kp_vo.export.onnx_export import export_module
 from kp_vo.models import build_model
 from kp_vo.models.object_keypointnet import spatial_expectation
-from kp_vo.training.losses_object import (consistency_loss, orientation_loss, pose_loss, separation_loss,
-                                          silhouette_loss, unproject, variance_loss)
-from kp_vo.training.objects import make_chair, object_camera, project_object_points, random_view, render_object
-from kp_vo.training.procrustes_torch import rotation_angular_distance, weighted_procrustes
+from kp_vo.training.losses_object import (
+    consistency_loss,
+    orientation_loss,
+    pose_loss,
+    separation_loss,
+    silhouette_loss,
+    unproject,
+    variance_loss,
+)
+from kp_vo.training.objects import (
+    make_chair,
+    object_camera,
+    project_object_points,
+    random_view,
+    render_object,
+)
+from kp_vo.training.procrustes_torch import (
+    rotation_angular_distance,
+    weighted_procrustes,
+)
 from kp_vo.training.recipe import TrainConfig
 from kp_vo.training.recipes.kp3d import config_hash
 

@@ -24,7 +24,11 @@ from torch import nn
 from kp_vo.errors import DatasetError, InvalidInputError
 from kp_vo.export.onnx_export import export_module
 from kp_vo.models import build_model
-from kp_vo.training.losses_viewsynth import cell_correspondences, contrastive_loss_d2, view_synthesis_loss
+from kp_vo.training.losses_viewsynth import (
+    cell_correspondences,
+    contrastive_loss_d2,
+    view_synthesis_loss,
+)
 from kp_vo.training.recipe import TrainConfig
 from kp_vo.training.recipes.kp3d import config_hash
 from kp_vo.training.vsn import ViewSynthesisNetwork
@@ -139,7 +143,7 @@ class ViewSynthRecipe:
             from kp_vo.datasets import open_sequence
             seq = open_sequence(d.source)
         n = len(seq) if d.max_frames <= 0 else min(len(seq), d.max_frames)
-        n_val = int(round(n * d.val_fraction))
+        n_val = round(n * d.val_fraction)
         ids = np.arange(0, n - n_val) if split == "train" else np.arange(n - n_val, n)
         if len(ids) == 0:
             raise DatasetError(f"ViewSynth {split} split is empty ({n} frames)")

@@ -1,0 +1,157 @@
+"""ViewSynth training pieces: correspondences, contrastive loss (D2-Net weighted), VSN, recipe smoke run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kp_vo.training.losses_viewsynth import cell_centres, cell_correspondences, contrastive_loss_d2, view_synthesis_loss
+from kp_vo.training.vsn import ViewSynthesisNetwork
+
+
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _one_hot_descriptors(h: int, w: int, perm=None) -> torch.Tensor:
+    n = h * w
+    eye = torch.eye(n, dtype=torch.float64)
+    if perm is not None:
+        eye = eye[perm]
+    return eye.T.reshape(1, n, h, w)             # descriptor of cell i = e_perm(i)
+
+
+def test_contrastive_loss_known_answers():
+    h, w = 2, 2
+    uv2 = cell_centres(h, w, torch.zeros(1, dtype=torch.float64))[None]   # identity correspondences
+    valid = torch.ones(1, 4, dtype=torch.bool)
+    s = torch.rand(1, 1, h, w, dtype=torch.float64) + 0.1
+    d = _one_hot_descriptors(h, w)
+    # matching descriptors, orthogonal negatives at distance sqrt 2 < m: E = 2 * 0.5 (m - sqrt 2)^2
+    loss, stats = contrastive_loss_d2(d, d, s, s, uv2, valid, margin=1.5, tau=0.5)
+    assert loss.item() == pytest.approx((1.5 - math.sqrt(2)) ** 2, rel=1e-9)
+    assert stats["pos"] == pytest.approx(0.0) and stats["matches"] == 4
+    # a wide safe radius leaves no negatives: only the positive term (0) remains
+    loss, _ = contrastive_loss_d2(d, d, s, s, uv2, valid, margin=1.5, tau=4.0)
+    assert loss.item() == pytest.approx(0.0, abs=1e-12)
+    # swapped descriptors: p = sqrt 2 and a negative at distance 0 both ways -> E = p^2 + m^2
+    d2 = _one_hot_descriptors(h, w, perm=[1, 0, 3, 2])
+    loss, _ = contrastive_loss_d2(d, d2, s, s, uv2, valid, margin=1.5, tau=0.5)
+    assert loss.item() == pytest.approx(2.0 + 1.5 ** 2, rel=1e-9)
+    # no valid correspondence: zero, not NaN
+    loss, _ = contrastive_loss_d2(d, d, s, s, uv2, torch.zeros_like(valid), margin=1.5, tau=0.5)
+    assert loss.item() == 0.0
+
+
+def test_contrastive_loss_weighting_follows_scores():
+    h, w = 1, 2
+    uv2 = cell_centres(h, w, torch.zeros(1, dtype=torch.float64))[None]
+    valid = torch.ones(1, 2, dtype=torch.bool)
+    d1 = _one_hot_descriptors(h, w)
+    d2 = d1.clone()
+    d2[0, :, 0, 1] = F.normalize(torch.tensor([1.0, 1.0], dtype=torch.float64), dim=0)   # cell 1 mismatched
+    e0 = 0.5 * (1.5 - (d1[0, :, 0, 0] - d2[0, :, 0, 1]).norm()) ** 2 + 0.5 * (1.5 - (d2[0, :, 0, 0] - d1[0, :, 0, 1]).norm()) ** 2
+    p1 = (d1[0, :, 0, 1] - d2[0, :, 0, 1]).norm()
+    e1 = p1 ** 2 + 0.5 * (1.5 - (d1[0, :, 0, 1] - d2[0, :, 0, 0]).norm()).clamp(min=0) ** 2 \
+        + 0.5 * (1.5 - (d2[0, :, 0, 1] - d1[0, :, 0, 0]).norm()).clamp(min=0) ** 2
+    s1 = torch.tensor([[[[1.0, 3.0]]]], dtype=torch.float64)
+    loss, _ = contrastive_loss_d2(d1, d2, s1, s1, uv2, valid, margin=1.5, tau=0.5)
+    want = (1.0 * e0 + 9.0 * e1) / 10.0
+    assert loss.item() == pytest.approx(want.item(), rel=1e-9)
+
+
+def test_contrastive_loss_gradcheck():
+    g = torch.Generator().manual_seed(0)
+    d1 = F.normalize(torch.randn(1, 3, 2, 2, generator=g, dtype=torch.float64), dim=1).requires_grad_()
+    d2 = F.normalize(torch.randn(1, 3, 2, 2, generator=g, dtype=torch.float64), dim=1).requires_grad_()
+    s1 = (torch.rand(1, 1, 2, 2, generator=g, dtype=torch.float64) + 0.1).requires_grad_()
+    s2 = torch.rand(1, 1, 2, 2, generator=g, dtype=torch.float64) + 0.1
+    uv2 = cell_centres(2, 2, s2)[None] + 1.3                                      # off-centre: bilinear sampling
+    valid = torch.ones(1, 4, dtype=torch.bool)
+    fn = lambda a, b, c: contrastive_loss_d2(a, b, c, s2, uv2, valid, margin=1.5, tau=0.5)[0]
+    assert torch.autograd.gradcheck(fn, (d1, d2, s1), eps=1e-6, atol=1e-5)
+
+
+def test_cell_correspondences_identity_and_occlusion():
+    K = torch.tensor([[[20.0, 0, 15.5], [0, 20.0, 15.5], [0, 0, 1]]])
+    depth = torch.full((1, 1, 32, 32), 2.0)
+    T = torch.eye(4)[None]
+    uv2, valid = cell_correspondences(depth, depth, K, K, T)
+    assert torch.allclose(uv2[0], cell_centres(4, 4, depth)) and valid.all()
+    T_shift = T.clone()
+    T_shift[0, 0, 3] = -0.8                          # 8 px to the left in view 2: the first column leaves the image
+    uv2, valid = cell_correspondences(depth, depth, K, K, T_shift)
+    assert torch.allclose(uv2[0, :, 0], cell_centres(4, 4, depth)[:, 0] - 8.0, atol=1e-4)
+    assert (~valid.view(4, 4)[:, 0]).all() and valid.view(4, 4)[:, 1:].all()
+    occluder = depth.clone()
+    occluder[..., :, 16:] = 1.0                      # something in front on the right half of view 2
+    _, valid = cell_correspondences(depth, occluder, K, K, T)
+    assert valid.view(4, 4)[:, :2].all() and not valid.view(4, 4)[:, 2:].any()
+
+
+def test_vsn_shapes_frustum_and_loss():
+    torch.manual_seed(0)
+    vsn = ViewSynthesisNetwork(feature_dim=8, f_t=96).eval()
+    K = torch.tensor([[[20.0, 0, 15.5], [0, 20.0, 15.5], [0, 0, 1]]]).repeat(2, 1, 1)
+    depth = torch.full((2, 1, 32, 32), 2.0)
+    T_1_2 = torch.eye(4).repeat(2, 1, 1)
+    T_1_2[1, 0, 3] = 0.8                             # view-2 points move right in view 1: the last column leaves
+    out = vsn(torch.rand(2, 8, 4, 4), depth, depth, K, K, T_1_2)
+    assert out["depth"].shape == (2, 1, 4, 4) and (out["depth"] >= 0).all() and (out["depth"] <= 1).all()
+    assert out["frustum"][0].all() and not out["frustum"][1, 0, :, -1].any() and out["frustum"][1, 0, :, :-1].all()
+    pred = torch.zeros(1, 1, 2, 2)
+    target = torch.tensor([[[[1.0, 2.0], [3.0, 100.0]]]])
+    mask = torch.tensor([[[[1.0, 1.0], [1.0, 0.0]]]])
+    assert view_synthesis_loss(pred, target, mask).item() == pytest.approx(2.0)
+    assert view_synthesis_loss(pred, target, torch.zeros_like(mask)).item() == 0.0
+
+
+def test_viewsynth_recipe_smoke_loss_decreases(one_thread):
+    from kp_vo.config import load_config
+    from kp_vo.training.recipes.viewsynth import RECIPE
+    torch.manual_seed(0)
+    cfg = load_config(RECIPE.config_type, {"data": {"synthetic_frames": 42, "height": 48, "width": 64}})
+    recipe = RECIPE(cfg)
+    ds = recipe.build_dataset("train")
+    gaps = {j - i for i, j in ds.pairs}
+    assert gaps == {10, 30}
+    item = ds[len(ds) - 1]
+    assert item["depth1"].shape == (1, 48, 64) and item["T_2_1"].shape == (4, 4)
+    batch = torch.utils.data.default_collate([ds[0], item])
+    models = recipe.build_models()
+    for m in models.values():
+        m.train()
+    opt = torch.optim.Adam([p for m in models.values() for p in m.parameters()], lr=1e-4)
+    losses = []
+    for step in range(4):
+        loss, logs = recipe.compute_loss(models, batch, step)
+        assert logs["matches"] > 10
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert losses[-1] < losses[0]
+
+
+def test_trainer_runs_viewsynth_and_exports_only_the_features(tmp_path, one_thread):
+    import numpy as np
+    import onnxruntime as ort
+
+    from kp_vo.training.trainer import train
+    result = train("viewsynth", overrides={
+        "train": {"steps": 3, "batch_size": 1, "output_dir": str(tmp_path / "run"), "progress": False,
+                  "log_every": 1, "checkpoint_every": 0, "device": "cpu"},
+        "data": {"synthetic_frames": 42, "height": 32, "width": 32}})
+    assert result.step == 3 and all(np.isfinite(result.losses))
+    assert [p.name for p in result.exported] == ["viewsynth.onnx"]                # the VSN is training-only
+    sess = ort.InferenceSession(str(result.exported[0]), providers=["CPUExecutionProvider"])
+    outs = dict(zip([o.name for o in sess.get_outputs()],
+                    sess.run(None, {sess.get_inputs()[0].name: np.random.rand(1, 1, 32, 32).astype(np.float32)})))
+    assert outs["descriptor"].shape == (1, 512, 4, 4)
