@@ -9,12 +9,16 @@ Every recipe config is a dataclass that embeds ``train: TrainConfig`` and is loa
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
+
+from kp_vo.config import to_dict
 
 
 @dataclass(frozen=True)
@@ -71,3 +75,8 @@ class Recipe(Protocol):
     def export(self, models: dict[str, nn.Module], output_dir: Path) -> list[Path]:
         """Write the trained models as ONNX files into ``output_dir``; return their paths."""
         ...
+
+
+def config_hash(config) -> str:
+    """16 hex digits identifying a (dataclass) training config: recorded in checkpoints and exports."""
+    return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -15,7 +15,6 @@ training flag (recipes may need training-only outputs such as dense descriptors)
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import random
 import time
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kp_vo.config import load_config, save_config, to_dict
+from kp_vo.config import load_config, save_config
 from kp_vo.errors import InvalidInputError, KpVoError
 from kp_vo.training import distributed
 from kp_vo.training.checkpoint import (
@@ -36,7 +35,7 @@ from kp_vo.training.checkpoint import (
     save_weights,
 )
 from kp_vo.training.logger import ScalarLogger
-from kp_vo.training.recipe import TrainConfig
+from kp_vo.training.recipe import TrainConfig, config_hash
 from kp_vo.training.recipes import get_recipe
 
 log = logging.getLogger(__name__)
@@ -253,7 +252,7 @@ def _run(recipe_name, recipe_cls, cfg, tc: TrainConfig, info, device, t0) -> Tra
         logger.close()
 
     if info.is_main:
-        cfg_hash = hashlib.sha256(repr(to_dict(cfg)).encode()).hexdigest()[:16]
+        cfg_hash = config_hash(cfg)
         for name, m in models.items():
             result.weights.append(save_weights(out_dir / "weights" / f"{name}.safetensors", m,
                                                {"recipe": recipe_name, "step": str(result.step),

@@ -8,7 +8,6 @@ with independent photometric jitter; the model sees both and is trained with the
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from kp_vo.config import to_dict
 from kp_vo.errors import DatasetError, InvalidInputError
 from kp_vo.models import build_model
 from kp_vo.training.augment import PhotometricConfig, photometric
 from kp_vo.training.homography import HomographyConfig, sample_homography, warp_image
 from kp_vo.training.losses_kp2d import KP2DLossConfig, kp2d_loss
-from kp_vo.training.recipe import TrainConfig
+from kp_vo.training.recipe import TrainConfig, config_hash
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +175,7 @@ class KeypointNetHomography:
 
     def export(self, models: dict[str, nn.Module], output_dir: Path) -> list[Path]:
         from kp_vo.export.onnx_export import export_module
-        cfg_hash = hashlib.sha256(repr(to_dict(self.config)).encode()).hexdigest()[:16]
+        cfg_hash = config_hash(self.config)
         path = Path(output_dir) / f"{self.config.model}_d{self.config.descriptor_dim}.onnx"
         model = models["keypointnet"]
         was_training = model.training

@@ -17,8 +17,6 @@ the synthetic street sequence (``data.source = "synthetic"``), resized to ``data
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kp_vo.config import to_dict
 from kp_vo.errors import DatasetError, InvalidInputError
 from kp_vo.export.onnx_export import export_module
 from kp_vo.models import build_model
@@ -41,7 +38,7 @@ from kp_vo.training.photometric import (
     smoothness_loss,
 )
 from kp_vo.training.procrustes_torch import rotation_angular_distance
-from kp_vo.training.recipe import TrainConfig
+from kp_vo.training.recipe import TrainConfig, config_hash
 
 log = logging.getLogger(__name__)
 
@@ -156,10 +153,6 @@ def _normalise(image: torch.Tensor, model: nn.Module) -> torch.Tensor:
     mean = torch.tensor(spec.mean, dtype=image.dtype, device=image.device).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, dtype=image.dtype, device=image.device).view(1, -1, 1, 1)
     return (image - mean) / std
-
-
-def config_hash(config) -> str:
-    return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class Kp3dRecipe:

@@ -42,8 +42,7 @@ from kp_vo.training.procrustes_torch import (
     rotation_angular_distance,
     weighted_procrustes,
 )
-from kp_vo.training.recipe import TrainConfig
-from kp_vo.training.recipes.kp3d import config_hash
+from kp_vo.training.recipe import TrainConfig, config_hash
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,7 @@ from kp_vo.training.losses_viewsynth import (
     contrastive_loss_d2,
     view_synthesis_loss,
 )
-from kp_vo.training.recipe import TrainConfig
-from kp_vo.training.recipes.kp3d import config_hash
+from kp_vo.training.recipe import TrainConfig, config_hash
 from kp_vo.training.vsn import ViewSynthesisNetwork
 
 log = logging.getLogger(__name__)
