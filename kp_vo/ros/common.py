@@ -66,3 +66,18 @@ def spin(name: str, make_node: Callable[[], Node], args=None) -> None:
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+def forward_logs(node: Node) -> None:
+    """Send the kp_vo library's log records (INFO and up) to ``node``'s ROS logger."""
+    logging.getLogger("kp_vo").addHandler(RosLogHandler(node))
+    logging.getLogger("kp_vo").setLevel(logging.INFO)
+
+
+def answer_trigger(response, action: Callable[[], str]):
+    """Fill a std_srvs/Trigger response from ``action()``: its status line, or the KpVoError's one line."""
+    try:
+        response.success, response.message = True, action()
+    except KpVoError as exc:
+        response.success, response.message = False, str(exc)
+    return response

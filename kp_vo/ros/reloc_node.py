@@ -9,7 +9,6 @@ pipeline config (its extractor must be the one the map was built with).
 
 from __future__ import annotations
 
-import logging
 
 import message_filters
 from geometry_msgs.msg import PoseWithCovarianceStamped
@@ -24,14 +23,13 @@ from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.node_core import VoOutput, split_node_parameters
 from kp_vo.bridge.reloc_core import RelocConfig, make_reloc_core, map_to_odom
 from kp_vo.errors import KpVoError
-from kp_vo.ros.common import RosLogHandler, node_parameters, qos_profile, spin
+from kp_vo.ros.common import forward_logs, node_parameters, qos_profile, spin
 
 
 class RelocNode(Node):
     def __init__(self) -> None:
         super().__init__("reloc_node", automatically_declare_parameters_from_overrides=True)
-        logging.getLogger("kp_vo").addHandler(RosLogHandler(self))
-        logging.getLogger("kp_vo").setLevel(logging.INFO)
+        forward_logs(self)
         from kp_vo.config import load_config
         from kp_vo.pipeline import PipelineConfig, build_extractor
         from kp_vo.reloc.localizer import Localizer, LocalizerConfig

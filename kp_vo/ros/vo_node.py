@@ -10,7 +10,6 @@ node, everything else is kp_vo.pipeline.PipelineConfig), declared from overrides
 
 from __future__ import annotations
 
-import logging
 
 import message_filters
 from diagnostic_msgs.msg import DiagnosticArray
@@ -26,15 +25,13 @@ from tf2_ros import Buffer, TransformBroadcaster, TransformException, TransformL
 from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.debug_image import draw_debug_image
 from kp_vo.bridge.node_core import VoNodeCore, VoOutput, split_node_parameters
-from kp_vo.errors import KpVoError
-from kp_vo.ros.common import RosLogHandler, node_parameters, qos_profile, spin
+from kp_vo.ros.common import answer_trigger, forward_logs, node_parameters, qos_profile, spin
 
 
 class VoNode(Node):
     def __init__(self) -> None:
         super().__init__("vo_node", automatically_declare_parameters_from_overrides=True)
-        logging.getLogger("kp_vo").addHandler(RosLogHandler(self))
-        logging.getLogger("kp_vo").setLevel(logging.INFO)
+        forward_logs(self)
         from kp_vo.config import load_config
         from kp_vo.pipeline import PipelineConfig, build_odometry
 
@@ -116,18 +113,10 @@ class VoNode(Node):
         return response
 
     def _on_save_map(self, request, response):
-        try:
-            response.success, response.message = True, self.core.save_map(self.config.map_path)
-        except KpVoError as exc:
-            response.success, response.message = False, str(exc)
-        return response
+        return answer_trigger(response, lambda: self.core.save_map(self.config.map_path))
 
     def _on_load_map(self, request, response):
-        try:
-            response.success, response.message = True, self.core.load_map(self.config.map_path)
-        except KpVoError as exc:
-            response.success, response.message = False, str(exc)
-        return response
+        return answer_trigger(response, lambda: self.core.load_map(self.config.map_path))
 
 
 def main(args=None) -> None:
