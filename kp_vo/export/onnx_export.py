@@ -16,7 +16,7 @@ from torch import nn
 from kp_vo import __version__
 from kp_vo.errors import InvalidInputError
 from kp_vo.export.metadata import MIN_OPSET, load_onnx_checked, spec_to_props
-from kp_vo.fileio import atomic_path
+from kp_vo.fileio import atomic_path, file_sha256
 from kp_vo.models import build_model
 from kp_vo.models.checkpoints import load_weights, read_state_dict
 
@@ -33,14 +33,6 @@ class _TupleOutputs(nn.Module):
     def forward(self, image: torch.Tensor):
         out = self.model({"image": image})
         return tuple(out[n] for n in self.names)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _config_hash(meta: dict[str, str]) -> str:
@@ -67,7 +59,7 @@ def export_onnx(model_name: str, output_path: str | Path, *, weights: str | Path
     if weights is not None:
         tensors, meta = read_state_dict(weights)
         load_weights(model, tensors, model_name, source=str(weights))
-        trained, config_hash, weights_sha = True, _config_hash(meta), _sha256(Path(weights))
+        trained, config_hash, weights_sha = True, _config_hash(meta), file_sha256(Path(weights))
     else:
         log.warning("exporting %s with random (untrained) weights; metadata says so", model_name)
     return export_module(model, output_path, opset=opset, sample_hw=sample_hw, trained=trained,

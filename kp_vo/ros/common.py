@@ -8,10 +8,12 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
+import message_filters
 import rclpy
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
 
 from kp_vo.bridge.node_core import NodeConfig, unflatten
 from kp_vo.errors import KpVoError
@@ -81,3 +83,23 @@ def answer_trigger(response, action: Callable[[], str]):
     except KpVoError as exc:
         response.success, response.message = False, str(exc)
     return response
+
+
+def subscribe_images(node: Node, config: NodeConfig, on_image: Callable, on_rgbd: Callable):
+    """Subscribe ``image`` (mono) or ``image`` + ``depth`` synchronised (rgbd) as ``config`` says.
+
+    RGB-D pairs come from message_filters' ApproximateTimeSynchronizer (``approx_sync``,
+    ``sync_slop``, ``queue_size``) or its exact TimeSynchronizer. Returns the synchronizer
+    (keep a reference) or None in mono mode.
+    """
+    qos = qos_profile(config)
+    if config.mode != "rgbd":
+        node.create_subscription(Image, "image", on_image, qos)
+        return None
+    subs = [message_filters.Subscriber(node, Image, name, qos_profile=qos) for name in ("image", "depth")]
+    if config.approx_sync:
+        sync = message_filters.ApproximateTimeSynchronizer(subs, config.queue_size, config.sync_slop)
+    else:
+        sync = message_filters.TimeSynchronizer(subs, config.queue_size)
+    sync.registerCallback(on_rgbd)
+    return sync

@@ -9,13 +9,11 @@ pipeline config (its extractor must be the one the map was built with).
 
 from __future__ import annotations
 
-
-import message_filters
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.time import Time
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo
 from std_srvs.srv import Trigger
 from tf2_ros import Buffer, TransformBroadcaster, TransformException, TransformListener
 
@@ -23,7 +21,13 @@ from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.node_core import VoOutput, split_node_parameters
 from kp_vo.bridge.reloc_core import RelocConfig, make_reloc_core, map_to_odom
 from kp_vo.errors import KpVoError
-from kp_vo.ros.common import forward_logs, node_parameters, qos_profile, spin
+from kp_vo.ros.common import (
+    forward_logs,
+    node_parameters,
+    qos_profile,
+    spin,
+    subscribe_images,
+)
 
 
 class RelocNode(Node):
@@ -50,12 +54,8 @@ class RelocNode(Node):
 
         qos = qos_profile(self.config)
         self.create_subscription(CameraInfo, "camera_info", self.core.on_camera_info, qos)
-        if self.config.mode == "rgbd":
-            subs = [message_filters.Subscriber(self, Image, name, qos_profile=qos) for name in ("image", "depth")]
-            self.sync = message_filters.ApproximateTimeSynchronizer(subs, self.config.queue_size, self.config.sync_slop)
-            self.sync.registerCallback(lambda image, depth: self._publish(self.core.process(image, depth)))
-        else:
-            self.create_subscription(Image, "image", lambda msg: self._publish(self.core.on_image(msg)), qos)
+        self.sync = subscribe_images(self, self.config, lambda msg: self._publish(self.core.on_image(msg)),
+                                     lambda image, depth: self._publish(self.core.process(image, depth)))
         self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, "pose", 10)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.get_logger().info(f"reloc_node ready: {self.repository!r}")

@@ -10,8 +10,6 @@ node, everything else is kp_vo.pipeline.PipelineConfig), declared from overrides
 
 from __future__ import annotations
 
-
-import message_filters
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry, Path
 from rclpy.duration import Duration
@@ -25,7 +23,14 @@ from tf2_ros import Buffer, TransformBroadcaster, TransformException, TransformL
 from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.debug_image import draw_debug_image
 from kp_vo.bridge.node_core import VoNodeCore, VoOutput, split_node_parameters
-from kp_vo.ros.common import answer_trigger, forward_logs, node_parameters, qos_profile, spin
+from kp_vo.ros.common import (
+    answer_trigger,
+    forward_logs,
+    node_parameters,
+    qos_profile,
+    spin,
+    subscribe_images,
+)
 
 
 class VoNode(Node):
@@ -45,17 +50,7 @@ class VoNode(Node):
 
         qos = qos_profile(self.config)
         self.create_subscription(CameraInfo, "camera_info", self.core.on_camera_info, qos)
-        if self.config.mode == "rgbd":
-            image_sub = message_filters.Subscriber(self, Image, "image", qos_profile=qos)
-            depth_sub = message_filters.Subscriber(self, Image, "depth", qos_profile=qos)
-            if self.config.approx_sync:
-                self.sync = message_filters.ApproximateTimeSynchronizer(
-                    [image_sub, depth_sub], self.config.queue_size, self.config.sync_slop)
-            else:
-                self.sync = message_filters.TimeSynchronizer([image_sub, depth_sub], self.config.queue_size)
-            self.sync.registerCallback(self._on_rgbd)
-        else:
-            self.create_subscription(Image, "image", self._on_image, qos)
+        self.sync = subscribe_images(self, self.config, self._on_image, self._on_rgbd)
 
         self.odom_pub = self.create_publisher(Odometry, "odom", 10)
         self.path_pub = self.create_publisher(Path, "path", 10)

@@ -12,7 +12,6 @@ tensors first, so a JSON sidecar always describes a complete tensor file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -25,19 +24,11 @@ import torch
 from torch import nn
 
 from kp_vo.errors import ModelFileError
-from kp_vo.fileio import atomic_path
+from kp_vo.fileio import atomic_path, file_sha256
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^step_(\d{8})\.json$")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
@@ -97,7 +88,7 @@ def save_checkpoint(directory: str | Path, step: int, models: dict[str, nn.Modul
     with atomic_path(tensor_path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": meta["format"]})
     meta["tensors"] = tensor_path.name
-    meta["sha256"] = _sha256(tensor_path)
+    meta["sha256"] = file_sha256(tensor_path)
     with atomic_path(json_path) as tmp:
         tmp.write_text(json.dumps(meta))
     log.info("saved checkpoint %s", json_path)
@@ -141,7 +132,7 @@ def load_checkpoint(path: str | Path, models: dict[str, nn.Module], optimizer: t
         tensor_path = json_path.parent / meta["tensors"]
     except (OSError, ValueError, KeyError) as exc:
         raise ModelFileError(f"{json_path}: not a readable kp_vo checkpoint ({exc})") from None
-    if not tensor_path.is_file() or _sha256(tensor_path) != meta.get("sha256"):
+    if not tensor_path.is_file() or file_sha256(tensor_path) != meta.get("sha256"):
         raise ModelFileError(f"{tensor_path}: missing or does not match its checksum in {json_path.name}")
     try:
         tensors = load_file(str(tensor_path))
