@@ -1,7 +1,17 @@
-"""``kp-vo eval keypoints --extractors orb sift keypointnet:models/X.onnx [--pairs 50] ...``
+"""``kp-vo eval keypoints|viewsynth|objects``: model evaluations, several extractors per run.
 
-HPatches-style keypoint metrics (see ``kp_vo.eval.keypoints``) for several extractors on the same
-pairs, in one run: held-out homography pairs from a photo folder, or an HPatches folder.
+    kp-vo eval keypoints --extractors orb sift keypointnet:models/X.onnx [--pairs 50] ...
+        HPatches-style keypoint metrics (``kp_vo.eval.keypoints``) on the same pairs: held-out
+        homography pairs from a photo folder, or an HPatches folder.
+    kp-vo eval viewsynth --extractors orb sift viewsynth:models/viewsynth.onnx
+                         [--map-source SRC --query-source SRC ...]
+        ViewSynth relocalization protocol (``kp_vo.reloc.evaluation``): MMA at 0.1/0.25/0.5 m and
+        localization accuracy at (0.5 m, 2 deg), (1 m, 5 deg), (5 m, 10 deg); by default on the
+        synthetic RGB-D room (map one trajectory, localize another), else map one dataset sequence
+        (depth + ground truth, e.g. a 7-Scenes train sequence) and localize another.
+    kp-vo eval objects CHECKPOINT [--pairs 100]
+        3D-object KeypointNet relative-pose angular error on held-out rendered view pairs
+        (``kp_vo.eval.objects``).
 """
 
 from __future__ import annotations
@@ -25,7 +35,8 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="evaluate models (keypoint metrics)")
+    p = subparsers.add_parser("eval", help="evaluate models (keypoint metrics, ViewSynth relocalization, "
+                                           "object keypoints)")
     sub = p.add_subparsers(dest="eval_command", required=True)
     k = sub.add_parser("keypoints", help="HPatches-style repeatability / localization / correctness / "
                        "matching score")
@@ -42,6 +53,50 @@ def register(subparsers) -> None:
     k.add_argument("--eps", type=float, default=3.0, help="distance threshold (px) of repeatability / MS")
     k.add_argument("--json", default=None, help="also write the results to this JSON file")
     k.set_defaults(func=handle_keypoints)
+
+    v = sub.add_parser("viewsynth", help="ViewSynth relocalization protocol: MMA and localization accuracy")
+    v.add_argument("--extractors", nargs="+", default=["orb", "sift"],
+                   help="orb, sift, viewsynth:FILE.onnx|.safetensors (depth), keypointnet:FILE.onnx|.safetensors")
+    v.add_argument("--map-source", default=None,
+                   help="dataset to map (depth + ground-truth poses; any kp_vo.datasets.open_sequence source); "
+                        "default: the synthetic room experiment")
+    v.add_argument("--query-source", default=None, help="dataset to localize against the map (with --map-source)")
+    for role in ("map", "query"):
+        v.add_argument(f"--{role}-sequence", default=None, help=f"sequence inside the {role} source (7-Scenes: seq-01)")
+        v.add_argument(f"--{role}-start", type=int, default=0, help=f"first {role} frame")
+        v.add_argument(f"--{role}-stride", type=int, default=1, help=f"use every N-th {role} frame")
+        v.add_argument(f"--{role}-max-frames", type=int, default=None, help=f"at most this many {role} frames")
+        v.add_argument(f"--{role}-option", action="append", metavar="KEY=VALUE",
+                       help=f"extra {role} loader option (YAML value); repeatable")
+    v.add_argument("--num-map", type=int, default=30, help="room: mapped frames (one circular trajectory)")
+    v.add_argument("--num-query", type=int, default=10, help="room: query frames (another trajectory)")
+    v.add_argument("--size", type=_size, default=(240, 320), help="room: rendered HxW")
+    v.add_argument("--seed", type=int, default=0, help="room: scene seed")
+    v.add_argument("--num-keypoints", type=int, default=1000, help="keypoints extracted per frame")
+    v.add_argument("--top-k", type=int, default=300, help="keypoints kept per mapped frame (ViewSynth paper: 50)")
+    v.add_argument("--query-top-k", type=int, default=None, help="query keypoints used (default all)")
+    v.add_argument("--every", type=int, default=1, help="map every N-th map frame")
+    v.add_argument("--match-mode", choices=("mutual", "ratio", "topk"), default="mutual")
+    v.add_argument("--no-depth", action="store_true", help="ignore query depth (RANSAC-PnP only)")
+    v.add_argument("--device", default="cpu", help="learned extractors: cpu, cuda or auto")
+    v.add_argument("--json", default=None, help="also write the results to this JSON file")
+    v.set_defaults(func=handle_viewsynth)
+
+    o = sub.add_parser("objects", help="3D-object KeypointNet relative-pose angular error on held-out rendered pairs")
+    o.add_argument("model", help="exported .onnx, training checkpoint (step_N.safetensors / .json) or "
+                                 "weights/object_keypointnet.safetensors")
+    o.add_argument("--config", default=None,
+                   help="training config YAML for the render size and distance (default: the run's "
+                        "config_used.yaml when the model lies in a training output folder, else the recipe defaults)")
+    o.add_argument("--pairs", type=int, default=100, help="held-out view pairs")
+    o.add_argument("--num-objects", type=int, default=10, help="held-out chairs the pairs cycle through")
+    o.add_argument("--size", type=int, default=None, help="render size S (SxS); overrides the config")
+    o.add_argument("--distance", type=float, default=None,
+                   help="camera distance = depth offset z0; overrides the config")
+    o.add_argument("--seed", type=int, default=0, help="seed of the held-out chairs and views")
+    o.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    o.add_argument("--json", default=None, help="also write the results (and every pair's error) to this JSON file")
+    o.set_defaults(func=handle_objects)
 
 
 def handle_keypoints(args: argparse.Namespace) -> int:
@@ -66,4 +121,91 @@ def handle_keypoints(args: argparse.Namespace) -> int:
     print(format_table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps({"setup": header, "results": [r.as_row() for r in rows]}, indent=2))
+    return 0
+
+
+def _open_role(args: argparse.Namespace, role: str):
+    from kp_vo.cli.map import open_source
+
+    def arg(name: str):
+        return getattr(args, f"{role}_{name}")
+
+    return open_source(arg("source"), arg("sequence"), arg("start"), arg("stride"), arg("max_frames"), arg("option"))
+
+
+def handle_viewsynth(args: argparse.Namespace) -> int:
+    from kp_vo.errors import InvalidInputError
+    from kp_vo.eval.keypoints import extractor_from_spec
+    from kp_vo.reloc.evaluation import (
+        format_summary_table,
+        map_and_localize,
+        room_experiment,
+        with_ground_truth,
+    )
+    from kp_vo.reloc.localizer import LocalizerConfig
+
+    if (args.map_source is None) != (args.query_source is None):
+        raise InvalidInputError("give both --map-source and --query-source, or neither (synthetic room)")
+    config = LocalizerConfig(query_top_k=args.query_top_k, match_mode=args.match_mode, use_depth=not args.no_depth)
+    # Build every extractor first so that a bad spec fails before any long run.
+    extractors = {spec: extractor_from_spec(spec, args.num_keypoints, args.device) for spec in args.extractors}
+    summaries: dict[str, dict] = {}
+    if args.map_source is None:
+        h, w = args.size
+        setup = (f"synthetic room: {args.num_map} mapped frames, {args.num_query} queries from another "
+                 f"trajectory, {h}x{w}")
+        for spec, extractor in extractors.items():
+            summaries[spec] = room_experiment(extractor, top_k=args.top_k, num_map=args.num_map,
+                                              num_query=args.num_query, seed=args.seed, width=w, height=h,
+                                              config=config).summary
+    else:
+        map_seq, query_seq = _open_role(args, "map"), _open_role(args, "query")
+        if not map_seq.has_depth or map_seq.ground_truth() is None:
+            raise InvalidInputError(f"{args.map_source}: mapping needs depth images and ground-truth poses")
+        if query_seq.ground_truth() is None:
+            raise InvalidInputError(f"{args.query_source}: queries need ground-truth poses to be scored")
+        setup = (f"map {map_seq.name} ({len(map_seq)} frames, every {args.every}), "
+                 f"queries {query_seq.name} ({len(query_seq)} frames)")
+        for spec, extractor in extractors.items():
+            summaries[spec] = map_and_localize(extractor, with_ground_truth(iter(map_seq)), iter(query_seq),
+                                               top_k=args.top_k, every=args.every, config=config).summary
+    header = f"{setup}; {args.num_keypoints} keypoints per frame, top {args.top_k} mapped"
+    print(header)
+    print(format_summary_table(summaries))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"setup": header, "results": summaries}, indent=2))
+    return 0
+
+
+def _object_data_config(args: argparse.Namespace):
+    """(ObjectDataConfig, where it came from): --config, else the training run's config_used.yaml, else defaults."""
+    from kp_vo.config import load_config
+    from kp_vo.training.recipes.object_keypoints import ObjectKeypointsConfig
+
+    path = Path(args.config) if args.config else Path(args.model).resolve().parent.parent / "config_used.yaml"
+    if args.config or path.is_file():
+        return load_config(ObjectKeypointsConfig, path).data, str(path)
+    return ObjectKeypointsConfig().data, "recipe defaults"
+
+
+def handle_objects(args: argparse.Namespace) -> int:
+    from kp_vo.eval.objects import ObjectKeypointModel, evaluate_pairs, held_out_pairs
+
+    data, origin = _object_data_config(args)
+    size = args.size if args.size is not None else data.size
+    distance = args.distance if args.distance is not None else data.distance
+    model = ObjectKeypointModel(args.model, device=args.device)
+    pairs = held_out_pairs(args.pairs, size, distance, args.num_objects, args.seed)
+    metrics = evaluate_pairs(model.predict, pairs, z_offset=distance)
+    header = (f"{model.description}: {len(pairs)} held-out view pairs of {args.num_objects} unseen chairs, "
+              f"{size}x{size}, distance {distance:g} (from {origin})")
+    if not model.trained:
+        header += "; the model is marked UNTRAINED"
+    print(header)
+    print(f"{'pairs':>6} {'mean_deg':>9} {'median_deg':>10} {'<10deg':>7} {'<30deg':>7}")
+    print(f"{len(pairs):>6d} {metrics.mean_deg:9.2f} {metrics.median_deg:10.2f} "
+          f"{metrics.under[10.0]:7.3f} {metrics.under[30.0]:7.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"setup": header, "results": metrics.as_dict(),
+                                               "errors_deg": metrics.errors_deg.tolist()}, indent=2))
     return 0

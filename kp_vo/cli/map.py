@@ -12,19 +12,26 @@ from kp_vo.errors import InvalidInputError
 logger = logging.getLogger(__name__)
 
 
-def _open(args: argparse.Namespace):
-    """The sequence of ``args.source`` with the shared selection options and any ``--option k=v``."""
+def open_source(source: str, sequence: str | None = None, start: int = 0, stride: int = 1,
+                max_frames: int | None = None, option_items: list[str] | None = None):
+    """The sequence ``open_sequence(source, sequence)`` with the selection options and ``KEY=VALUE``
+    loader options (YAML values); shared by ``kp-vo map`` and ``kp-vo eval viewsynth``."""
     import yaml
 
     from kp_vo.datasets import open_sequence
 
-    options = {"start": args.start, "stride": args.stride, "max_frames": args.max_frames}
-    for item in args.option or []:
+    options = {"start": start, "stride": stride, "max_frames": max_frames}
+    for item in option_items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise InvalidInputError(f"--option expects KEY=VALUE, got {item!r}")
         options[key] = yaml.safe_load(value)
-    return open_sequence(args.source, args.sequence, **options)
+    return open_sequence(source, sequence, **options)
+
+
+def _open(args: argparse.Namespace):
+    """The sequence of ``args.source`` with the shared selection options and any ``--option k=v``."""
+    return open_source(args.source, args.sequence, args.start, args.stride, args.max_frames, args.option)
 
 
 def _add_source_options(parser: argparse.ArgumentParser) -> None:

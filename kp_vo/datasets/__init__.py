@@ -4,6 +4,10 @@ Layouts recognised by ``open_sequence(path, sequence=None, **options)``:
     "synthetic", "synthetic:street", "synthetic:room"   rendered scenes (SyntheticSequence)
     ROOT with sequences/ (KITTI odometry root)           KittiOdometry(ROOT, sequence)
     ROOT/sequences/SS (a KITTI sequence folder)          KittiOdometry(ROOT/sequences/SS)
+    7-Scenes scene folder (seq-XX/frame-*.color.png)     SevenScenes(SCENE, sequence) ("seq-01", "train", ...)
+    7-Scenes seq-XX folder                               SevenScenes(SCENE/seq-XX)
+    folder with rgb.txt and a *_gt.txt (CoRBS)           CoRBS(folder)
+    "corbs:FOLDER" (CoRBS with groundtruth.txt)          CoRBS(FOLDER)
     folder with rgb.txt (+ depth.txt) (TUM RGB-D)        TumRgbd(folder)
     folder of png/jpg images                             ImageFolder(folder, camera=...) (needs ``camera``
                                                          (CameraIntrinsics) or ``intrinsics`` (fx, fy, cx, cy))
@@ -18,8 +22,10 @@ import logging
 from pathlib import Path
 
 from kp_vo.datasets.base import IndexedSequence, Sequence, select_indices
+from kp_vo.datasets.corbs import CoRBS, looks_like_corbs
 from kp_vo.datasets.image_folder import ImageFolder, list_images
 from kp_vo.datasets.kitti import KittiOdometry, parse_kitti_calib
+from kp_vo.datasets.sevenscenes import SevenScenes, is_scene_folder, is_sequence_folder
 from kp_vo.datasets.synthetic import (
     SyntheticSequence,
     make_scene,
@@ -31,9 +37,9 @@ from kp_vo.errors import DatasetError
 from kp_vo.trajio import read_kitti_poses
 from kp_vo.types import CameraIntrinsics
 
-__all__ = ["ImageFolder", "IndexedSequence", "KittiOdometry", "Sequence", "SyntheticSequence", "TumRgbd",
-           "make_scene", "open_sequence", "parse_kitti_calib", "read_kitti_poses", "room_trajectory",
-           "select_indices", "street_trajectory"]
+__all__ = ["CoRBS", "ImageFolder", "IndexedSequence", "KittiOdometry", "Sequence", "SevenScenes",
+           "SyntheticSequence", "TumRgbd", "make_scene", "open_sequence", "parse_kitti_calib", "read_kitti_poses",
+           "room_trajectory", "select_indices", "street_trajectory"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +74,14 @@ def open_sequence(path: str, sequence: str | None = None, **options) -> Sequence
             options["num_frames"] = int(options.get("start") or 0) + (int(options["max_frames"]) - 1) * int(
                 options.get("stride") or 1) + 1
         return SyntheticSequence(kind, **options)
-    root = Path(spec).expanduser()
+    force_corbs = spec.startswith("corbs:")
+    root = Path(spec[len("corbs:"):] if force_corbs else spec).expanduser()
     if not root.exists():
         raise DatasetError(f"{root}: no such dataset path (expected a folder, or 'synthetic[:street|room]')")
     if not root.is_dir():
-        raise DatasetError(f"{root}: not a folder (expected a KITTI, TUM RGB-D or image folder)")
+        raise DatasetError(f"{root}: not a folder (expected a KITTI, 7-Scenes, TUM RGB-D, CoRBS or image folder)")
+    if force_corbs:
+        return CoRBS(root, **options)
     if (root / "sequences").is_dir():
         if sequence is None:
             found = sorted(p.name for p in (root / "sequences").iterdir() if p.is_dir())
@@ -82,10 +91,14 @@ def open_sequence(path: str, sequence: str | None = None, **options) -> Sequence
         if sequence is not None and str(sequence).zfill(2) != root.name:
             raise DatasetError(f"{root}: path is KITTI sequence {root.name} but sequence={sequence!r} was given")
         return KittiOdometry(root, None, **options)
+    if is_sequence_folder(root) or is_scene_folder(root):
+        return SevenScenes(root, sequence, **options)
+    if looks_like_corbs(root):
+        return CoRBS(root, **options)
     if (root / "rgb.txt").is_file() or (root / "depth.txt").is_file():
         return TumRgbd(root, **options)
     if list_images(root):
         camera = _image_folder_camera(root, options)
         return ImageFolder(root, camera, **options)
-    raise DatasetError(f"{root}: unknown dataset layout (expected 'sequences/' (KITTI), rgb.txt/depth.txt (TUM RGB-D) "
-                       f"or png/jpg images)")
+    raise DatasetError(f"{root}: unknown dataset layout (expected 'sequences/' (KITTI), seq-XX/frame-*.color.png "
+                       f"(7-Scenes), rgb.txt/depth.txt (TUM RGB-D, CoRBS) or png/jpg images)")

@@ -10,6 +10,10 @@ Each RGB image is paired with the depth image of nearest timestamp within ``max_
 seconds (RGB images without one are dropped). Ground truth is interpolated at the RGB stamps
 (position: linear, rotation: slerp); frames outside the ground-truth time span (or in a gap
 longer than ``max_gt_gap`` seconds) get an all-NaN pose.
+
+Filenames in the list files may use Windows separators ("rgb\\0001.png"); they are read as "/".
+Subclasses for TUM-like layouts (``kp_vo.datasets.corbs.CoRBS``) override ``name_prefix``,
+``default_intrinsics`` and ``groundtruth_path``.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ def read_tum_list(path: str | Path) -> tuple[np.ndarray, list[str]]:
             raise DatasetError(f"{path}:{lineno}: expected 'timestamp filename', got {line[:60]!r}") from None
         if len(parts) < 2:
             raise DatasetError(f"{path}:{lineno}: missing filename")
-        names.append(parts[1])
+        names.append(parts[1].replace("\\", "/"))
     return np.array(stamps, np.float64), names
 
 
@@ -133,6 +137,18 @@ class TumRgbd(IndexedSequence):
     ``fx, fy, cx, cy`` (override the Freiburg defaults chosen from the folder name), ``max_gt_gap``.
     """
 
+    name_prefix = "tum"
+
+    def default_intrinsics(self, root: Path) -> tuple[str, tuple[float, float, float, float]]:
+        """(label for the log, (fx, fy, cx, cy)) used when the options do not give them."""
+        key = tum_intrinsics_key(root.name)
+        return key, TUM_INTRINSICS[key]
+
+    def groundtruth_path(self, root: Path) -> Path | None:
+        """The ground-truth trajectory file of ``root``, or None when the sequence has none."""
+        path = root / "groundtruth.txt"
+        return path if path.is_file() else None
+
     def __init__(self, root: str | Path, max_time_diff: float = 0.02, depth_scale: float = 5000.0,
                  fx: float | None = None, fy: float | None = None, cx: float | None = None,
                  cy: float | None = None, max_gt_gap: float = 0.1,
@@ -143,7 +159,7 @@ class TumRgbd(IndexedSequence):
         if depth_scale <= 0:
             raise DatasetError(f"depth_scale must be positive, got {depth_scale}")
         self.root = root
-        self.name = f"tum_{root.name}"
+        self.name = f"{self.name_prefix}_{root.name}"
         self.depth_scale = float(depth_scale)
         rgb_t, rgb_names = read_tum_list(root / "rgb.txt")
         order = np.argsort(rgb_t, kind="stable")
@@ -170,8 +186,7 @@ class TumRgbd(IndexedSequence):
         self._rgb_paths = [root / n for n in rgb_names]
         self._depth_paths = [None if n is None else root / n for n in depth_names]
 
-        key = tum_intrinsics_key(root.name)
-        dfx, dfy, dcx, dcy = TUM_INTRINSICS[key]
+        key, (dfx, dfy, dcx, dcy) = self.default_intrinsics(root)
         first = cv2.imread(str(self._rgb_paths[0]), cv2.IMREAD_UNCHANGED)
         if first is None:
             raise DatasetError(f"{self._rgb_paths[0]}: cannot read image")
@@ -180,14 +195,16 @@ class TumRgbd(IndexedSequence):
                                        cx if cx is not None else dcx, cy if cy is not None else dcy, w, h)
 
         poses = None
-        if (root / "groundtruth.txt").is_file():
-            gt_t, gt_poses = read_tum_trajectory(root / "groundtruth.txt")
+        gt_path = self.groundtruth_path(root)
+        if gt_path is not None:
+            gt_t, gt_poses = read_tum_trajectory(gt_path)
             poses = interpolate_poses(rgb_t, gt_t, gt_poses, max_gt_gap)
             missing = int(np.isnan(poses[:, 0, 0]).sum())
             if missing:
                 logger.warning("%s: %d frames have no ground truth (NaN poses)", root, missing)
         self._set_frames(np.round(rgb_t * 1e9).astype(np.int64), poses, start, stride, max_frames)
-        logger.info("TUM %s: %d frames, intrinsics %s, depth=%s", root.name, len(self), key, self.has_depth)
+        logger.info("%s %s: %d frames, intrinsics %s, depth=%s", type(self).__name__, root.name, len(self), key,
+                    self.has_depth)
 
     def _load(self, raw_index: int) -> tuple[np.ndarray, np.ndarray | None]:
         path = self._rgb_paths[raw_index]

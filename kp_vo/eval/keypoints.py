@@ -241,21 +241,25 @@ def hpatches_pairs(folder: str | Path, size_hw: tuple[int, int] = (240, 320)) ->
 
 # --- extractors ------------------------------------------------------------------------------------
 
-def extractor_from_spec(spec: str, max_keypoints: int):
-    """"orb", "sift", "keypointnet:PATH" or "keypointnet_vgg:PATH" (PATH .onnx -> ONNX Runtime,
-    .safetensors -> torch) -> an Extractor keeping ``max_keypoints``."""
+def extractor_from_spec(spec: str, max_keypoints: int, device: str = "cpu"):
+    """"orb", "sift", "keypointnet:PATH", "keypointnet_vgg:PATH" or "viewsynth:PATH" (PATH .onnx ->
+    ONNX Runtime, .safetensors -> torch, on ``device``) -> an Extractor keeping ``max_keypoints``."""
     name, _, path = spec.partition(":")
-    if name in ("keypointnet", "keypointnet_vgg"):
-        import kp_vo.runtime  # noqa: F401  (registers "keypointnet")
+    if name in ("keypointnet", "keypointnet_vgg", "viewsynth"):
+        import kp_vo.runtime  # noqa: F401  (registers "keypointnet", "viewsynth")
         if not path:
             raise InvalidInputError(f"{spec!r}: give the model file as {name}:PATH")
+        if name == "viewsynth":
+            backend = "onnx" if path.endswith(".onnx") else "torch"
+            return create_extractor("viewsynth", model_path=path, backend=backend, max_keypoints=max_keypoints,
+                                    device=device)
         if path.endswith(".onnx"):
             from kp_vo.export.metadata import read_metadata
             kind = read_metadata(path).kind
             return create_extractor("keypointnet", model_path=path, backend="onnx", kind=kind,
-                                    max_keypoints=max_keypoints, device="cpu")
+                                    max_keypoints=max_keypoints, device=device)
         return create_extractor("keypointnet", model_path=path, backend="torch", kind=name,
-                                max_keypoints=max_keypoints, device="cpu")
+                                max_keypoints=max_keypoints, device=device)
     if path:
         raise InvalidInputError(f"{spec!r}: extractor {name!r} takes no model path")
     return create_extractor(name, max_keypoints=max_keypoints)
@@ -269,6 +273,8 @@ def evaluate_extractors(specs: list[str], pairs: list[HomographyPair], max_keypo
     out = []
     for spec in specs:
         ex = extractor_from_spec(spec, max_keypoints)
+        if getattr(ex, "input_kind", "image") != "image":
+            raise InvalidInputError(f"{spec!r} works on depth images; homography pairs are colour images")
         results = [evaluate_pair(ex.extract(p.image_a), ex.extract(p.image_b), p, eps) for p in pairs]
         out.append(summarize(spec, results))
         log.info("%s: %s", spec, out[-1].as_row())

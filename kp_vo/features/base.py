@@ -16,6 +16,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from kp_vo.errors import InvalidInputError
+from kp_vo.types import Frame
 
 METRICS = ("l2", "hamming")
 
@@ -50,14 +51,29 @@ class Features:
 
 
 class Extractor(Protocol):
-    """Anything with a name, a metric and ``extract(image) -> Features``."""
+    """Anything with a name, a metric and ``extract(image) -> Features``.
+
+    ``input_kind`` says what ``extract`` takes from a frame: "image" ((H, W) uint8 grayscale or
+    (H, W, 3) uint8 RGB) or "depth" ((H, W) float32 metres, e.g. ViewSynth). Extractors without the
+    attribute are image extractors. ``extract_frame`` feeds a ``Frame`` accordingly.
+    """
 
     name: str
     metric: str
 
     def extract(self, image: np.ndarray) -> Features:
-        """image: (H, W) uint8 grayscale or (H, W, 3) uint8 RGB."""
+        """image: (H, W) uint8 grayscale or (H, W, 3) uint8 RGB (depth extractors: (H, W) float32 metres)."""
         ...
+
+
+def extract_frame(extractor: Extractor, frame: Frame) -> Features:
+    """``extractor``'s features of ``frame``: of its image, or of its depth for ``input_kind == "depth"``."""
+    if getattr(extractor, "input_kind", "image") == "depth":
+        if frame.depth is None:
+            raise InvalidInputError(f"frame {frame.index}: extractor {extractor.name!r} works on depth images "
+                                    f"and this frame has none")
+        return extractor.extract(frame.depth)
+    return extractor.extract(frame.image)
 
 
 def check_image(image: np.ndarray) -> None:

@@ -34,6 +34,8 @@ def _grid_select(keypoints: list, max_keypoints: int, image_shape: tuple[int, in
 class OpenCVExtractor:
     """Detect many keypoints with an OpenCV feature, keep ``max_keypoints`` spread by bucketing, describe them."""
 
+    input_kind = "image"
+
     def __init__(self, name: str, detector, metric: str, descriptor_dim: int, max_keypoints: int, grid_cell: int):
         self.name = name
         self.metric = metric

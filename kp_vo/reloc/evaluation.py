@@ -118,6 +118,57 @@ def evaluate_localizer(localizer: Localizer, frames: Iterable[Frame]) -> RelocEv
     return out
 
 
+def map_and_localize(extractor, map_frames: Iterable[Frame], query_frames: Iterable[Frame], top_k: int | None = 300,
+                     every: int = 1, config=None, index_config=None) -> RelocEvaluation:
+    """The ViewSynth protocol on any frames: map ``map_frames`` (depth + ground-truth poses) with their
+    top-``top_k`` keypoints of ``extractor``, then localize and score every query frame against the map."""
+    from kp_vo.reloc.localizer import LocalizerConfig
+    from kp_vo.reloc.repository import build_repository
+
+    repo = build_repository(map_frames, extractor, top_k=top_k, every=every, index_config=index_config)
+    evaluation = evaluate_localizer(Localizer(repo, extractor, config or LocalizerConfig()), query_frames)
+    evaluation.summary["top_k"] = top_k
+    return evaluation
+
+
+def with_ground_truth(frames: Iterable[Frame]) -> Iterable[Frame]:
+    """The frames that have a finite ground-truth pose (mapping needs one); logs how many were skipped."""
+    skipped = 0
+    for frame in frames:
+        T = frame.T_world_cam_gt
+        if T is not None and np.all(np.isfinite(T)):
+            yield frame
+        else:
+            skipped += 1
+    if skipped:
+        logger.warning("skipped %d frames without ground-truth pose", skipped)
+
+
+def format_summary_table(summaries: dict[str, dict]) -> str:
+    """One row per evaluated extractor (``{name: RelocEvaluation.summary}``): MMA at the three
+    thresholds (metres), localization accuracy at the three (metres, degrees) thresholds, median
+    errors of the successful queries and the map size."""
+    mma_keys = [f"{t:g}" for t in MMA_THRESHOLDS_M]
+    acc_keys = [f"{t:g}m_{r:g}deg" for t, r in POSE_THRESHOLDS]
+    width = min(60, max([len("extractor")] + [len(name) for name in summaries]))
+    head = (f"{'extractor':<{width}} {'queries':>7} {'ok':>4} " + " ".join(f"{'MMA@' + k:>8}" for k in mma_keys)
+            + " " + " ".join(f"{k.replace('_', '/'):>10}" for k in acc_keys)
+            + f" {'med_t_m':>8} {'med_r_deg':>9} {'points':>7}")
+
+    def num(value, fmt: str) -> str:
+        return format(float("nan") if value is None else value, fmt)
+
+    lines = [head]
+    for name, s in summaries.items():
+        mma_row, acc_row = s.get("mma") or {}, s.get("localization_accuracy") or {}
+        lines.append(f"{name[-width:]:<{width}} {s['num_queries']:>7d} {s['num_success']:>4d} "
+                     + " ".join(num(mma_row.get(k), "8.3f") for k in mma_keys) + " "
+                     + " ".join(num(acc_row.get(k), "10.3f") for k in acc_keys)
+                     + f" {num(s.get('median_translation_error_m'), '8.3f')}"
+                     + f" {num(s.get('median_rotation_error_deg'), '9.2f')} {s['map_points']:>7d}")
+    return "\n".join(lines)
+
+
 def write_evaluation(evaluation: RelocEvaluation, output_dir: str | Path) -> dict[str, Path]:
     """Write ``metrics.json`` and ``poses_tum.txt`` (stamp_s tx ty tz qx qy qz qw, successful queries)."""
     from scipy.spatial.transform import Rotation
@@ -186,14 +237,9 @@ def room_experiment(extractor, top_k: int | None = 300, num_map: int = 30, num_q
     """ViewSynth protocol on the synthetic room: map a circular trajectory with ground-truth poses,
     then localize a DIFFERENT trajectory (other radius, height, pitch and headings between the
     mapped ones) with ``extractor``. Returns the evaluation (summary has accuracy and MMA)."""
-    from kp_vo.reloc.localizer import LocalizerConfig
-    from kp_vo.reloc.repository import build_repository
     map_poses = room_trajectory(num_map, radius=0.5, height=1.4)
     query_poses = room_trajectory(num_query, radius=0.9, height=1.15, pitch=np.radians(8.0),
                                   phase=np.pi / num_map + 0.3, yaw0=np.radians(10.0))
-    repo = build_repository(render_room_frames(map_poses, width, height, seed), extractor, top_k=top_k,
-                            index_config=index_config)
-    localizer = Localizer(repo, extractor, config or LocalizerConfig())
-    evaluation = evaluate_localizer(localizer, render_room_frames(query_poses, width, height, seed, first_index=1000))
-    evaluation.summary["top_k"] = top_k
-    return evaluation
+    return map_and_localize(extractor, render_room_frames(map_poses, width, height, seed),
+                            render_room_frames(query_poses, width, height, seed, first_index=1000),
+                            top_k=top_k, config=config, index_config=index_config)

@@ -1,7 +1,8 @@
 """Localize one query frame against a 3D keypoint repository, with no pose hint.
 
 Recipe (``Localizer.localize``):
-1. extract the query's keypoints (top ``query_top_k`` by score);
+1. extract the query's keypoints (top ``query_top_k`` by score; from the depth image for depth
+   extractors such as ViewSynth);
 2. match them to map descriptors through the repository's FAISS index ("mutual" nearest
    neighbours, Lowe "ratio" test against the nearest neighbour that is a *different* 3D point,
    or "topk": the k nearest map points of every query keypoint all go to RANSAC);
@@ -23,7 +24,7 @@ import faiss
 import numpy as np
 
 from kp_vo.errors import InvalidInputError
-from kp_vo.features.base import Extractor, Features
+from kp_vo.features.base import Extractor, Features, extract_frame
 from kp_vo.geometry.se3 import transform
 from kp_vo.reloc.repository import Repository, lift_to_camera
 from kp_vo.types import CameraIntrinsics, Frame
@@ -165,7 +166,7 @@ class Localizer:
             raise InvalidInputError("this localizer has no extractor: use localize_features")
         frame.validate()
         t0 = time.perf_counter()
-        features = self.extractor.extract(frame.image)
+        features = extract_frame(self.extractor, frame)
         result = self.localize_features(features, frame.camera, frame.depth)
         result.timings["extract"] = time.perf_counter() - t0 - result.timings["total"]
         result.timings["total"] = time.perf_counter() - t0

@@ -20,7 +20,7 @@ from typing import Iterable
 import numpy as np
 
 from kp_vo.errors import InvalidInputError, MapFileError
-from kp_vo.features.base import Extractor, Features
+from kp_vo.features.base import Extractor, Features, extract_frame
 from kp_vo.geometry.camera import lift_keypoints
 from kp_vo.geometry.se3 import transform
 from kp_vo.reloc.index import DescriptorIndex, IndexConfig, choose_kind
@@ -230,7 +230,8 @@ class Repository:
 
 def build_repository(frames: Iterable[Frame], extractor: Extractor, top_k: int | None = 300, every: int = 1,
                      poses: dict[int, np.ndarray] | None = None, index_config: IndexConfig | None = None) -> Repository:
-    """Map every ``every``-th frame (which must have depth) with its top-``top_k`` keypoints.
+    """Map every ``every``-th frame (which must have depth) with its top-``top_k`` keypoints (extracted
+    from the image, or from the depth for depth extractors such as ViewSynth).
 
     poses: optional {frame.index: T_world_cam} (e.g. from a VO run); otherwise each frame's
     ground-truth pose is used.
@@ -242,7 +243,7 @@ def build_repository(frames: Iterable[Frame], extractor: Extractor, top_k: int |
         if i % every:
             continue
         frame.validate()
-        features = extractor.extract(frame.image)
+        features = extract_frame(extractor, frame)
         if repo is None:
             repo = Repository(features.metric, features.descriptors.shape[1], extractor.name,
                               {"source": "frames", "top_k": top_k, "every": every}, index_config)

@@ -73,6 +73,7 @@ class KeypointNetExtractor(_NetworkExtractor):
 
     name = "keypointnet"
     metric = "l2"
+    input_kind = "image"
 
     def __init__(self, model_path=None, backend: str = "onnx", max_keypoints: int = 1000,
                  score_threshold: float = 0.0, cell_nms: bool = False, input_height: int | None = None,
@@ -106,6 +107,7 @@ class ViewSynthExtractor(_NetworkExtractor):
 
     name = "viewsynth"
     metric = "l2"
+    input_kind = "depth"             # kp_vo.features.base.extract_frame feeds it Frame.depth
 
     def __init__(self, model_path=None, backend: str = "onnx", max_keypoints: int = 1000,
                  score_threshold: float = 0.0, input_height: int | None = None, input_width: int | None = None,

@@ -3,10 +3,11 @@ depth images with ground-truth poses, with the contrastive descriptor loss L_c a
 View Synthesis Network (GTN + DSN) and its loss L_v: L = L_c + lambda_v L_v.
 
 Data: pairs (i, i + gap) for gap in ``data.gaps`` (10 and 30 frames, as in the paper) of a depth
-sequence: the synthetic room (``data.source = "synthetic"``) or a TUM RGB-D folder (anything
-``kp_vo.datasets.open_sequence`` reads with depth and ground truth), resized to height x width
-(multiples of 8, nearest-neighbour so no depth is invented at edges). The first ``1 - val_fraction``
-of the frames train, the rest validate.
+sequence: the synthetic room (``data.source = "synthetic"``) or any folder that
+``kp_vo.datasets.open_sequence`` reads with depth and ground-truth poses -- a 7-Scenes scene
+(``data.sequence`` "seq-01", "train", ...) or ``seq-XX`` folder, a CoRBS folder, a TUM RGB-D folder --
+resized to height x width (multiples of 8, nearest-neighbour so no depth is invented at edges). The
+first ``1 - val_fraction`` of the frames train, the rest validate.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ViewSynthDataConfig:
-    source: str = "synthetic"          # "synthetic" (room scene) or a TUM RGB-D folder
+    source: str = "synthetic"          # "synthetic" (room scene) or a dataset folder with depth + poses
+                                       # (7-Scenes scene or seq-XX, CoRBS, TUM RGB-D; see open_sequence)
+    sequence: str = ""                 # sequence inside ``source`` when it needs one (7-Scenes: "seq-01", "train")
     height: int = 64                   # network input size (multiples of 8)
     width: int = 64
     gaps: tuple[int, ...] = (10, 30)   # frame distances of the pairs
@@ -89,9 +92,11 @@ class DepthPairDataset(torch.utils.data.Dataset):
             raise DatasetError(f"{sequence.name}: ViewSynth needs depth images and ground-truth poses")
         self.sequence, self.height, self.width, self.poses = sequence, height, width, np.asarray(gt, np.float64)
         lo, hi = int(frame_ids.min()), int(frame_ids.max())
-        self.pairs = [(i, i + g) for g in gaps for i in range(lo, hi - g + 1)]
+        known = np.isfinite(self.poses.reshape(len(self.poses), -1)).all(axis=1)   # frames with ground truth
+        self.pairs = [(i, i + g) for g in gaps for i in range(lo, hi - g + 1) if known[i] and known[i + g]]
         if not self.pairs:
-            raise DatasetError(f"no depth pairs: frames {lo}..{hi} are too few for gaps {tuple(gaps)}")
+            raise DatasetError(f"no depth pairs: frames {lo}..{hi} are too few (or lack ground truth) "
+                               f"for gaps {tuple(gaps)}")
         cam = sequence.camera
         sx, sy = width / cam.width, height / cam.height
         self.K = np.array([[cam.fx * sx, 0, (cam.cx + 0.5) * sx - 0.5],
@@ -140,7 +145,7 @@ class ViewSynthRecipe:
             seq = SyntheticSequence("room", num_frames=d.synthetic_frames, width=d.width, height=d.height, seed=d.seed)
         else:
             from kp_vo.datasets import open_sequence
-            seq = open_sequence(d.source)
+            seq = open_sequence(d.source, d.sequence or None)
         n = len(seq) if d.max_frames <= 0 else min(len(seq), d.max_frames)
         n_val = round(n * d.val_fraction)
         ids = np.arange(0, n - n_val) if split == "train" else np.arange(n - n_val, n)
