@@ -195,3 +195,39 @@ def test_choose_kind_by_size():
     assert choose_kind(1000, cfg) == "flat" and choose_kind(1001, cfg) == "ivf"
     with pytest.raises(InvalidInputError):
         choose_kind(10, IndexConfig(kind="magic"))
+    with pytest.raises(InvalidInputError, match="ivf_codes"):
+        choose_kind(10, IndexConfig(ivf_codes="pq99"))
+
+
+def test_ivf_sq8_codes_are_smaller_and_find_the_exact_neighbours_of_noisy_queries():
+    rng = np.random.default_rng(4)
+    db = rng.normal(size=(8000, 64)).astype(np.float32)
+    db /= np.linalg.norm(db, axis=1, keepdims=True)
+    queries = db[:200] + 0.02 * rng.normal(size=(200, 64)).astype(np.float32)  # re-observed descriptors
+    exact_ids = DescriptorIndex.build(db, "l2", IndexConfig(kind="flat")).search(queries, 1)[1][:, 0]
+    sizes = {}
+    for codes in ("sq8", "flat"):
+        index = DescriptorIndex.build(db, "l2", IndexConfig(kind="ivf", ivf_codes=codes, nlist=64, nprobe=4))
+        assert type(index.faiss_index).__name__ == ("IndexIVFScalarQuantizer" if codes == "sq8" else "IndexIVFFlat")
+        distances, ids = index.search(queries, 2)
+        assert np.mean(ids[:, 0] == exact_ids) >= 0.9
+        true_d2 = np.sum((db[ids[:, 0]] - queries) ** 2, axis=1)
+        np.testing.assert_allclose(distances[:, 0], true_d2, atol=0.02)  # 8-bit codes: small distance error
+        sizes[codes] = len(index.serialize())
+    assert sizes["sq8"] < 0.4 * sizes["flat"]
+
+
+def test_growing_repository_switches_from_exact_to_ivf_index_when_it_outgrows_exact_max():
+    rng = np.random.default_rng(5)
+    repo = Repository("l2", 16, "t", index_config=IndexConfig(exact_max=1000))
+    first = _features(rng, 800, "l2")
+    repo.add_points(rng.normal(size=(800, 3)), first, 0, 0, np.eye(4))
+    assert repo.index.kind == "flat"
+    repo.add_points(rng.normal(size=(100, 3)), _features(rng, 100, "l2"), 1, 1, np.eye(4))
+    assert repo.index.kind == "flat" and len(repo.index) == 900  # appended to the live exact index
+    second = _features(rng, 800, "l2")
+    repo.add_points(rng.normal(size=(800, 3)), second, 2, 2, np.eye(4))
+    assert repo.index.kind == "ivf" and len(repo.index) == 1700
+    _, ids = repo.index.search(second.descriptors[:50], 1)
+    found = np.all(np.isclose(np.asarray(repo.descriptors)[ids[:, 0]], second.descriptors[:50], atol=1e-6), axis=1)
+    assert found.mean() >= 0.9

@@ -113,7 +113,10 @@ class Repository:
         self.keypoints = np.concatenate([self.keypoints, features.keypoints[valid].astype(np.float32)])
         self.frame_ids = np.concatenate([self.frame_ids, np.full(len(valid), frame_row, np.int64)])
         if self._index is not None:
-            self._index.add(descriptors)
+            if self._index.kind != choose_kind(len(self), self.index_config):
+                self._index = None  # outgrew its kind (flat -> IVF): rebuilt on next use
+            else:
+                self._index.add(descriptors)
         return len(valid)
 
     def add_frame(self, frame: Frame, features: Features, T_world_cam: np.ndarray | None = None,
