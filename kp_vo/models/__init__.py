@@ -26,6 +26,11 @@ def _depthnet(**opts):
     return DepthNet(**opts)
 
 
+def _posenet(**opts):
+    from kp_vo.models.posenet import PoseNet
+    return PoseNet(**opts)
+
+
 def _viewsynth(**opts):
     from kp_vo.models.viewsynth import ViewSynthFeatures
     return ViewSynthFeatures(**opts)
@@ -40,6 +45,7 @@ MODEL_BUILDERS: dict[str, Callable] = {
     "keypointnet": _keypointnet,             # KP3D: ResNet-18 U-Net KeypointNet
     "keypointnet_vgg": _keypointnet_vgg,     # KP2D baseline VGG-style KeypointNet
     "depthnet": _depthnet,                   # KP3D / Monodepth-style DepthNet
+    "posenet": _posenet,                     # ego-motion net for self-supervised DepthNet pretraining (training only)
     "viewsynth": _viewsynth,                 # ViewSynth depth-image features (VGG-16 conv4_3, D2-Net)
     "object_keypointnet": _object_keypointnet,  # 3D-object KeypointNet + orientation net
 }

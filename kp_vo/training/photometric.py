@@ -119,3 +119,41 @@ def smoothness_loss(inv_depth: torch.Tensor, image: torch.Tensor) -> torch.Tenso
     dx_i = (image[..., :, 1:] - image[..., :, :-1]).abs().mean(dim=1, keepdim=True)
     dy_i = (image[..., 1:, :] - image[..., :-1, :]).abs().mean(dim=1, keepdim=True)
     return (dx_d * torch.exp(-dx_i)).mean() + (dy_d * torch.exp(-dy_i)).mean()
+
+
+def multiscale_photometric_loss(target: torch.Tensor, contexts: list[torch.Tensor], poses: list[torch.Tensor],
+                                K: torch.Tensor, inv_depths: list[torch.Tensor], gamma: float = 0.85,
+                                automask: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The multi-scale self-supervised depth loss of one target over its context views.
+
+    target (B, C, H, W); contexts[k] (B, C, H, W) with poses[k] (B, 4, 4) = T_c_t (target -> context k);
+    K (B, 3, 3) of the full-size images; inv_depths[s] (B, 1, H/2^s, W/2^s) the target's inverse depth at
+    scale s, finest first. Every scale is upsampled (bilinear) to H x W before warping, so all scales are
+    compared with the full-resolution images; the photometric term is ``automasked_photometric_loss``
+    (per-pixel minimum over the contexts, static pixels auto-masked); the edge-aware smoothness is taken
+    at each scale's own size against the area-downsampled target and weighted 1 / 2^s.
+    Returns (photo, smooth, mask): photo and smooth averaged over the scales (smooth unweighted
+    otherwise: the caller applies its weight), mask (B, 1, H, W) the pixels used at scale 0.
+    """
+    if len(contexts) != len(poses) or not contexts or not inv_depths:
+        raise ValueError(f"need one pose per context and at least one scale, got {len(contexts)} contexts, "
+                         f"{len(poses)} poses, {len(inv_depths)} scales")
+    h, w = target.shape[-2:]
+    n = len(inv_depths)
+    photo, smooth = 0.0, 0.0
+    mask = None
+    for s, inv_t in enumerate(inv_depths):
+        inv_full = inv_t if inv_t.shape[-2:] == (h, w) else F.interpolate(inv_t, size=(h, w), mode="bilinear",
+                                                                           align_corners=False)
+        synths, valids = [], []
+        for context, T_c_t in zip(contexts, poses):
+            synth, valid = inverse_warp(context, 1.0 / inv_full, T_c_t, K)
+            synths.append(synth)
+            valids.append(valid)
+        p_s, mask_s = automasked_photometric_loss(target, synths, contexts, valids, gamma=gamma, automask=automask)
+        img_s = target if inv_t.shape[-2:] == (h, w) else F.interpolate(target, size=inv_t.shape[-2:], mode="area")
+        photo = photo + p_s / n
+        smooth = smooth + smoothness_loss(inv_t, img_s) / (2 ** s) / n
+        if s == 0:
+            mask = mask_s
+    return photo, smooth, mask

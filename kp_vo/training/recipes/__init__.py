@@ -10,6 +10,7 @@ from kp_vo.errors import InvalidInputError
 RECIPE_MODULES: dict[str, str] = {
     "keypointnet_homography": "kp_vo.training.recipes.keypointnet_homography",  # KP2D homography adaptation
     "kp3d": "kp_vo.training.recipes.kp3d",                                      # KP3D multi-view adaptation
+    "depthnet_selfsup": "kp_vo.training.recipes.depthnet_selfsup",              # self-supervised DepthNet + PoseNet
     "viewsynth": "kp_vo.training.recipes.viewsynth",                            # ViewSynth depth features + VSN
     "object_keypoints": "kp_vo.training.recipes.object_keypoints",              # 3D-object KeypointNet
 }

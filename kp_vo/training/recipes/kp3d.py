@@ -7,7 +7,8 @@ The pose target->context comes from RANSAC-PnP on detached keypoints refined by 
 Procrustes residual pose (``kp_vo.training.losses_kp3d``); ground-truth poses are only logged
 (scale-free rotation / translation-direction errors), unless ``loss.pose_source = "gt"``.
 As in the paper, start from pretrained nets (``model.keypointnet_weights`` from the homography
-recipe, ``model.depthnet_weights``): from random weights the keypoint pose has nothing to anchor it
+recipe, ``model.depthnet_weights`` from the ``depthnet_selfsup`` recipe's ``weights/depthnet.safetensors``;
+keep its ``model.min_depth`` / ``max_depth``): from random weights the keypoint pose has nothing to anchor it
 and tends to collapse to near-zero motion (measured: translation-direction error ~88 deg after 30 steps).
 
 Data: a KITTI odometry sequence folder (``data.source`` = the dataset root holding ``sequences/``) or
@@ -32,11 +33,7 @@ from kp_vo.export.onnx_export import export_module
 from kp_vo.models import build_model
 from kp_vo.models.checkpoints import load_weights, read_state_dict
 from kp_vo.training.losses_kp3d import KeypointLossConfig, keypoint_pair_losses
-from kp_vo.training.photometric import (
-    automasked_photometric_loss,
-    inverse_warp,
-    smoothness_loss,
-)
+from kp_vo.training.photometric import multiscale_photometric_loss
 from kp_vo.training.procrustes_torch import rotation_angular_distance
 from kp_vo.training.recipe import TrainConfig, config_hash
 
@@ -103,12 +100,14 @@ class SnippetDataset(torch.utils.data.Dataset):
 
     Item: "target" (3, H, W) float32 RGB in [0, 1]; "context" (2, 3, H, W) = frames t - dt, t + dt;
     "K" (3, 3) float32 intrinsics of the resized images; "dt" () int64;
-    "T_c_t_gt" (2, 4, 4) float32 ground-truth target->context poses (identity when unknown).
+    "T_c_t_gt" (2, 4, 4) float32 ground-truth target->context poses (identity when unknown);
+    "has_gt" () bool, whether the sequence has ground-truth poses.
+    Shared by the ``kp3d`` and ``depthnet_selfsup`` recipes (built by ``snippet_dataset``).
     """
 
     def __init__(self, sequence, frame_ids: np.ndarray, dts: tuple[int, ...], height: int, width: int):
         if height % 32 or width % 32:
-            raise InvalidInputError(f"KP3D input size must be a multiple of 32, got {height}x{width}")
+            raise InvalidInputError(f"snippet input size must be a multiple of 32, got {height}x{width}")
         self.sequence, self.height, self.width = sequence, height, width
         lo, hi = int(frame_ids.min()), int(frame_ids.max())
         self.items = [(t, dt) for dt in dts for t in range(lo + dt, hi - dt + 1)]
@@ -145,14 +144,38 @@ class SnippetDataset(torch.utils.data.Dataset):
         t, dt = self.items[k]
         return {"target": self._image(t), "context": torch.stack([self._image(t - dt), self._image(t + dt)]),
                 "K": torch.from_numpy(self.K.copy()), "dt": torch.tensor(dt),
-                "T_c_t_gt": torch.from_numpy(np.stack([self._rel(t, t - dt), self._rel(t, t + dt)]))}
+                "T_c_t_gt": torch.from_numpy(np.stack([self._rel(t, t - dt), self._rel(t, t + dt)])),
+                "has_gt": torch.tensor(self.poses is not None)}
 
 
-def _normalise(image: torch.Tensor, model: nn.Module) -> torch.Tensor:
+def snippet_dataset(cfg: Kp3dDataConfig, split: str) -> SnippetDataset:
+    """The ``split`` ("train": the first 1 - val_fraction of the frames, "val": the rest) snippets of
+    the sequence ``cfg`` names."""
+    if split not in ("train", "val"):
+        raise InvalidInputError(f"split must be 'train' or 'val', got {split!r}")
+    seq = _open_sequence(cfg)
+    n = len(seq) if cfg.max_frames <= 0 else min(len(seq), cfg.max_frames)
+    n_val = round(n * cfg.val_fraction)
+    ids = np.arange(0, n - n_val) if split == "train" else np.arange(n - n_val, n)
+    if len(ids) == 0:
+        raise DatasetError(f"{split} split is empty ({n} frames, val_fraction {cfg.val_fraction})")
+    return SnippetDataset(seq, ids, cfg.dts, cfg.height, cfg.width)
+
+
+def normalise_input(image: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """(B, C, H, W) images in [0, 1] -> the model's input normalisation (its spec's mean / std)."""
     spec = getattr(model, "module", model).spec()        # unwrap DistributedDataParallel
     mean = torch.tensor(spec.mean, dtype=image.dtype, device=image.device).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, dtype=image.dtype, device=image.device).view(1, -1, 1, 1)
     return (image - mean) / std
+
+
+def scale_free_pose_errors(T_c_t: torch.Tensor, T_c_t_gt: torch.Tensor) -> tuple[float, float]:
+    """Mean rotation error and translation-direction error (degrees) of (B, 4, 4) estimated poses against
+    ground truth; the translation's length is ignored (monocular: no scale)."""
+    r_err = torch.rad2deg(rotation_angular_distance(T_c_t[:, :3, :3].detach(), T_c_t_gt[:, :3, :3])).mean()
+    cos = F.cosine_similarity(T_c_t[:, :3, 3].detach(), T_c_t_gt[:, :3, 3], dim=-1, eps=1e-9).clamp(-1, 1)
+    return float(r_err), float(torch.rad2deg(torch.acos(cos)).mean())
 
 
 class Kp3dRecipe:
@@ -177,16 +200,7 @@ class Kp3dRecipe:
         return models
 
     def build_dataset(self, split: str) -> torch.utils.data.Dataset:
-        if split not in ("train", "val"):
-            raise InvalidInputError(f"split must be 'train' or 'val', got {split!r}")
-        d = self.config.data
-        seq = _open_sequence(d)
-        n = len(seq) if d.max_frames <= 0 else min(len(seq), d.max_frames)
-        n_val = round(n * d.val_fraction)
-        ids = np.arange(0, n - n_val) if split == "train" else np.arange(n - n_val, n)
-        if len(ids) == 0:
-            raise DatasetError(f"KP3D {split} split is empty ({n} frames, val_fraction {d.val_fraction})")
-        return SnippetDataset(seq, ids, d.dts, d.height, d.width)
+        return snippet_dataset(self.config.data, split)
 
     def compute_loss(self, models: dict[str, nn.Module], batch: dict, step: int
                      ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -196,8 +210,8 @@ class Kp3dRecipe:
         B = target.shape[0]
         n_ctx = context.shape[1]
         images = torch.cat([target, context.transpose(0, 1).reshape(-1, *target.shape[1:])], 0)   # (B(1+n), 3, H, W)
-        kp_all = kpn({"image": _normalise(images, kpn)})
-        inv_scales = dn({"image": _normalise(images, dn)})          # "inv_depth" (+ coarser scales in training)
+        kp_all = kpn({"image": normalise_input(images, kpn)})
+        inv_scales = dn({"image": normalise_input(images, dn)})          # "inv_depth" (+ coarser scales in training)
         depth_all = 1.0 / inv_scales["inv_depth"]
         def part(x, i):
             return x[i * B:(i + 1) * B]
@@ -216,31 +230,15 @@ class Kp3dRecipe:
             poses.append(T_c_t if gt is None else gt)
             ctxs.append(context[:, c])
             if "T_c_t_gt" in batch:        # scale-free pose errors of the keypoint pose (monocular: no scale)
-                T_gt = batch["T_c_t_gt"][:, c]
-                r_err = torch.rad2deg(rotation_angular_distance(T_c_t[:, :3, :3].detach(), T_gt[:, :3, :3])).mean()
-                cos = F.cosine_similarity(T_c_t[:, :3, 3].detach(), T_gt[:, :3, 3], dim=-1, eps=1e-9).clamp(-1, 1)
-                logs["rot_err_deg"] = logs.get("rot_err_deg", 0.0) + float(r_err) / n_ctx
-                logs["trans_dir_err_deg"] = logs.get("trans_dir_err_deg", 0.0) + float(torch.rad2deg(torch.acos(cos)).mean()) / n_ctx
+                r_err, t_err = scale_free_pose_errors(T_c_t, batch["T_c_t_gt"][:, c])
+                logs["rot_err_deg"] = logs.get("rot_err_deg", 0.0) + r_err / n_ctx
+                logs["trans_dir_err_deg"] = logs.get("trans_dir_err_deg", 0.0) + t_err / n_ctx
         # Multi-scale depth loss: every DepthNet scale is upsampled to the input size for the photometric
         # term (all scales get a training signal); smoothness at each scale's own size, weighted 1 / 2^s.
         scales = ["inv_depth"] + sorted(k for k in inv_scales if k != "inv_depth")
-        photo, smooth = 0.0, 0.0
-        H, W = target.shape[-2:]
-        for s, key in enumerate(scales):
-            inv_t = part(inv_scales[key], 0)
-            inv_full = inv_t if s == 0 else F.interpolate(inv_t, size=(H, W), mode="bilinear", align_corners=False)
-            synths, valids = [], []
-            for c in range(n_ctx):
-                synth, valid = inverse_warp(ctxs[c], 1.0 / inv_full, poses[c], K)
-                synths.append(synth)
-                valids.append(valid)
-            p_s, mask_s = automasked_photometric_loss(target, synths, ctxs, valids, gamma=cfg.gamma,
-                                                      automask=cfg.automask)
-            img_s = target if s == 0 else F.interpolate(target, size=inv_t.shape[-2:], mode="area")
-            photo = photo + p_s / len(scales)
-            smooth = smooth + smoothness_loss(inv_t, img_s) / (2 ** s) / len(scales)
-            if s == 0:
-                mask = mask_s
+        photo, smooth, mask = multiscale_photometric_loss(target, ctxs, poses, K,
+                                                          [part(inv_scales[k], 0) for k in scales],
+                                                          gamma=cfg.gamma, automask=cfg.automask)
         l_depth = photo + cfg.beta3 * smooth + cfg.beta4 * kpn_terms["const"]
         l_kpn = kpn_terms["geom"] + cfg.beta1 * kpn_terms["desc"] + cfg.beta2 * kpn_terms["score"]
         loss = l_depth + cfg.alpha * l_kpn
