@@ -201,3 +201,14 @@ def test_real_photos_dataset():
     a, b = val[1], val[1]
     assert torch.equal(a["source"], b["source"]) and a["source"].shape == (3, 128, 160)   # deterministic val
     assert 0.0 <= float(a["source"].min()) and float(a["source"].max()) <= 1.0
+
+
+def test_descriptor_spread_tells_collapsed_from_spread_descriptors():
+    from kp_vo.training.losses_kp2d import descriptor_spread
+
+    rng = torch.Generator().manual_seed(0)
+    spread = torch.nn.functional.normalize(torch.randn(2, 200, 64, generator=rng), dim=-1)
+    collapsed = torch.nn.functional.normalize(torch.ones(2, 200, 64) + 0.01 * torch.randn(2, 200, 64, generator=rng),
+                                              dim=-1)
+    assert 1.3 < descriptor_spread(spread) < 1.5  # random unit vectors in 64-D: ~sqrt(2)
+    assert descriptor_spread(collapsed) < 0.05
