@@ -15,8 +15,10 @@ dataset index is kept in ``Frame.meta["raw_index"]``.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Iterator, Protocol, runtime_checkable
 
+import cv2
 import numpy as np
 
 from kp_vo.errors import DatasetError
@@ -46,6 +48,24 @@ class Sequence(Protocol):
     def stamps_ns(self) -> np.ndarray:
         """(N,) int64 timestamps in nanoseconds."""
         ...
+
+
+def read_depth_png(path: str | Path, image_hw: tuple[int, int], depth_scale: float,
+                   invalid_raw: int | None = None) -> np.ndarray:
+    """(H, W) float32 metres from a 16-bit single-channel depth PNG of raw units ``depth_scale`` per metre
+    (TUM: 5000, 7-Scenes: 1000); raw 0 (and ``invalid_raw`` if given) -> 0 = no depth. DatasetError when
+    the file cannot be read, is not 16-bit single-channel, or its size differs from ``image_hw``."""
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise DatasetError(f"{path}: cannot read depth image")
+    if raw.ndim != 2 or raw.dtype != np.uint16:
+        raise DatasetError(f"{path}: expected a 16-bit single-channel depth PNG, got {raw.dtype} {raw.shape}")
+    if raw.shape != tuple(image_hw):
+        raise DatasetError(f"{path}: depth {raw.shape} differs from image {tuple(image_hw)}")
+    depth = raw.astype(np.float32) / np.float32(depth_scale)
+    if invalid_raw is not None:
+        depth[raw == invalid_raw] = 0.0
+    return depth
 
 
 def select_indices(num_raw: int, start: int | None = 0, stride: int | None = 1,

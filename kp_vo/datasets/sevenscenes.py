@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from kp_vo.datasets.base import IndexedSequence
+from kp_vo.datasets.base import IndexedSequence, read_depth_png
 from kp_vo.errors import DatasetError
 from kp_vo.types import CameraIntrinsics
 
@@ -206,18 +206,8 @@ class SevenScenes(IndexedSequence):
         if image.shape[:2] != (self.camera.height, self.camera.width):
             raise DatasetError(f"{path}: image is {image.shape[1]}x{image.shape[0]} but the sequence is "
                                f"{self.camera.width}x{self.camera.height}")
-        depth = None
         dpath = self._depth[raw_index]
-        if dpath is not None:
-            raw = cv2.imread(str(dpath), cv2.IMREAD_UNCHANGED)
-            if raw is None:
-                raise DatasetError(f"{dpath}: cannot read depth image")
-            if raw.ndim != 2 or raw.dtype != np.uint16:
-                raise DatasetError(f"{dpath}: expected a 16-bit single-channel depth PNG, got {raw.dtype} {raw.shape}")
-            if raw.shape != image.shape[:2]:
-                raise DatasetError(f"{dpath}: depth {raw.shape} differs from image {image.shape[:2]}")
-            depth = raw.astype(np.float32) / np.float32(self.depth_scale)
-            depth[raw == INVALID_DEPTH] = 0.0
+        depth = None if dpath is None else read_depth_png(dpath, image.shape[:2], self.depth_scale, INVALID_DEPTH)
         return image, depth
 
     def _frame_meta(self, raw_index: int) -> dict:

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
-from kp_vo.datasets.base import IndexedSequence
+from kp_vo.datasets.base import IndexedSequence, read_depth_png
 from kp_vo.errors import DatasetError
 from kp_vo.types import CameraIntrinsics
 
@@ -215,17 +215,8 @@ class TumRgbd(IndexedSequence):
             image = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2RGB)
         if image.dtype != np.uint8:
             raise DatasetError(f"{path}: expected 8-bit image, got {image.dtype}")
-        depth = None
         dpath = self._depth_paths[raw_index]
-        if dpath is not None:
-            raw = cv2.imread(str(dpath), cv2.IMREAD_UNCHANGED)
-            if raw is None:
-                raise DatasetError(f"{dpath}: cannot read depth image")
-            if raw.ndim != 2 or raw.dtype != np.uint16:
-                raise DatasetError(f"{dpath}: expected a 16-bit single-channel depth PNG, got {raw.dtype} {raw.shape}")
-            if raw.shape != image.shape[:2]:
-                raise DatasetError(f"{dpath}: depth {raw.shape} differs from image {image.shape[:2]}")
-            depth = raw.astype(np.float32) / np.float32(self.depth_scale)
+        depth = None if dpath is None else read_depth_png(dpath, image.shape[:2], self.depth_scale)
         return image, depth
 
     def _frame_meta(self, raw_index: int) -> dict:

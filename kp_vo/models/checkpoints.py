@@ -121,3 +121,13 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], kind: str,
         if tuple(v.shape) != tuple(own[k].shape):
             raise ModelFileError(f"{source}: {k} has shape {tuple(v.shape)}, {kind} expects {tuple(own[k].shape)}")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+
+
+def load_initial_weights(models: Mapping[str, nn.Module], paths: Mapping[str, str], who: str) -> None:
+    """Initialise ``models[name]`` from the .safetensors file ``paths[name]`` where one is given ("" = keep
+    the fresh weights); ``who`` names the caller in the log line (e.g. the training recipe)."""
+    for name, path in paths.items():
+        if path:
+            tensors, _ = read_state_dict(path)
+            load_weights(models[name], tensors, name, source=path)
+            log.info("%s: %s initialised from %s", who, name, path)

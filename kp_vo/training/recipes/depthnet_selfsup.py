@@ -32,7 +32,6 @@ Outputs: ``<output_dir>/weights/depthnet.safetensors`` (written by the trainer; 
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from torch import nn
 from kp_vo.errors import InvalidInputError
 from kp_vo.export.onnx_export import export_module
 from kp_vo.models import build_model
-from kp_vo.models.checkpoints import load_weights, read_state_dict
+from kp_vo.models.checkpoints import load_initial_weights
 from kp_vo.models.posenet import invert_transform
 from kp_vo.training.photometric import multiscale_photometric_loss
 from kp_vo.training.recipe import TrainConfig, config_hash
@@ -52,8 +51,6 @@ from kp_vo.training.recipes.kp3d import (
     scale_free_pose_errors,
     snippet_dataset,
 )
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -99,11 +96,7 @@ class DepthSelfSupRecipe:
         m = self.config.model
         models = {"depthnet": build_model("depthnet", min_depth=m.min_depth, max_depth=m.max_depth),
                   "posenet": build_model("posenet", width=m.posenet_width)}
-        for name, path in (("depthnet", m.depthnet_weights), ("posenet", m.posenet_weights)):
-            if path:
-                tensors, _ = read_state_dict(path)
-                load_weights(models[name], tensors, name, source=path)
-                log.info("depthnet_selfsup: %s initialised from %s", name, path)
+        load_initial_weights(models, {"depthnet": m.depthnet_weights, "posenet": m.posenet_weights}, self.name)
         return models
 
     def build_dataset(self, split: str) -> torch.utils.data.Dataset:

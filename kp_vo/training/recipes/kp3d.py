@@ -18,7 +18,6 @@ the synthetic street sequence (``data.source = "synthetic"``), resized to ``data
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,13 +30,11 @@ from torch import nn
 from kp_vo.errors import DatasetError, InvalidInputError
 from kp_vo.export.onnx_export import export_module
 from kp_vo.models import build_model
-from kp_vo.models.checkpoints import load_weights, read_state_dict
+from kp_vo.models.checkpoints import load_initial_weights
 from kp_vo.training.losses_kp3d import KeypointLossConfig, keypoint_pair_losses
 from kp_vo.training.photometric import multiscale_photometric_loss
 from kp_vo.training.procrustes_torch import rotation_angular_distance
 from kp_vo.training.recipe import TrainConfig, config_hash
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -192,11 +189,7 @@ class Kp3dRecipe:
         models = {"keypointnet": build_model("keypointnet", descriptor_dim=m.descriptor_dim,
                                              descriptor_stride=m.descriptor_stride),
                   "depthnet": build_model("depthnet", min_depth=m.min_depth, max_depth=m.max_depth)}
-        for name, path in (("keypointnet", m.keypointnet_weights), ("depthnet", m.depthnet_weights)):
-            if path:
-                tensors, _ = read_state_dict(path)
-                load_weights(models[name], tensors, name, source=path)
-                log.info("KP3D: %s initialised from %s", name, path)
+        load_initial_weights(models, {"keypointnet": m.keypointnet_weights, "depthnet": m.depthnet_weights}, "KP3D")
         return models
 
     def build_dataset(self, split: str) -> torch.utils.data.Dataset:
