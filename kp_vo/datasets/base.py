@@ -50,6 +50,19 @@ class Sequence(Protocol):
         ...
 
 
+def read_image_u8(path: str | Path) -> np.ndarray:
+    """(H, W) grey or (H, W, 3) RGB uint8 from an image file (colour files are BGR(A) on disk; alpha is
+    dropped). DatasetError when the file cannot be read or is not 8-bit."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise DatasetError(f"{path}: cannot read image")
+    if image.dtype != np.uint8:
+        raise DatasetError(f"{path}: expected an 8-bit image, got {image.dtype}")
+    if image.ndim == 3:
+        image = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2RGB)
+    return image
+
+
 def read_depth_png(path: str | Path, image_hw: tuple[int, int], depth_scale: float,
                    invalid_raw: int | None = None) -> np.ndarray:
     """(H, W) float32 metres from a 16-bit single-channel depth PNG of raw units ``depth_scale`` per metre

@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from kp_vo.datasets.base import IndexedSequence
+from kp_vo.datasets.base import IndexedSequence, read_image_u8
 from kp_vo.errors import DatasetError, InvalidInputError
 from kp_vo.types import CameraIntrinsics
 
@@ -50,14 +49,7 @@ class ImageFolder(IndexedSequence):
 
     def _load(self, raw_index: int) -> tuple[np.ndarray, None]:
         path = self._paths[raw_index]
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if image is None:
-            raise DatasetError(f"{path}: cannot read image")
-        if image.dtype != np.uint8:
-            raise DatasetError(f"{path}: expected an 8-bit image, got {image.dtype}")
-        if image.ndim == 3:
-            code = cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
-            image = cv2.cvtColor(image, code)
+        image = read_image_u8(path)
         h, w = image.shape[:2]
         if (w, h) != (self.camera.width, self.camera.height):
             raise DatasetError(f"{path}: image is {w}x{h} but the camera is {self.camera.width}x{self.camera.height}")

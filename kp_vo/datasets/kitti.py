@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from kp_vo.datasets.base import IndexedSequence
+from kp_vo.datasets.base import IndexedSequence, read_image_u8
 from kp_vo.errors import CalibrationError, DatasetError
 from kp_vo.trajio import read_kitti_poses
 from kp_vo.types import CameraIntrinsics
@@ -151,14 +151,7 @@ class KittiOdometry(IndexedSequence):
 
     def _load(self, raw_index: int) -> tuple[np.ndarray, None]:
         path = self._image_paths[raw_index]
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if image is None:
-            raise DatasetError(f"{path}: cannot read image")
-        if image.ndim == 3:
-            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        if image.dtype != np.uint8:
-            raise DatasetError(f"{path}: expected 8-bit image, got {image.dtype}")
-        return image, None
+        return read_image_u8(path), None
 
     def _frame_meta(self, raw_index: int) -> dict:
         return {"raw_index": int(raw_index), "path": str(self._image_paths[raw_index])}

@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from kp_vo.datasets.base import IndexedSequence, read_depth_png
+from kp_vo.datasets.base import IndexedSequence, read_depth_png, read_image_u8
 from kp_vo.errors import DatasetError
 from kp_vo.types import CameraIntrinsics
 
@@ -196,13 +196,7 @@ class SevenScenes(IndexedSequence):
 
     def _load(self, raw_index: int) -> tuple[np.ndarray, np.ndarray | None]:
         path = self._color[raw_index]
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if image is None:
-            raise DatasetError(f"{path}: cannot read image")
-        if image.ndim == 3:
-            image = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2RGB)
-        if image.dtype != np.uint8:
-            raise DatasetError(f"{path}: expected an 8-bit image, got {image.dtype}")
+        image = read_image_u8(path)
         if image.shape[:2] != (self.camera.height, self.camera.width):
             raise DatasetError(f"{path}: image is {image.shape[1]}x{image.shape[0]} but the sequence is "
                                f"{self.camera.width}x{self.camera.height}")

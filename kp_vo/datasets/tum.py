@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
-from kp_vo.datasets.base import IndexedSequence, read_depth_png
+from kp_vo.datasets.base import IndexedSequence, read_depth_png, read_image_u8
 from kp_vo.errors import DatasetError
 from kp_vo.types import CameraIntrinsics
 
@@ -208,13 +208,7 @@ class TumRgbd(IndexedSequence):
 
     def _load(self, raw_index: int) -> tuple[np.ndarray, np.ndarray | None]:
         path = self._rgb_paths[raw_index]
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if image is None:
-            raise DatasetError(f"{path}: cannot read image")
-        if image.ndim == 3:
-            image = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2RGB)
-        if image.dtype != np.uint8:
-            raise DatasetError(f"{path}: expected 8-bit image, got {image.dtype}")
+        image = read_image_u8(path)
         dpath = self._depth_paths[raw_index]
         depth = None if dpath is None else read_depth_png(dpath, image.shape[:2], self.depth_scale)
         return image, depth
