@@ -171,3 +171,22 @@ def test_ddp_two_processes_train_and_resume(tmp_path):
         assert json.loads((tmp_path / f"rank{rank}_3.json").read_text()) == [2, 2, 3, 1]
     meta = json.loads(latest_checkpoint(Path(cfg["train"]["output_dir"]) / "checkpoints").read_text())
     assert meta["step"] == 3 and meta["extra"]["world_size"] == 2
+
+
+def test_learning_rate_schedule_follows_milestones_and_applies_on_resume(tmp_path):
+    from kp_vo.training.recipe import TrainConfig
+    from kp_vo.training.trainer import learning_rate, train
+    tc = TrainConfig(lr=1e-3, lr_milestones=(2, 4), lr_gamma=0.5)
+    assert [learning_rate(tc, s) for s in range(6)] == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4])
+    assert learning_rate(TrainConfig(lr=2e-4), 10**6) == 2e-4
+    data = make_textured_images(tmp_path / "imgs", n=4, size=(72, 100))
+    cfg = tiny_config(data, steps=2, checkpoint_every=1, lr=1e-3)
+    train("keypointnet_homography", cfg)
+    # resumed with a schedule the first run did not have: the rate comes from the new config, not the
+    # optimiser state saved at step 2
+    cfg["train"].update(steps=4, resume="auto", lr_milestones=[3], lr_gamma=0.1)
+    train("keypointnet_homography", cfg)
+    lrs = {r["step"]: r["lr"] for r in read_metrics(Path(cfg["train"]["output_dir"]) / "metrics.jsonl")}
+    assert lrs[1] == lrs[2] == lrs[3] == pytest.approx(1e-3) and lrs[4] == pytest.approx(1e-4)
+    with pytest.raises(InvalidInputError, match="lr_milestones"):
+        train("keypointnet_homography", tiny_config(data, lr_milestones=[0]))

@@ -27,7 +27,9 @@ class TrainConfig:
 
     steps: int = 1000                  # optimiser steps in total (a resumed run continues up to this)
     batch_size: int = 4                # per process (DDP: the global batch is batch_size * world_size)
-    lr: float = 1e-3                   # AdamW learning rate
+    lr: float = 1e-3                   # AdamW learning rate (before any lr_milestones)
+    lr_milestones: tuple[int, ...] = ()  # steps at which the learning rate is multiplied by lr_gamma
+    lr_gamma: float = 0.1              # factor applied at each milestone (KP2D halves: 0.5)
     weight_decay: float = 0.0          # AdamW weight decay
     seed: int = 0                      # seeds python, numpy, torch (rank added per process)
     num_workers: int = 0               # DataLoader worker processes

@@ -141,6 +141,9 @@ def train(recipe_name: str, config=None, *, overrides: dict | None = None) -> Tr
     tc: TrainConfig = cfg.train
     if tc.steps < 1 or tc.batch_size < 1:
         raise InvalidInputError(f"train.steps and train.batch_size must be >= 1 (got {tc.steps}, {tc.batch_size})")
+    if not tc.lr > 0 or not tc.lr_gamma > 0 or any(m < 1 for m in tc.lr_milestones):
+        raise InvalidInputError(f"train.lr and train.lr_gamma must be > 0 and train.lr_milestones >= 1 "
+                                f"(got {tc.lr}, {tc.lr_gamma}, {list(tc.lr_milestones)})")
 
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
@@ -153,6 +156,18 @@ def train(recipe_name: str, config=None, *, overrides: dict | None = None) -> Tr
         return _run(recipe_name, recipe_cls, cfg, tc, info, device, t0)
     finally:
         distributed.cleanup()
+
+
+def learning_rate(tc: TrainConfig, step: int) -> float:
+    """The learning rate of optimiser step ``step`` (0-based): ``tc.lr`` times ``tc.lr_gamma`` per milestone
+    already reached. A function of the step alone, so a resumed run follows the schedule of its config
+    (also one changed at resume) rather than the rate stored with the optimiser state."""
+    return tc.lr * tc.lr_gamma ** sum(step >= m for m in tc.lr_milestones)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def _run(recipe_name, recipe_cls, cfg, tc: TrainConfig, info, device, t0) -> TrainResult:
@@ -215,6 +230,7 @@ def _run(recipe_name, recipe_cls, cfg, tc: TrainConfig, info, device, t0) -> Tra
 
     try:
         for step in range(start_step, tc.steps):
+            set_learning_rate(optimizer, learning_rate(tc, step))
             batch = _to_device(next(batches), device)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                 loss, scalars = recipe.compute_loss(run_models, batch, step)
