@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from kp_vo.cli import main as cli_main
+from kp_vo.errors import InvalidInputError
 from kp_vo.export import export_onnx, quantize_model, read_metadata
 from kp_vo.export.onnx_export import export_module
 from kp_vo.models import build_model
@@ -143,3 +144,25 @@ def test_int8_variant_agrees_with_fp32(exported, tmp_path):
     move = np.linalg.norm(a[1].reshape(2, -1)[:, best] - b[1].reshape(2, -1)[:, best], axis=0)
     cos = np.sum(a[2].reshape(a[2].shape[1], -1)[:, best] * b[2].reshape(b[2].shape[1], -1)[:, best], axis=0)
     assert np.median(move) < 1.0 and np.median(cos) > 0.9
+
+
+def test_fp16_weights_variant_halves_the_file_and_keeps_outputs(exported, tmp_path, capsys):
+    """fp16 weight storage: a valid kp_vo model about half the size, metadata kept, and outputs equal to
+    fp32 up to float16 rounding of the weights (random input, untrained weights)."""
+    _, path = exported["keypointnet_vgg"]
+    hpath = quantize_model(path, tmp_path / "kp.fp16.onnx", mode="fp16")
+    meta, ref = read_metadata(hpath), read_metadata(path)
+    assert meta.quantization == "fp16_weights" and meta.kind == ref.kind and meta.outputs == ref.outputs
+    assert 0.45 < hpath.stat().st_size / path.stat().st_size < 0.55
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 64, 96)).astype(np.float32)
+    a = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x})
+    b = ort.InferenceSession(str(hpath), providers=["CPUExecutionProvider"]).run(None, {"image": x})
+    assert [o.dtype for o in b] == [np.float32] * len(a)
+    np.testing.assert_allclose(b[0], a[0], atol=2e-3)                       # scores in [0, 1]
+    np.testing.assert_allclose(b[1], a[1], atol=0.05)                       # pixel coordinates
+    cos = np.sum(a[2] * b[2], axis=1)
+    assert cos.min() > 0.999
+    assert cli_main(["export", "keypointnet_vgg", "--output", str(tmp_path / "cli.onnx"), "--quantize", "fp16"]) == 0
+    assert read_metadata(tmp_path / "cli.fp16.onnx").quantization == "fp16_weights"
+    with pytest.raises(InvalidInputError, match="unknown quantization mode"):
+        quantize_model(path, tmp_path / "x.onnx", mode="fp8")

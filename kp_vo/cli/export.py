@@ -24,9 +24,10 @@ def register(subparsers) -> None:
     p.add_argument("--max-depth", type=float, default=None, help="depthnet maximum depth (default 100)")
     p.add_argument("--num-keypoints", type=int, default=None, help="object_keypointnet keypoint count")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
-    p.add_argument("--quantize", choices=("none", "int8", "int8-static"), default="none",
+    p.add_argument("--quantize", choices=("none", "int8", "int8-static", "fp16"), default="none",
                    help="also write FILE.int8.onnx: int8 = dynamic int8 (no data needed); int8-static = "
-                   "QDQ int8 calibrated on --calibration images")
+                   "QDQ int8 calibrated on --calibration images; or FILE.fp16.onnx: fp16 = weights stored "
+                   "as float16 (half the size, computes in float32)")
     p.add_argument("--calibration", default=None, help="folder of .jpg/.png images for --quantize int8-static")
     p.add_argument("--calibration-size", default="192x640", help="HxW the calibration images are resized to")
     p.set_defaults(func=handle)
@@ -43,7 +44,11 @@ def handle(args: argparse.Namespace) -> int:
                                  "num_keypoints": args.num_keypoints}.items() if v is not None}
     path = export_onnx(args.model, args.output, weights=args.weights, opset=args.opset, **options)
     log.info("wrote %s", path)
-    if args.quantize != "none":
+    if args.quantize == "fp16":
+        qpath = path.with_suffix(".fp16.onnx")
+        quantize_model(path, qpath, mode="fp16")
+        log.info("wrote %s", qpath)
+    elif args.quantize != "none":
         qpath = path.with_suffix(".int8.onnx")
         if args.quantize == "int8":
             quantize_model(path, qpath, mode="dynamic")

@@ -13,7 +13,7 @@ Keys (all strings; JSON where noted):
     kp_vo.trained           "true" only when weights were loaded from a checkpoint
     kp_vo.training_config_hash  from the checkpoint, "unrecorded" if it has none, "untrained" otherwise
     kp_vo.weights_sha256    sha256 of the weights file, or "none"
-    kp_vo.quantization      "none" or "dynamic_int8"
+    kp_vo.quantization      "none", "dynamic_int8", "static_int8" or "fp16_weights"
 """
 
 from __future__ import annotations
