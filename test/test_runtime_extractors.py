@@ -145,3 +145,18 @@ def test_registration_is_cheap():
             "print('torch' in sys.modules)")                     # the ONNX path never needs torch
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False"]
+
+
+def test_onnx_keypointnet_takes_the_kind_its_file_declares(tmp_path):
+    """An exported KP2D (VGG) KeypointNet serves as extractor "keypointnet" without naming its kind; an
+    explicit kind must match the file."""
+    from kp_vo.errors import ModelFileError
+    torch.manual_seed(0)
+    path = export_onnx("keypointnet_vgg", tmp_path / "vgg.onnx")
+    ext = create_extractor("keypointnet", model_path=path, device="cpu", threads=1, max_keypoints=50)
+    assert ext.net.meta.kind == "keypointnet_vgg"
+    image = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    feats = ext.extract(image)
+    assert feats.keypoints.shape == (50, 2) and feats.descriptors.shape == (50, 256)       # KP2D default
+    with pytest.raises(ModelFileError, match="vgg.onnx.*expected 'keypointnet'$"):
+        create_extractor("keypointnet", model_path=path, device="cpu", kind="keypointnet")

@@ -253,11 +253,9 @@ def extractor_from_spec(spec: str, max_keypoints: int, device: str = "cpu"):
             backend = "onnx" if path.endswith(".onnx") else "torch"
             return create_extractor("viewsynth", model_path=path, backend=backend, max_keypoints=max_keypoints,
                                     device=device)
-        if path.endswith(".onnx"):
-            from kp_vo.export.metadata import read_metadata
-            kind = read_metadata(path).kind
-            return create_extractor("keypointnet", model_path=path, backend="onnx", kind=kind,
-                                    max_keypoints=max_keypoints, device=device)
+        if path.endswith(".onnx"):                  # the file declares its kind
+            return create_extractor("keypointnet", model_path=path, backend="onnx", max_keypoints=max_keypoints,
+                                    device=device)
         return create_extractor("keypointnet", model_path=path, backend="torch", kind=name,
                                 max_keypoints=max_keypoints, device=device)
     if path:

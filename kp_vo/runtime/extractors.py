@@ -25,12 +25,12 @@ from kp_vo.runtime.preprocess import (
 log = logging.getLogger(__name__)
 
 
-def open_model(kind: str, model_path, backend: str, device: str, threads, model_options: dict):
-    """OnnxModel (backend "onnx", model_path a .onnx) or TorchModel (backend "torch", model_path a
-    .safetensors or None for random weights)."""
+def open_model(kind: str | tuple[str, ...], model_path, backend: str, device: str, threads, model_options: dict):
+    """OnnxModel (backend "onnx", model_path a .onnx of ``kind``, or of one of several kinds) or TorchModel
+    (backend "torch", one ``kind``, model_path a .safetensors or None for random weights)."""
     if backend == "onnx":
         if model_path is None:
-            raise InvalidInputError(f"{kind}: model_path (an exported .onnx) is required for the onnx backend")
+            raise InvalidInputError(f"{kind if isinstance(kind, str) else '/'.join(kind)}: model_path (an exported .onnx) is required for the onnx backend")
         from kp_vo.runtime.session import OnnxModel
         return OnnxModel(model_path, expected_kind=kind, device=device, threads=threads)
     if backend == "torch":
@@ -68,6 +68,9 @@ class _NetworkExtractor:
         return fit_size(h, w, self.net.meta.size_multiple, scale=self.scale, target=self.target)
 
 
+KEYPOINTNET_KINDS = ("keypointnet", "keypointnet_vgg")
+
+
 class KeypointNetExtractor(_NetworkExtractor):
     """KP3D / KP2D KeypointNet: per-cell score, sub-pixel location and L2-normalised descriptor."""
 
@@ -78,12 +81,15 @@ class KeypointNetExtractor(_NetworkExtractor):
     def __init__(self, model_path=None, backend: str = "onnx", max_keypoints: int = 1000,
                  score_threshold: float = 0.0, cell_nms: bool = False, input_height: int | None = None,
                  input_width: int | None = None, scale: float | None = None, device: str = "auto",
-                 threads: int | None = None, kind: str = "keypointnet", **model_options):
+                 threads: int | None = None, kind: str | None = None, **model_options):
         """model_path: .onnx (backend "onnx") or .safetensors/None (backend "torch").
         max_keypoints: keep the best N cells (0 = all). score_threshold: drop cells scoring <= this.
         cell_nms: keep only cells that beat their 8 neighbour cells. input_height/width or scale: the
         network input size (rounded to the model's multiple); default the image size rounded.
-        kind: "keypointnet" (KP3D ResNet) or "keypointnet_vgg" (KP2D)."""
+        kind: "keypointnet" (KP3D ResNet) or "keypointnet_vgg" (KP2D); default: the kind an .onnx file
+        declares, "keypointnet" for torch."""
+        if kind is None:
+            kind = KEYPOINTNET_KINDS if backend == "onnx" else "keypointnet"
         super().__init__(kind, model_path, backend, device, threads, input_height, input_width, scale,
                          max_keypoints, score_threshold, cell_nms, model_options)
 

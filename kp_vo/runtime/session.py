@@ -54,9 +54,9 @@ def cuda_runtime_found() -> bool:
 class OnnxModel:
     """An exported kp_vo model served by ONNX Runtime."""
 
-    def __init__(self, path: str | Path, *, expected_kind: str | None = None, device: str = "auto",
-                 threads: int | None = None):
-        """path: .onnx exported by kp_vo. expected_kind: refuse other kinds. device: "auto" (TensorRT ->
+    def __init__(self, path: str | Path, *, expected_kind: str | tuple[str, ...] | None = None,
+                 device: str = "auto", threads: int | None = None):
+        """path: .onnx exported by kp_vo. expected_kind: a kind or kinds; refuse others. device: "auto" (TensorRT ->
         CUDA -> CPU), "cuda", "tensorrt" or "cpu". threads: intra-op threads (None = ORT default)."""
         import onnxruntime as ort
 
@@ -64,8 +64,10 @@ class OnnxModel:
         proto = load_onnx_checked(self.path)
         opset = default_opset(proto)
         self.meta: ModelMetadata = parse_metadata(props_of(proto), opset, str(self.path))
-        if expected_kind is not None and self.meta.kind != expected_kind:
-            raise ModelFileError(f"{self.path}: is a {self.meta.kind!r} model, expected {expected_kind!r}")
+        kinds = (expected_kind,) if isinstance(expected_kind, str) else expected_kind
+        if kinds is not None and self.meta.kind not in kinds:
+            raise ModelFileError(f"{self.path}: is a {self.meta.kind!r} model, expected "
+                                 f"{' or '.join(repr(k) for k in kinds)}")
         if not MIN_OPSET <= opset <= MAX_OPSET:
             raise ModelFileError(f"{self.path}: opset {opset} unsupported (need {MIN_OPSET}..{MAX_OPSET})")
         if not self.meta.trained:
