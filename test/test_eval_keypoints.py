@@ -118,3 +118,18 @@ def test_cli_eval_keypoints(tmp_path, capsys):
     assert "orb" in capsys.readouterr().out
     res = json.loads(out_json.read_text())["results"]
     assert res[0]["extractor"] == "orb" and res[0]["pairs"] == 2
+
+
+def test_extractor_spec_options(tmp_path):
+    """",key=value" options reach the extractor (YAML-typed); typos and malformed items are one-line errors."""
+    from kp_vo.eval.keypoints import extractor_from_spec
+    from kp_vo.export import export_onnx
+    orb = extractor_from_spec("orb,grid_cell=64,fast_threshold=5", 100)
+    assert orb.grid_cell == 64 and orb.max_keypoints == 100
+    path = export_onnx("keypointnet_vgg", tmp_path / "vgg.onnx")
+    kpn = extractor_from_spec(f"keypointnet:{path},scale=0.5,cell_nms=true", 50)
+    assert kpn.scale == 0.5 and kpn.cell_nms is True and kpn.net.meta.kind == "keypointnet_vgg"
+    for bad, match in (("orb,grid=3", "bad options"), ("orb,grid_cell", "key=value"),
+                       (f"keypointnet:{path},descriptor_dim=64", "fixed at export"), ("orb:x.onnx", "no model path")):
+        with pytest.raises(InvalidInputError, match=match):
+            extractor_from_spec(bad, 10)

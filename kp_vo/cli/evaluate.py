@@ -41,7 +41,8 @@ def register(subparsers) -> None:
     k = sub.add_parser("keypoints", help="HPatches-style repeatability / localization / correctness / "
                        "matching score")
     k.add_argument("--extractors", nargs="+", default=["orb", "sift"],
-                   help="orb, sift, keypointnet:FILE.onnx|.safetensors, keypointnet_vgg:FILE.safetensors")
+                   help="orb, sift, keypointnet:FILE.onnx|.safetensors, keypointnet_vgg:FILE.safetensors; "
+                   "append extractor options as ,key=value (e.g. keypointnet:F.onnx,scale=0.5)")
     k.add_argument("--photos", default="../shared/data/photos",
                    help="photo folder: pairs from its held-out photos (sorted index %% holdout == 0)")
     k.add_argument("--hpatches", default=None, help="HPatches folder (used instead of --photos)")
@@ -56,7 +57,8 @@ def register(subparsers) -> None:
 
     v = sub.add_parser("viewsynth", help="ViewSynth relocalization protocol: MMA and localization accuracy")
     v.add_argument("--extractors", nargs="+", default=["orb", "sift"],
-                   help="orb, sift, viewsynth:FILE.onnx|.safetensors (depth), keypointnet:FILE.onnx|.safetensors")
+                   help="orb, sift, viewsynth:FILE.onnx|.safetensors (depth), keypointnet:FILE.onnx|.safetensors; "
+                   "append extractor options as ,key=value")
     v.add_argument("--map-source", default=None,
                    help="dataset to map (depth + ground-truth poses; any kp_vo.datasets.open_sequence source); "
                         "default: the synthetic room experiment")

@@ -120,7 +120,23 @@ def create_extractor(name: str, **options) -> Extractor:
     """Build the extractor registered as ``name`` with keyword ``options``."""
     if name not in _REGISTRY:
         raise InvalidInputError(f"unknown extractor {name!r}; available: {', '.join(available_extractors())}")
+    _check_options(f"extractor {name!r}", _REGISTRY[name], options)
     return _REGISTRY[name](**options)
+
+
+def _check_options(what: str, factory: Callable, options: dict) -> None:
+    """One-line InvalidInputError when ``factory`` cannot take keyword ``options`` (a typo in a config)."""
+    import inspect
+
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):                  # builtins without a signature: let the call decide
+        return
+    try:
+        signature.bind(**options)
+    except TypeError as e:
+        takes = [p for p in signature.parameters if p not in ("self", "args", "kwargs", "model_options")]
+        raise InvalidInputError(f"{what}: bad options {sorted(options)} ({e}); it takes {takes}") from None
 
 
 class DepthEstimator(Protocol):
@@ -151,4 +167,5 @@ def register_depth_estimator(name: str) -> Callable[[DepthEstimatorFactory], Dep
 def create_depth_estimator(name: str, **options) -> DepthEstimator:
     if name not in _DEPTH_REGISTRY:
         raise InvalidInputError(f"unknown depth estimator {name!r}; available: {', '.join(sorted(_DEPTH_REGISTRY))}")
+    _check_options(f"depth estimator {name!r}", _DEPTH_REGISTRY[name], options)
     return _DEPTH_REGISTRY[name](**options)

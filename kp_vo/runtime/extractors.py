@@ -29,6 +29,9 @@ def open_model(kind: str | tuple[str, ...], model_path, backend: str, device: st
     """OnnxModel (backend "onnx", model_path a .onnx of ``kind``, or of one of several kinds) or TorchModel
     (backend "torch", one ``kind``, model_path a .safetensors or None for random weights)."""
     if backend == "onnx":
+        if model_options:
+            raise InvalidInputError(f"options {sorted(model_options)} configure the torch model; an .onnx file "
+                                    "has them fixed at export")
         if model_path is None:
             raise InvalidInputError(f"{kind if isinstance(kind, str) else '/'.join(kind)}: model_path (an exported .onnx) is required for the onnx backend")
         from kp_vo.runtime.session import OnnxModel
