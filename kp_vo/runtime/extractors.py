@@ -33,7 +33,8 @@ def open_model(kind: str | tuple[str, ...], model_path, backend: str, device: st
             raise InvalidInputError(f"options {sorted(model_options)} configure the torch model; an .onnx file "
                                     "has them fixed at export")
         if model_path is None:
-            raise InvalidInputError(f"{kind if isinstance(kind, str) else '/'.join(kind)}: model_path (an exported .onnx) is required for the onnx backend")
+            what = kind if isinstance(kind, str) else "/".join(kind)
+            raise InvalidInputError(f"{what}: model_path (an exported .onnx) is required for the onnx backend")
         from kp_vo.runtime.session import OnnxModel
         return OnnxModel(model_path, expected_kind=kind, device=device, threads=threads)
     if backend == "torch":
