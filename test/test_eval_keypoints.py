@@ -130,6 +130,6 @@ def test_extractor_spec_options(tmp_path):
     kpn = extractor_from_spec(f"keypointnet:{path},scale=0.5,cell_nms=true", 50)
     assert kpn.scale == 0.5 and kpn.cell_nms is True and kpn.net.meta.kind == "keypointnet_vgg"
     for bad, match in (("orb,grid=3", "bad options"), ("orb,grid_cell", "key=value"),
-                       (f"keypointnet:{path},descriptor_dim=64", "fixed at export"), ("orb:x.onnx", "no model path")):
+                       (f"keypointnet:{path},descriptor_dim=64", "fixed in an .onnx file"), ("orb:x.onnx", "no model path")):
         with pytest.raises(InvalidInputError, match=match):
             extractor_from_spec(bad, 10)

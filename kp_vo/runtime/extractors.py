@@ -30,8 +30,8 @@ def open_model(kind: str | tuple[str, ...], model_path, backend: str, device: st
     (backend "torch", one ``kind``, model_path a .safetensors or None for random weights)."""
     if backend == "onnx":
         if model_options:
-            raise InvalidInputError(f"options {sorted(model_options)} configure the torch model; an .onnx file "
-                                    "has them fixed at export")
+            raise InvalidInputError(f"unknown options {sorted(model_options)}: not extractor options, and model "
+                                    "options (descriptor_dim, ...) are fixed in an .onnx file at export")
         if model_path is None:
             what = kind if isinstance(kind, str) else "/".join(kind)
             raise InvalidInputError(f"{what}: model_path (an exported .onnx) is required for the onnx backend")
@@ -86,7 +86,8 @@ class KeypointNetExtractor(_NetworkExtractor):
                  score_threshold: float = 0.0, cell_nms: bool = False, input_height: int | None = None,
                  input_width: int | None = None, scale: float | None = None, device: str = "auto",
                  threads: int | None = None, kind: str | None = None, **model_options):
-        """model_path: .onnx (backend "onnx") or .safetensors/None (backend "torch").
+        """model_path: .onnx (backend "onnx"; None = the shipped models/keypointnet_kp2d.onnx) or
+        .safetensors/None (backend "torch", None = random weights).
         max_keypoints: keep the best N cells (0 = all). score_threshold: drop cells scoring <= this.
         cell_nms: keep only cells that beat their 8 neighbour cells. input_height/width or scale: the
         network input size (rounded to the model's multiple); default the image size rounded.
@@ -94,6 +95,10 @@ class KeypointNetExtractor(_NetworkExtractor):
         declares, "keypointnet" for torch."""
         if kind is None:
             kind = KEYPOINTNET_KINDS if backend == "onnx" else "keypointnet"
+        if model_path is None and backend == "onnx":
+            from kp_vo.runtime.shipped import shipped_model
+            model_path = shipped_model("keypointnet")
+            log.info("keypointnet: no model_path given, using the shipped %s", model_path)
         super().__init__(kind, model_path, backend, device, threads, input_height, input_width, scale,
                          max_keypoints, score_threshold, cell_nms, model_options)
 
