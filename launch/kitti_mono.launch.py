@@ -1,6 +1,7 @@
 """Monocular VO on KITTI-style grayscale images (e.g. a bag from `kp-vo make-bag KITTI --sequence 07`).
 
     ros2 launch kp_vo kitti_mono.launch.py bag:=/path/to/kitti07_bag rviz:=true
+    ros2 launch kp_vo kitti_mono.launch.py bag:=/path/to/kitti07_bag extractor:=keypointnet   # shipped model
     ros2 launch kp_vo kitti_mono.launch.py keypoint_model:=/path/keypointnet.onnx
 
 Arguments: bag (played with `ros2 bag play --clock` when set), config, extractor,
@@ -43,7 +44,8 @@ def generate_launch_description():
         DeclareLaunchArgument("bag", default_value="", description="rosbag2 to play (empty: live topics)"),
         DeclareLaunchArgument("config", default_value=os.path.join(share, "config", "kitti_mono.yaml")),
         DeclareLaunchArgument("extractor", default_value="", description="orb, sift, keypointnet (empty: config)"),
-        DeclareLaunchArgument("keypoint_model", default_value="", description="KeypointNet .onnx file"),
+        DeclareLaunchArgument("keypoint_model", default_value="",
+                              description="KeypointNet .onnx file (empty: the shipped keypointnet_kp2d.onnx)"),
         DeclareLaunchArgument("rate", default_value="1.0", description="bag playback rate"),
         DeclareLaunchArgument("rviz", default_value="false"),
         DeclareLaunchArgument("image_topic", default_value="/camera/image_raw"),
