@@ -10,7 +10,7 @@ import yaml
 
 from kp_vo.bridge.node_core import NodeConfig
 from kp_vo.bridge.reloc_core import RelocConfig
-from kp_vo.cli.bag import load_bag_configs
+from kp_vo.cli.run import load_configs
 from kp_vo.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,9 +30,22 @@ def test_parameter_files_fit_the_typed_configs(name):
             assert load_config(RelocConfig, reloc).publish_map_to_odom is True
         load_config(pipeline.PipelineConfig, params)   # raises on an unknown key
         assert node_config.mode in ("mono", "rgbd")
-    config, node_config = load_bag_configs(str(ROOT / "config" / name))
+    config, node_config = load_configs(str(ROOT / "config" / name))
     assert node_config.mode == ("mono" if name == "kitti_mono.yaml" else "rgbd")
     assert config.odometry.depth_source == ("triangulation" if name == "kitti_mono.yaml" else "sensor")
+
+
+def test_kp_vo_run_takes_a_ros_parameter_file_with_command_line_overrides():
+    import argparse
+
+    from kp_vo.cli.run import pipeline_config
+
+    args = argparse.Namespace(config=str(ROOT / "config" / "kitti_mono.yaml"), extractor="keypointnet",
+                              depth_source=None)
+    config = pipeline_config(args)
+    assert config.extractor.name == "keypointnet"
+    assert config.extractor.options == {"max_keypoints": 2000}
+    assert config.odometry.depth_source == "triangulation"
 
 
 def test_bad_parameter_file_is_one_line_error(tmp_path):
@@ -41,7 +54,7 @@ def test_bad_parameter_file_is_one_line_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("vo_node:\n  ros__parameters:\n    ros:\n      sync_slopp: 0.1\n")
     with pytest.raises(KpVoError, match="sync_slopp"):
-        load_bag_configs(str(bad))
+        load_configs(str(bad))
 
 
 @pytest.mark.parametrize("name", ["kitti_mono.launch.py", "tum_rgbd.launch.py", "kinect_reloc.launch.py"])

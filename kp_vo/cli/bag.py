@@ -6,9 +6,6 @@ import argparse
 import logging
 from pathlib import Path
 
-import yaml
-
-from kp_vo.config import ConfigError, load_config, merge
 from kp_vo.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -42,38 +39,15 @@ def register(subparsers) -> None:
     make.set_defaults(func=make_bag_command)
 
 
-def load_bag_configs(path: str | None):
-    """(PipelineConfig, NodeConfig) from a pipeline YAML or a ROS parameter YAML
-    (``vo_node: ros__parameters: {ros: ..., extractor: ..., odometry: ...}``; another node's
-    section is used when there is no vo_node)."""
-    from kp_vo.bridge.node_core import NodeConfig, split_node_parameters
-    from kp_vo.pipeline import PipelineConfig
-
-    if path is None:
-        return PipelineConfig(), NodeConfig()
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"config {path} is not a mapping")
-    nodes = {k: v for k, v in data.items() if isinstance(v, dict) and "ros__parameters" in v}
-    if nodes:
-        data = (nodes.get("vo_node") or next(iter(nodes.values())))["ros__parameters"] or {}
-    node_config, rest = split_node_parameters(data)
-    return load_config(PipelineConfig, rest), node_config
-
-
 def run_bag_command(args: argparse.Namespace) -> int:
     from kp_vo.bridge.bag_runner import run_bag, segment_to_run_result
     from kp_vo.cli.run import format_metrics
     from kp_vo.pipeline import build_odometry, write_outputs
 
-    config, node_config = load_bag_configs(args.config)
-    if args.extractor:
-        config = merge(config, {"extractor": {"name": args.extractor}})
-    if args.depth_source:
-        config = merge(config, {"odometry": {"depth_source": args.depth_source}})
+    from kp_vo.cli.run import apply_overrides, load_configs
+
+    config, node_config = load_configs(args.config)
+    config = apply_overrides(config, args)
     output = Path(args.output)
     output_bag = output / "bag"
     if output_bag.exists():

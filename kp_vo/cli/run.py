@@ -6,7 +6,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from kp_vo.config import load_config, merge
+import yaml
+
+from kp_vo.config import ConfigError, load_config, merge
 from kp_vo.pipeline import PipelineConfig, build_odometry, run_frames, write_outputs
 
 log = logging.getLogger(__name__)
@@ -24,7 +26,8 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML file overriding the pipeline config (nested keys)")
+    parser.add_argument("--config", help="YAML file overriding the pipeline config (nested keys), or a ROS parameter "
+                        "file such as config/kitti_mono.yaml")
     parser.add_argument("--extractor", help="keypoint extractor: orb, sift, keypointnet, ... (overrides the config)")
     parser.add_argument("--depth-source", choices=["auto", "sensor", "network", "triangulation"],
                         help="where keyframe depth comes from; 'triangulation' forces monocular VO")
@@ -32,7 +35,32 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     """The config from defaults, ``--config`` and the command-line overrides, in that order."""
-    config = load_config(PipelineConfig, args.config)
+    return apply_overrides(load_configs(args.config)[0], args)
+
+
+def load_configs(path: str | None):
+    """(PipelineConfig, NodeConfig) from a pipeline YAML or a ROS parameter YAML
+    (``vo_node: ros__parameters: {ros: ..., extractor: ..., odometry: ...}``; another node's
+    section is used when there is no vo_node)."""
+    from kp_vo.bridge.node_core import NodeConfig, split_node_parameters
+
+    if path is None:
+        return PipelineConfig(), NodeConfig()
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} is not a mapping")
+    nodes = {k: v for k, v in data.items() if isinstance(v, dict) and "ros__parameters" in v}
+    if nodes:
+        data = (nodes.get("vo_node") or next(iter(nodes.values())))["ros__parameters"] or {}
+    node_config, rest = split_node_parameters(data)
+    return load_config(PipelineConfig, rest), node_config
+
+
+def apply_overrides(config: PipelineConfig, args: argparse.Namespace) -> PipelineConfig:
+    """``config`` with ``--extractor`` and ``--depth-source`` applied."""
     if args.extractor:
         config = merge(config, {"extractor": {"name": args.extractor}})
     if args.depth_source:

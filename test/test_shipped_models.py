@@ -1,0 +1,78 @@
+"""The trained models shipped in models/: contract, size, model card, and their accuracy where real data is.
+
+The accuracy checks are short versions of the model card's measurements (same harness, fewer pairs /
+frames), so a model that regresses below the classical baselines fails here.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kp_vo.runtime  # noqa: F401  (registers "keypointnet")
+from kp_vo.eval.keypoints import evaluate_extractors, homography_pairs
+from kp_vo.export import read_metadata
+from kp_vo.features.base import create_extractor
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+KEYPOINTNET = MODELS / "keypointnet_kp2d.onnx"
+PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "photos"
+REPOSITORY_LIMIT_BYTES = 15 * 2**20
+
+
+def test_keypointnet_file_contract_and_card():
+    meta = read_metadata(KEYPOINTNET)
+    assert meta.kind == "keypointnet_vgg" and meta.trained
+    assert meta.quantization == "fp16_weights"
+    assert meta.raw["kp_vo.training_config_hash"] not in ("untrained", "unrecorded")
+    assert meta.options["descriptor_dim"] == 64
+    assert KEYPOINTNET.stat().st_size < REPOSITORY_LIMIT_BYTES
+    card = KEYPOINTNET.with_suffix(".md").read_text()
+    for section in ("## Data", "## Training", "## Metrics", "## Limitations"):
+        assert section in card
+
+
+def test_keypointnet_was_trained_by_the_committed_recipe_config():
+    """The hash the trainer wrote into the weights (and export carried into the file) is the hash of
+    config/train_keypointnet_homography.yaml: the model card's training command reproduces it."""
+    from kp_vo.config import load_config
+    from kp_vo.training.recipe import config_hash
+    from kp_vo.training.recipes import get_recipe
+
+    recipe = get_recipe("keypointnet_homography")
+    cfg = load_config(recipe.config_type, MODELS.parent / "config" / "train_keypointnet_homography.yaml")
+    assert read_metadata(KEYPOINTNET).raw["kp_vo.training_config_hash"] == config_hash(cfg)
+
+
+def test_keypointnet_runs_on_any_multiple_of_its_size():
+    ext = create_extractor("keypointnet", model_path=KEYPOINTNET, device="cpu", threads=1, max_keypoints=100)
+    rng = np.random.default_rng(0)
+    for h, w in ((96, 160), (120, 200), (370, 1226)):
+        feats = ext.extract(rng.integers(0, 255, (h, w), dtype=np.uint8))
+        assert feats.descriptors.shape == (len(feats.keypoints), 64) and len(feats.keypoints) == 100
+        np.testing.assert_allclose(np.linalg.norm(feats.descriptors, axis=1), 1.0, atol=1e-3)
+        assert feats.keypoints[:, 0].max() <= w - 1 and feats.keypoints[:, 1].max() <= h - 1
+
+
+@pytest.mark.skipif(not PHOTOS.is_dir(), reason="real photos not found at ../shared/data/photos")
+def test_keypointnet_beats_orb_and_sift_on_held_out_photo_pairs():
+    """12 held-out pairs at 240x320, 300 keypoints (the card uses 50): repeatability and matching score
+    above both ORB and SIFT in the same run."""
+    pairs = list(homography_pairs(PHOTOS, 12, (240, 320), seed=1))
+    orb, sift, kpn = evaluate_extractors(["orb", "sift", f"keypointnet:{KEYPOINTNET}"], pairs, 300)
+    assert kpn.repeatability > max(orb.repeatability, sift.repeatability), (kpn, orb, sift)
+    assert kpn.matching_score > max(orb.matching_score, sift.matching_score), (kpn, orb, sift)
+    assert kpn.correctness[3.0] >= orb.correctness[3.0], (kpn, orb)
+
+
+def test_keypointnet_without_model_path_uses_the_shipped_model(monkeypatch, tmp_path):
+    ext = create_extractor("keypointnet", device="cpu", threads=1)
+    assert ext.net.path.resolve() == KEYPOINTNET.resolve()
+    from kp_vo.errors import ModelFileError
+    from kp_vo.runtime import shipped
+    monkeypatch.setattr(shipped, "model_dirs", lambda: [tmp_path])
+    with pytest.raises(ModelFileError, match=f"keypointnet_kp2d.onnx not found in {tmp_path}; give model_path"):
+        create_extractor("keypointnet", device="cpu")
+    monkeypatch.undo()
+    monkeypatch.setenv("KP_VO_MODELS_DIR", str(tmp_path))
+    assert shipped.model_dirs()[0] == tmp_path
