@@ -75,7 +75,9 @@ def inverse_warp(context: torch.Tensor, depth_t: torch.Tensor, T_c_t: torch.Tens
     gy = 2.0 * uv[:, 1] / (h - 1) - 1.0
     grid = torch.stack([gx, gy], -1).view(b, h, w, 2)
     synth = F.grid_sample(context, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    inside = (gx.abs() <= 1.0) & (gy.abs() <= 1.0) & in_front[:, 0]
+    tol = 1e-3                                  # px: float32 round-off of K^-1 K at the image border
+    inside = ((uv[:, 0] >= -tol) & (uv[:, 0] <= w - 1 + tol) & (uv[:, 1] >= -tol) & (uv[:, 1] <= h - 1 + tol)
+              & in_front[:, 0])
     return synth, inside.view(b, 1, h, w).to(context.dtype)
 
 
