@@ -41,10 +41,8 @@ def register(subparsers) -> None:
 
 def run_bag_command(args: argparse.Namespace) -> int:
     from kp_vo.bridge.bag_runner import run_bag, segment_to_run_result
-    from kp_vo.cli.run import format_metrics
+    from kp_vo.cli.run import apply_overrides, format_metrics, load_configs
     from kp_vo.pipeline import build_odometry, write_outputs
-
-    from kp_vo.cli.run import apply_overrides, load_configs
 
     config, node_config = load_configs(args.config)
     config = apply_overrides(config, args)
