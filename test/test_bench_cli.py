@@ -19,7 +19,21 @@ def test_bench_rows_file_reports_every_stage(tmp_path, capsys):
         assert first[f"{stage}_ms"] >= 0.0
     assert first["total_ms"] > 0 and first["speed_vs_baseline"] == 1.0 and first["frames"] == 5
     assert report["rows"][1]["config"]["odometry"]["depth_source"] == "triangulation"
-    assert "orb_mono" in capsys.readouterr().out
+    assert first["providers"] == {"extractor": "opencv-cpu"}
+    printed = capsys.readouterr().out
+    assert "orb_mono" in printed and "orb_mono: extractor on opencv-cpu" in printed
+
+
+def test_bench_reports_the_network_runtime_of_each_row(tmp_path):
+    rows = tmp_path / "rows.yaml"
+    rows.write_text("rows:\n  kpn_torch: {extractor: {name: keypointnet, options: {backend: torch, device: cpu,"
+                    " max_keypoints: 200}},\n    depth: {estimator: depthnet, options: {backend: torch, device: cpu}},"
+                    "\n    odometry: {depth_source: network}}\n")
+    out = tmp_path / "bench.json"
+    assert main(["bench", "synthetic:street", "--max-frames", "3", "--warmup", "1", "--rows", str(rows),
+                 "--output", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["providers"] == {"extractor": "torch-cpu", "depth": "torch-cpu"}
 
 
 def test_bench_rows_file_errors_are_one_line(tmp_path, capsys):

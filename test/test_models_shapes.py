@@ -42,6 +42,21 @@ def test_keypointnet_training_mode_has_dense_map():
     assert out["dense_descriptor"].shape == (1, 64, 16, 16)
 
 
+@pytest.mark.parametrize("kind", ["keypointnet", "keypointnet_vgg"])
+def test_keypoint_coordinates_stay_float32_under_half_precision_autocast(kind):
+    # Half precision has 1-px spacing past 1024 px; KITTI frames are 1226 px wide. bfloat16 on the CPU
+    # stands in for CUDA's float16 autocast (coarser still, so a stricter check).
+    model = build_model(kind, descriptor_dim=64).eval()
+    image = torch.rand(1, 3, 64, 1280)
+    with torch.no_grad():
+        ref = model({"image": image})["coord"]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            coord = model({"image": image})["coord"]
+    assert coord.dtype == torch.float32
+    assert float(coord[:, 0].max()) > 1200
+    assert float((coord - ref).abs().max()) < 0.05
+
+
 def test_sample_descriptors_hits_cell_centres():
     # A stride-4 dense map whose channel 0 is the cell column index: sampling at the pixel centre of
     # cell j (u = 4 j + 1.5) must return exactly j before normalisation (checked via a 2-channel trick).

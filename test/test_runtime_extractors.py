@@ -98,6 +98,15 @@ def test_provider_choice_and_auto_fallback(keypointnet_files):
     assert net.provider in ort.get_available_providers() and net.provider == net.session.get_providers()[0]
 
 
+def test_torch_precision_option():
+    with pytest.raises(InvalidInputError, match="fp16' needs CUDA"):
+        create_extractor("keypointnet", backend="torch", device="cpu", precision="fp16")
+    with pytest.raises(InvalidInputError, match="unknown precision 'int4'"):
+        create_extractor("keypointnet", backend="torch", device="cpu", precision="int4")
+    with pytest.raises(InvalidInputError, match="unknown options"):       # fixed at export for .onnx files
+        create_extractor("keypointnet", precision="fp16")
+
+
 def test_size_helpers():
     assert fit_size(370, 1226, 32, target=(192, 640)) == (192, 640)
     assert fit_size(370, 1226, 32, scale=0.5) == (192, 608)

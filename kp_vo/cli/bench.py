@@ -71,7 +71,7 @@ def bench(args: argparse.Namespace) -> int:
         summary["decode_ms"] = decode_ms
         summary["fps"] = 1e3 / (decode_ms + summary["total_ms"])
         summary["vo_fps"] = 1e3 / summary["total_ms"] if summary["total_ms"] > 0 else float("nan")
-        rows.append({"row": name, **summary, "frames": len(timings),
+        rows.append({"row": name, **summary, "frames": len(timings), "providers": providers(odometry),
                      "tracking_share": result.states.count("tracking") / max(1, len(result.states)),
                      "config": to_dict(config)})
     baseline = rows[0]["total_ms"]
@@ -89,8 +89,20 @@ def bench(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"{row['row']:<{width}}" + "".join(f"{row[s + '_ms']:>11.1f}" for s in STAGES)
               + f"{row['vo_fps']:>8.1f}{row['speed_vs_baseline']:>7.2f}x{100 * row['tracking_share']:>8.0f}%")
+    for row in rows:
+        print(f"{row['row']}: " + ", ".join(f"{k} on {v}" for k, v in row["providers"].items()))
     print(f"report written to {args.output}")
     return 0
+
+
+def providers(odometry) -> dict[str, str]:
+    """Where each network of the VO runs, as read back from its runtime (e.g. CUDAExecutionProvider,
+    CPUExecutionProvider, torch-cuda); classical extractors run in OpenCV on the CPU."""
+    used = {"extractor": getattr(odometry.extractor, "provider", "opencv-cpu")}
+    estimator = odometry.depth_source.estimator
+    if estimator is not None:
+        used["depth"] = estimator.provider
+    return used
 
 
 def _default(value):

@@ -115,10 +115,12 @@ class VGG16Conv4(nn.Module):
 
 
 def cell_centres(hc: int, wc: int, cell: int, like: torch.Tensor) -> torch.Tensor:
-    """(1, 2, hc, wc) pixel coordinates (u, v) of the centres of ``cell``-sized cells."""
+    """(1, 2, hc, wc) pixel coordinates (u, v) of the centres of ``cell``-sized cells, on ``like``'s
+    device, float32 or wider (float16 cannot hold sub-pixel positions: its spacing is 1 px past 1024)."""
     step = (cell - 1) / 2.0
-    v = torch.arange(hc, dtype=like.dtype, device=like.device) * cell + step
-    u = torch.arange(wc, dtype=like.dtype, device=like.device) * cell + step
+    dtype = torch.promote_types(like.dtype, torch.float32)
+    v = torch.arange(hc, dtype=dtype, device=like.device) * cell + step
+    u = torch.arange(wc, dtype=dtype, device=like.device) * cell + step
     vv = v.view(hc, 1).expand(hc, wc)
     uu = u.view(1, wc).expand(hc, wc)
     return torch.stack([uu, vv], 0).unsqueeze(0)
@@ -132,12 +134,12 @@ def offset_to_pixels(cells: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
 
     cells: any (B, C, Hc, Wc) tensor on the 8-pixel cell grid (only its shape/dtype are used).
     offset: (B, 2, Hc, Wc) offset (u, v) in pixels from the cell centre.
-    Returns (B, 2, Hc, Wc) = centre + offset, clamped to [0, W-1] x [0, H-1] with W = 8 Wc, H = 8 Hc.
+    Returns (B, 2, Hc, Wc) = centre + offset (float32 at least, also under float16 autocast), clamped to [0, W-1] x [0, H-1] with W = 8 Wc, H = 8 Hc.
     The bounds come from the grid itself so the exported graph stays valid for any input size.
     """
     centres = cell_centres(cells.shape[-2], cells.shape[-1], CELL, cells)
     upper = centres[:, :, -1:, -1:] + (CELL - 1) / 2.0          # (1, 2, 1, 1) = (W - 1, H - 1)
-    return torch.minimum(torch.clamp(centres + offset, min=0.0), upper)
+    return torch.minimum(torch.clamp(centres + offset.to(centres.dtype), min=0.0), upper)
 
 
 def sample_descriptors(dense: torch.Tensor, coords: torch.Tensor, height: int, width: int) -> torch.Tensor:

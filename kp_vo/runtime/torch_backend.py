@@ -16,8 +16,10 @@ log = logging.getLogger(__name__)
 
 class TorchModel:
     def __init__(self, kind: str, *, weights: str | Path | None = None, device: str = "cpu",
-                 threads: int | None = None, **model_options):
-        """kind: model kind; weights: .safetensors (ours or KP2D-named) or None (random, logged as untrained)."""
+                 threads: int | None = None, precision: str = "fp32", **model_options):
+        """kind: model kind; weights: .safetensors (ours or KP2D-named) or None (random, logged as untrained).
+        precision: "fp32", or "fp16" (CUDA only: float16 autocast, so convolutions run in half precision
+        while weights and float32 arithmetic such as the keypoint coordinates stay float32; outputs float32)."""
         import torch
 
         from kp_vo.models import build_model
@@ -35,7 +37,12 @@ class TorchModel:
             raise InvalidInputError(f"unknown device {device!r} for the torch backend")
         use_cuda = device in ("cuda", "auto") and torch.cuda.is_available()
         self.device = torch.device("cuda" if use_cuda else "cpu")
-        self.provider = f"torch-{self.device.type}"
+        if precision not in ("fp32", "fp16"):
+            raise InvalidInputError(f"unknown precision {precision!r} for the torch backend; use 'fp32' or 'fp16'")
+        if precision == "fp16" and not use_cuda:
+            raise InvalidInputError("torch precision 'fp16' needs CUDA (this device: cpu); use 'fp32'")
+        self.half = precision == "fp16"
+        self.provider = f"torch-{self.device.type}" + ("-fp16" if self.half else "")
         self.model.to(self.device).eval()
         spec = self.model.spec()
         props = spec_to_props(spec, trained=weights is not None, config_hash="torch", weights_sha256="none",
@@ -49,6 +56,7 @@ class TorchModel:
         if x.ndim != 4 or x.shape[1] != m.channels or x.shape[2] % m.size_multiple or x.shape[3] % m.size_multiple:
             raise InvalidInputError(f"torch {m.kind}: input must be (B, {m.channels}, H, W) with H, W multiples of "
                                     f"{m.size_multiple}, got {x.shape}")
-        with self._torch.no_grad():
-            out = self.model({"image": self._torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)})
-        return {k: out[k].cpu().numpy() for k in self.output_names}
+        torch = self._torch
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
+            out = self.model({"image": torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)})
+        return {k: out[k].float().cpu().numpy() for k in self.output_names}
