@@ -15,7 +15,7 @@ setup(
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.rviz")),
-        ("share/" + package_name + "/models", glob("models/*.onnx") + glob("models/*.md")),
+        ("share/" + package_name + "/models", glob("models/*.onnx") + glob("models/*.safetensors") + glob("models/*.md")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

@@ -1,8 +1,15 @@
 """``kp-vo bench``: rows from a YAML file, a report with every stage, the first row as baseline."""
 
+import argparse
 import json
+from pathlib import Path
+
+import pytest
 
 from kp_vo.cli import main
+from kp_vo.cli.bench import bench_rows
+from kp_vo.config import merge
+from kp_vo.pipeline import PipelineConfig
 
 
 def test_bench_rows_file_reports_every_stage(tmp_path, capsys):
@@ -42,3 +49,26 @@ def test_bench_rows_file_errors_are_one_line(tmp_path, capsys):
     assert main(["bench", "synthetic:room", "--max-frames", "2", "--rows", str(rows),
                  "--output", str(tmp_path / "b.json")]) == 2
     assert "expected a non-empty mapping" in capsys.readouterr().err
+
+
+CONFIG = Path(__file__).resolve().parents[1] / "config"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG.glob("bench_*.yaml")), ids=lambda p: p.name)
+def test_committed_bench_rows_are_valid_pipeline_configs(path):
+    rows = bench_rows(argparse.Namespace(rows=str(path), extractors=None))
+    assert rows
+    for overrides in rows.values():
+        merge(PipelineConfig(), overrides)          # raises ConfigError on an unknown key or bad type
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG.glob("train_*.yaml")), ids=lambda p: p.name)
+def test_committed_training_configs_load(path):
+    from kp_vo.config import load_config
+    from kp_vo.training.recipes import get_recipe
+
+    recipe = {"train_keypointnet": "keypointnet_homography", "train_depthnet": "depthnet_selfsup",
+              "train_kp3d": "kp3d", "train_viewsynth": "viewsynth", "train_object": "object_keypoints"}
+    name = next(v for k, v in recipe.items() if path.name.startswith(k))
+    cfg = load_config(get_recipe(name).config_type, path)
+    assert cfg.train.steps >= 1

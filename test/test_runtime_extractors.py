@@ -13,6 +13,7 @@ from kp_vo.errors import InvalidInputError
 from kp_vo.export import export_onnx
 from kp_vo.features.base import create_depth_estimator, create_extractor
 from kp_vo.models import build_model
+from kp_vo.runtime.extractors import suppress_close
 from kp_vo.runtime.preprocess import fit_size, to_input_pixels
 from kp_vo.runtime.session import OnnxModel, choose_providers
 
@@ -56,20 +57,41 @@ def test_onnx_and_torch_extractors_agree_on_real_photo(keypointnet_files, photo)
 
 def test_selection_options(keypointnet_files, photo):
     _, onnx_path = keypointnet_files
-    all_cells = create_extractor("keypointnet", model_path=onnx_path, device="cpu", max_keypoints=0).extract(photo)
+    all_cells = create_extractor("keypointnet", model_path=onnx_path, device="cpu", max_keypoints=0,
+                                 nms_radius_px=0).extract(photo)
     h, w = fit_size(110, 150, 32)
     assert (h, w) == (96, 160)
     assert len(all_cells) == (h // 8 - 2) * (w // 8 - 2)              # every non-border cell (border scores 0)
     nms = create_extractor("keypointnet", model_path=onnx_path, device="cpu", max_keypoints=0,
-                           cell_nms=True).extract(photo)
+                           cell_nms=True, nms_radius_px=0).extract(photo)
     assert 0 < len(nms) < len(all_cells)
     thr = float(np.median(all_cells.scores))
     high = create_extractor("keypointnet", model_path=onnx_path, device="cpu", max_keypoints=0,
-                            score_threshold=thr).extract(photo)
+                            score_threshold=thr, nms_radius_px=0).extract(photo)
     assert np.all(high.scores > thr) and len(high) <= len(all_cells) // 2 + 1
-    small = create_extractor("keypointnet", model_path=onnx_path, device="cpu", input_height=64, input_width=96)
+    small = create_extractor("keypointnet", model_path=onnx_path, device="cpu", input_height=64, input_width=96,
+                             nms_radius_px=0)
     f = small.extract(photo)
     assert len(f) == 6 * 10 and f.keypoints[:, 0].max() <= 149           # mapped back to the 150x110 photo
+
+
+def test_suppress_close_known_answer():
+    # Best first: 0 suppresses 1 (1 px away); 1 would suppress 2, but 1 is gone and 2 is 3 px from 0.
+    uv = np.array([[10.0, 10.0], [11.0, 10.0], [13.0, 10.0], [10.0, 10.5], [50.0, 50.0]])
+    assert suppress_close(uv, 2.0).tolist() == [0, 2, 4]
+    assert suppress_close(uv, 0.0).tolist() == [0, 1, 2, 3, 4]
+    assert suppress_close(uv[:1], 2.0).tolist() == [0]
+
+
+def test_keypoint_suppression_in_the_extractor(keypointnet_files, photo):
+    _, onnx_path = keypointnet_files
+    f = create_extractor("keypointnet", model_path=onnx_path, device="cpu", max_keypoints=40,
+                         nms_radius_px=6.0).extract(photo)
+    gaps = np.linalg.norm(f.keypoints[:, None] - f.keypoints[None], axis=-1) + 1e3 * np.eye(len(f))
+    assert len(f) == 40 and gaps.min() > 6.0 - 1e-3                      # max_keypoints counts the survivors
+    assert np.all(np.diff(f.scores) <= 0)                                # still best first
+    with pytest.raises(InvalidInputError, match="nms_radius_px must be >= 0"):
+        create_extractor("keypointnet", model_path=onnx_path, nms_radius_px=-1)
 
 
 def test_input_checks(keypointnet_files):

@@ -12,6 +12,7 @@ import logging
 import cv2
 import numpy as np
 from scipy.ndimage import maximum_filter
+from scipy.spatial import cKDTree
 
 from kp_vo.errors import InvalidInputError
 from kp_vo.features.base import Features, check_image
@@ -57,6 +58,26 @@ def select_cells(score: np.ndarray, max_keypoints: int, threshold: float, cell_n
     return idx[order[:max_keypoints]] if max_keypoints > 0 else idx[order]
 
 
+def suppress_close(uv: np.ndarray, radius_px: float) -> np.ndarray:
+    """Greedy non-maximum suppression of keypoints ``uv`` (N, 2), ordered best first: indices (ascending)
+    of those with no better kept keypoint within ``radius_px``. Neighbouring cells of a KeypointNet
+    may move their keypoints onto the same corner (offsets can cross cells); such duplicates carry
+    near-identical descriptors and fail every ratio test. radius_px <= 0 keeps all."""
+    n = len(uv)
+    if radius_px <= 0 or n < 2:
+        return np.arange(n)
+    pairs = cKDTree(uv).query_pairs(radius_px, output_type="ndarray")     # (M, 2) with i < j
+    suppressed = np.zeros(n, bool)
+    if len(pairs):
+        pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
+        firsts, starts = np.unique(pairs[:, 0], return_index=True)
+        ends = np.append(starts[1:], len(pairs))
+        for i, a, b in zip(firsts, starts, ends):
+            if not suppressed[i]:                   # a kept keypoint suppresses its worse neighbours
+                suppressed[pairs[a:b, 1]] = True
+    return np.flatnonzero(~suppressed)
+
+
 class _NetworkExtractor:
     def __init__(self, kind, model_path, backend, device, threads, input_height, input_width, scale,
                  max_keypoints, score_threshold, cell_nms, model_options):
@@ -83,16 +104,19 @@ class KeypointNetExtractor(_NetworkExtractor):
     input_kind = "image"
 
     def __init__(self, model_path=None, backend: str = "onnx", max_keypoints: int = 1000,
-                 score_threshold: float = 0.0, cell_nms: bool = False, input_height: int | None = None,
-                 input_width: int | None = None, scale: float | None = None, device: str = "auto",
-                 threads: int | None = None, kind: str | None = None, **model_options):
+                 score_threshold: float = 0.0, cell_nms: bool = False, nms_radius_px: float = 4.0,
+                 input_height: int | None = None, input_width: int | None = None, scale: float | None = None,
+                 device: str = "auto", threads: int | None = None, kind: str | None = None, **model_options):
         """model_path: .onnx (backend "onnx"; None = the shipped models/keypointnet_kp2d.onnx) or
         .safetensors/None (backend "torch", None = random weights).
         max_keypoints: keep the best N cells (0 = all). score_threshold: drop cells scoring <= this.
-        cell_nms: keep only cells that beat their 8 neighbour cells. input_height/width or scale: the
+        cell_nms: keep only cells that beat their 8 neighbour cells. nms_radius_px: drop a keypoint within
+        this distance (input pixels) of a better one (0 = keep duplicates). input_height/width or scale: the
         network input size (rounded to the model's multiple); default the image size rounded.
         kind: "keypointnet" (KP3D ResNet) or "keypointnet_vgg" (KP2D); default: the kind an .onnx file
         declares, "keypointnet" for torch."""
+        if not nms_radius_px >= 0:
+            raise InvalidInputError(f"nms_radius_px must be >= 0 (0 = keep duplicates), got {nms_radius_px}")
         if kind is None:
             kind = KEYPOINTNET_KINDS if backend == "onnx" else "keypointnet"
         if model_path is None and backend == "onnx":
@@ -101,6 +125,7 @@ class KeypointNetExtractor(_NetworkExtractor):
             log.info("keypointnet: no model_path given, using the shipped %s", model_path)
         super().__init__(kind, model_path, backend, device, threads, input_height, input_width, scale,
                          max_keypoints, score_threshold, cell_nms, model_options)
+        self.nms_radius_px = float(nms_radius_px)
 
     def extract(self, image: np.ndarray) -> Features:
         check_image(image)
@@ -110,10 +135,14 @@ class KeypointNetExtractor(_NetworkExtractor):
         score = out["score"][0, 0]
         coord = out["coord"][0].reshape(2, -1).T
         desc = out["descriptor"][0].reshape(out["descriptor"].shape[1], -1).T
-        idx = select_cells(score, self.max_keypoints, self.score_threshold, self.cell_nms)
+        idx = select_cells(score, 0, self.score_threshold, self.cell_nms)
         kp = to_input_pixels(coord[idx], size, (h, w))
         kp[:, 0] = np.clip(kp[:, 0], 0, w - 1)
         kp[:, 1] = np.clip(kp[:, 1], 0, h - 1)
+        keep = suppress_close(kp, self.nms_radius_px)
+        if self.max_keypoints > 0:
+            keep = keep[:self.max_keypoints]
+        idx, kp = idx[keep], kp[keep]
         return Features(kp, score.ravel()[idx].astype(np.float32), np.ascontiguousarray(desc[idx], np.float32), "l2")
 
 
