@@ -134,7 +134,8 @@ def offset_to_pixels(cells: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
 
     cells: any (B, C, Hc, Wc) tensor on the 8-pixel cell grid (only its shape/dtype are used).
     offset: (B, 2, Hc, Wc) offset (u, v) in pixels from the cell centre.
-    Returns (B, 2, Hc, Wc) = centre + offset (float32 at least, also under float16 autocast), clamped to [0, W-1] x [0, H-1] with W = 8 Wc, H = 8 Hc.
+    Returns (B, 2, Hc, Wc) = centre + offset (float32 at least, also under float16 autocast), clamped
+    to [0, W-1] x [0, H-1] with W = 8 Wc, H = 8 Hc.
     The bounds come from the grid itself so the exported graph stays valid for any input size.
     """
     centres = cell_centres(cells.shape[-2], cells.shape[-1], CELL, cells)
