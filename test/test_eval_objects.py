@@ -15,6 +15,7 @@ from kp_vo.eval.objects import (
     ObjectViewPair,
     evaluate_pairs,
     lift_keypoints,
+    no_rotation_baseline,
     relative_rotation_error_deg,
     rotation_angular_distance_deg,
     summarize,
@@ -83,6 +84,18 @@ def test_summary_known_answer():
     assert m.as_dict()["under_30deg"] == pytest.approx(2 / 3)
 
 
+def test_no_rotation_baseline_is_the_angle_between_the_views():
+    image = np.zeros((8, 8, 3), np.float32)
+    pairs = []
+    for deg in (20.0, 50.0, 120.0):
+        T = np.eye(4)
+        T[:3, :3], T[:3, 3] = _rz(deg), [0.3, 0.0, 0.1]                   # the translation plays no part
+        pairs.append(ObjectViewPair(image, image, K, T, 0))
+    m = no_rotation_baseline(pairs)
+    np.testing.assert_allclose(m.errors_deg, [20.0, 50.0, 120.0], atol=1e-6)
+    assert m.under == {10.0: 0.0, 30.0: pytest.approx(1 / 3)}
+
+
 @pytest.fixture(scope="module")
 def untrained_run(tmp_path_factory):
     """A fake training output folder with a tiny UNTRAINED object KeypointNet (4 keypoints, width 8):
@@ -120,6 +133,8 @@ def test_cli_on_untrained_checkpoint_and_weights(untrained_run, capsys, tmp_path
         assert rc == 0 and "mean_deg" in out and "32x32" in out and "config_used.yaml" in out
         res = json.loads(out_json.read_text())
         assert res["results"]["pairs"] == 4 and 0.0 <= res["results"]["mean_deg"] <= 180.0
+        assert "no rotation (R = I)" in out and res["no_rotation_baseline"]["pairs"] == 4
+        assert 0.0 < res["no_rotation_baseline"]["mean_deg"] <= 180.0
         assert 0.0 <= res["results"]["under_10deg"] <= res["results"]["under_30deg"] <= 1.0
         results.append(res["errors_deg"])
     assert "training checkpoint step_00000003.json (step 3)" in json.loads(

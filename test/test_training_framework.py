@@ -190,3 +190,40 @@ def test_learning_rate_schedule_follows_milestones_and_applies_on_resume(tmp_pat
     assert lrs[1] == lrs[2] == lrs[3] == pytest.approx(1e-3) and lrs[4] == pytest.approx(1e-4)
     with pytest.raises(InvalidInputError, match="lr_milestones"):
         train("keypointnet_homography", tiny_config(data, lr_milestones=[0]))
+
+
+def _nan_gradients_at(steps_with_nan):
+    """A compute_loss wrapper whose loss stays finite but whose gradients are NaN at the given steps
+    (d sqrt(x)/dx is infinite at 0, times 0 from the product: NaN)."""
+    from kp_vo.training.recipes.keypointnet_homography import KeypointNetHomography
+    original = KeypointNetHomography.compute_loss
+
+    def compute_loss(self, models, batch, step):
+        loss, scalars = original(self, models, batch, step)
+        if steps_with_nan is None or step in steps_with_nan:
+            weights = torch.cat([p.flatten() for m in models.values() for p in m.parameters()])
+            loss = loss + torch.sqrt(0.0 * weights.sum())
+        return loss, scalars
+    return compute_loss
+
+
+def test_trainer_skips_updates_with_non_finite_gradients(tmp_path, monkeypatch):
+    """One batch with NaN gradients must not reach the weights: that update is skipped and counted,
+    training goes on; NaN at every step stops the run with a one-line error."""
+    from kp_vo.training import trainer
+    from kp_vo.training.recipes.keypointnet_homography import KeypointNetHomography
+    from kp_vo.training.trainer import train
+    monkeypatch.setattr(KeypointNetHomography, "compute_loss", _nan_gradients_at({1}))
+    data = make_textured_images(tmp_path / "imgs", n=4, size=(72, 100))
+    result = train("keypointnet_homography", tiny_config(data, steps=3))
+    assert result.step == 3 and result.skipped_steps == 1
+    from safetensors.torch import load_file
+    weights = load_file(str(result.weights[0]))
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    metrics = read_metrics(Path(result.output_dir) / "metrics.jsonl")
+    assert [r["skipped_steps"] for r in metrics] == [0, 1, 1]
+
+    monkeypatch.setattr(KeypointNetHomography, "compute_loss", _nan_gradients_at(None))
+    monkeypatch.setattr(trainer, "MAX_NONFINITE_IN_A_ROW", 2)
+    with pytest.raises(trainer.TrainingError, match="non-finite gradients at 2 steps in a row"):
+        train("keypointnet_homography", tiny_config(data, steps=3, output_dir=str(tmp_path / "run2")))

@@ -63,6 +63,35 @@ def test_procrustes_gradcheck():
     assert torch.autograd.gradcheck(lambda a, b, c: weighted_procrustes(a, b, c), (X, Y, w), eps=1e-6, atol=1e-5)
 
 
+def test_procrustes_gradcheck_through_the_reflection_fix():
+    """Mirrored targets: the best orthogonal fit is a reflection, so the rotation flips one axis of the
+    SVD; the analytic derivative must follow the flipped factor."""
+    rng = np.random.default_rng(7)
+    X = torch.from_numpy(rng.normal(size=(2, 6, 3))).requires_grad_()
+    Y = (X.detach() * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)
+         + 0.05 * torch.from_numpy(rng.normal(size=(2, 6, 3)))).requires_grad_()
+    assert torch.det(weighted_procrustes(X, Y)[0]).detach().numpy() == pytest.approx([1.0, 1.0])
+    assert torch.autograd.gradcheck(lambda a, b: weighted_procrustes(a, b)[0], (X, Y), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_procrustes_gradients_stay_finite_on_degenerate_point_sets(dtype):
+    """Collinear keypoints (what an untrained keypoint net predicts: every point on the viewing ray) and
+    a symmetric planar set give a cross covariance with repeated singular values; the rotation's
+    gradient stays finite there, so the pose loss cannot turn the weights into NaN."""
+    direction = torch.tensor([0.2, -0.1, 1.0], dtype=dtype)
+    line = torch.linspace(-1.0, 1.0, 10, dtype=dtype)[:, None] * direction                 # (10, 3) collinear
+    square = torch.tensor([[1.0, 0, 0], [-1.0, 0, 0], [0, 1.0, 0], [0, -1.0, 0]], dtype=dtype)  # s1 = s2
+    for points in (line, square):
+        X = points[None].clone().requires_grad_()
+        Y = (points[None] @ torch.from_numpy(_random_rotations(1, 8)).to(dtype).transpose(1, 2)).requires_grad_()
+        R_hat, _ = weighted_procrustes(X, Y)
+        loss = rotation_angular_distance(R_hat, torch.eye(3, dtype=dtype)[None]).sum()
+        loss.backward()
+        assert torch.isfinite(X.grad).all() and torch.isfinite(Y.grad).all()
+        assert torch.allclose(R_hat[0] @ R_hat[0].T, torch.eye(3, dtype=dtype), atol=1e-5)
+
+
 def test_procrustes_rejects_bad_shapes():
     with pytest.raises(InvalidInputError):
         weighted_procrustes(torch.zeros(1, 4, 3), torch.zeros(1, 5, 3))
@@ -78,6 +107,12 @@ def test_angular_distance_matches_rotation_angle():
     R = torch.from_numpy(Ra[:3]).requires_grad_()
     assert torch.autograd.gradcheck(lambda r: rotation_angular_distance(r, torch.from_numpy(Rb[:3])), (R,),
                                     eps=1e-6, atol=1e-5)
+    # exactly half a turn apart: the value is pi and the gradient finite (arcsin's is infinite at 1)
+    flip = torch.diag(torch.tensor([-1.0, -1.0, 1.0], dtype=torch.float64))[None].requires_grad_()
+    angle = rotation_angular_distance(flip, torch.eye(3, dtype=torch.float64)[None])
+    assert angle.item() == pytest.approx(np.pi, abs=1e-6)
+    angle.sum().backward()
+    assert torch.isfinite(flip.grad).all()
 
 
 # ---------------------------------------------------------------- photometric

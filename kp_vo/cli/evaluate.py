@@ -191,7 +191,12 @@ def _object_data_config(args: argparse.Namespace):
 
 
 def handle_objects(args: argparse.Namespace) -> int:
-    from kp_vo.eval.objects import ObjectKeypointModel, evaluate_pairs, held_out_pairs
+    from kp_vo.eval.objects import (
+        ObjectKeypointModel,
+        evaluate_pairs,
+        held_out_pairs,
+        no_rotation_baseline,
+    )
 
     data, origin = _object_data_config(args)
     size = args.size if args.size is not None else data.size
@@ -203,11 +208,14 @@ def handle_objects(args: argparse.Namespace) -> int:
               f"{size}x{size}, distance {distance:g} (from {origin})")
     if not model.trained:
         header += "; the model is marked UNTRAINED"
+    baseline = no_rotation_baseline(pairs)
     print(header)
-    print(f"{'pairs':>6} {'mean_deg':>9} {'median_deg':>10} {'<10deg':>7} {'<30deg':>7}")
-    print(f"{len(pairs):>6d} {metrics.mean_deg:9.2f} {metrics.median_deg:10.2f} "
-          f"{metrics.under[10.0]:7.3f} {metrics.under[30.0]:7.3f}")
+    print(f"{'':<22} {'pairs':>6} {'mean_deg':>9} {'median_deg':>10} {'<10deg':>7} {'<30deg':>7}")
+    for name, m in (("model", metrics), ("no rotation (R = I)", baseline)):
+        print(f"{name:<22} {len(pairs):>6d} {m.mean_deg:9.2f} {m.median_deg:10.2f} {m.under[10.0]:7.3f} "
+              f"{m.under[30.0]:7.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"setup": header, "results": metrics.as_dict(),
+                                               "no_rotation_baseline": baseline.as_dict(),
                                                "errors_deg": metrics.errors_deg.tolist()}, indent=2))
     return 0

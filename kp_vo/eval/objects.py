@@ -7,7 +7,8 @@ For two views of one object with the ground-truth transform T_2_1 (view-1 camera
    X = z' K^-1 (u, v, 1) with z' = z + z_offset;
 2. R_hat is the rotation of the rigid Procrustes fit X2 ~ R X1 + t (``kp_vo.geometry.procrustes``);
 3. the error is the geodesic angle 2 arcsin(|R_hat - R_2_1|_F / (2 sqrt 2)), in degrees.
-The summary over pairs: mean, median and the fraction of pairs under 10 and 30 degrees.
+The summary over pairs: mean, median and the fraction of pairs under 10 and 30 degrees, beside the
+same summary for the no-rotation answer R_hat = I (``no_rotation_baseline``: how far apart the views are).
 
 Held-out pairs (``held_out_pairs``): chairs from seeds that neither the training split (offset 0)
 nor the validation split (offset 100 000) of the ``object_keypoints`` recipe uses (offset 200 000),
@@ -141,6 +142,12 @@ def evaluate_pairs(predict: Callable[[np.ndarray], np.ndarray], pairs: Sequence[
         for i, p in enumerate(chunk):
             errors.append(relative_rotation_error_deg(uvz[i], uvz[len(chunk) + i], p.K, p.T_2_1[:3, :3], z_offset))
     return summarize(errors)
+
+
+def no_rotation_baseline(pairs: Sequence[ObjectViewPair]) -> ObjectPoseMetrics:
+    """The errors of answering R_hat = I for every pair, i.e. the true rotation between the two views:
+    the scale against which a model's errors read (a model that learned nothing useful scores about this)."""
+    return summarize([rotation_angular_distance_deg(np.eye(3), p.T_2_1[:3, :3]) for p in pairs])
 
 
 # --------------------------------------------------------------------------------- model loading

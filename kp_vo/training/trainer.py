@@ -40,6 +40,8 @@ from kp_vo.training.recipes import get_recipe
 
 log = logging.getLogger(__name__)
 
+MAX_NONFINITE_IN_A_ROW = 20            # consecutive skipped updates before a run gives up
+
 
 class TrainingError(KpVoError):
     """A training run that cannot go on (non-finite loss, empty data, bad resume)."""
@@ -58,6 +60,7 @@ class TrainResult:
     exported: list[Path] = field(default_factory=list)
     wall_s: float = 0.0
     world_size: int = 1
+    skipped_steps: int = 0             # updates skipped for non-finite gradients (float32 runs)
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -228,6 +231,7 @@ def _run(recipe_name, recipe_cls, cfg, tc: TrainConfig, info, device, t0) -> Tra
         from tqdm import tqdm
         bar = tqdm(total=tc.steps, initial=start_step, desc=recipe_name, dynamic_ncols=True)
 
+    nonfinite_in_a_row = 0
     try:
         for step in range(start_step, tc.steps):
             set_learning_rate(optimizer, learning_rate(tc, step))
@@ -238,10 +242,21 @@ def _run(recipe_name, recipe_cls, cfg, tc: TrainConfig, info, device, t0) -> Tra
                 raise TrainingError(f"non-finite loss {float(loss)} at step {step} ({scalars})")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            if tc.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-            scaler.step(optimizer)
+            # Under AMP the GradScaler skips non-finite updates itself; in float32 one bad batch would
+            # otherwise write NaN into every weight, so its update is skipped here.
+            if use_amp or _gradients_finite(params):
+                nonfinite_in_a_row = 0
+                if tc.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+                scaler.step(optimizer)
+            else:
+                nonfinite_in_a_row += 1
+                result.skipped_steps += 1
+                log.warning("step %d: non-finite gradients, update skipped (%d in a row)", step, nonfinite_in_a_row)
+                if nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW:
+                    raise TrainingError(f"non-finite gradients at {nonfinite_in_a_row} steps in a row (last: step "
+                                        f"{step}); lower the learning rate or set train.grad_clip")
             scaler.update()
             done = step + 1
             result.step = done
@@ -250,6 +265,7 @@ def _run(recipe_name, recipe_cls, cfg, tc: TrainConfig, info, device, t0) -> Tra
             if done % max(1, tc.log_every) == 0 or done == tc.steps:
                 scalars = distributed.mean_over_ranks(scalars)
                 scalars["lr"] = optimizer.param_groups[0]["lr"]
+                scalars["skipped_steps"] = result.skipped_steps
                 logger.log(done, scalars)
             result.last_scalars = scalars
             if bar is not None:
@@ -280,6 +296,12 @@ def _run(recipe_name, recipe_cls, cfg, tc: TrainConfig, info, device, t0) -> Tra
     result.wall_s = time.time() - t0
     log.info("%s: steps %d -> %d in %.1f s", recipe_name, start_step, result.step, result.wall_s)
     return result
+
+
+def _gradients_finite(params: list[torch.Tensor]) -> bool:
+    """True when every gradient is finite (one device sync); DDP ranks agree since gradients are all-reduced."""
+    flags = [torch.isfinite(p.grad).all() for p in params if p.grad is not None]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 def _validate(recipe, models, dataset, tc: TrainConfig, device, step: int) -> dict[str, float]:
