@@ -119,6 +119,10 @@ def test_cli_export_and_errors(tmp_path, capsys):
     assert cli_main(["export", "object_keypointnet", "--output", str(out), "--num-keypoints", "2"]) == 0
     meta = read_metadata(out)
     assert meta.kind == "object_keypointnet" and meta.options["num_keypoints"] == 2 and not meta.trained
+    narrow = tmp_path / "narrow.onnx"
+    assert cli_main(["export", "object_keypointnet", "--output", str(narrow), "--num-keypoints", "3",
+                     "--width", "16"]) == 0
+    assert read_metadata(narrow).options == {"num_keypoints": 3, "width": 16}
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     assert cli_main(["export", "object_keypointnet", "--output", str(tmp_path / "x.onnx"), "--weights", str(bad)]) == 2

@@ -23,6 +23,8 @@ def register(subparsers) -> None:
     p.add_argument("--min-depth", type=float, default=None, help="depthnet minimum depth (default 0.1)")
     p.add_argument("--max-depth", type=float, default=None, help="depthnet maximum depth (default 100)")
     p.add_argument("--num-keypoints", type=int, default=None, help="object_keypointnet keypoint count")
+    p.add_argument("--width", type=int, default=None,
+                   help="object_keypointnet channels (default 64; models/object_keypointnet.onnx: 32)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
     p.add_argument("--quantize", choices=("none", "int8", "int8-static", "fp16"), default="none",
                    help="also write FILE.int8.onnx: int8 = dynamic int8 (no data needed); int8-static = "
@@ -41,7 +43,7 @@ def handle(args: argparse.Namespace) -> int:
         raise InvalidInputError("--quantize int8-static needs --calibration DIR with images")
     options = {k: v for k, v in {"descriptor_dim": args.descriptor_dim, "descriptor_stride": args.descriptor_stride,
                                  "min_depth": args.min_depth, "max_depth": args.max_depth,
-                                 "num_keypoints": args.num_keypoints}.items() if v is not None}
+                                 "num_keypoints": args.num_keypoints, "width": args.width}.items() if v is not None}
     path = export_onnx(args.model, args.output, weights=args.weights, opset=args.opset, **options)
     log.info("wrote %s", path)
     if args.quantize == "fp16":
