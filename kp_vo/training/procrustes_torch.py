@@ -7,8 +7,9 @@ separately, with terms 1 / (s_i^2 - s_j^2) that are infinite when two singular v
 cross covariance coincide (nearly collinear or planar point sets, which a keypoint network produces
 early in training: one such batch turned the object KeypointNet's weights into NaN). Those terms
 cancel in the rotation U D V^T; ``_RotationFromSvd`` uses the rotation's own derivative, whose
-denominators are the sums s'_i + s'_j of the (reflection-signed) singular values, finite unless the
-points are degenerate to a line in both sets.
+denominators are the sums s'_i + s'_j of the (reflection-signed) singular values. Those vanish only
+when two of them are zero (both point sets on one line, where the rotation about that line is
+undetermined); they are then held at a small floor, so the gradient stays finite.
 """
 
 from __future__ import annotations
