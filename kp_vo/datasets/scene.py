@@ -5,6 +5,7 @@ World frame of both scenes: z up, ground (floor) at z = 0.
   ``road_centerline``) runs from s = -10 m to s = 170 m with a smooth left turn between
   s = 50 m and s = 85 m; building fronts on both sides, parked cars, poles, billboards.
 - "room": the box [0, 6] x [0, 5] x [0, 3] m with furniture along the walls and posters.
+- "random_room": a room of random size and furnishing per seed (``kp_vo.datasets.random_room``).
 
 A quad is the rectangle {origin + a * axis_u + b * axis_v : 0 <= a <= size_u, 0 <= b <= size_v}
 (axis_u, axis_v orthonormal). Its texture coordinate in texels is
@@ -26,7 +27,7 @@ from kp_vo.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
-SCENE_KINDS = ("street", "room")
+SCENE_KINDS = ("street", "room", "random_room")
 
 ROAD_WIDTH = 10.0          # m
 ROAD_START, ROAD_END = -10.0, 170.0   # arc length range of the road, m
@@ -41,7 +42,8 @@ class Scene:
 
     origins, axes_u, axes_v: (Q, 3) float64 world; sizes, texels, offsets: (Q, 2) float64 metres;
     texture_ids: (Q,) int64 into ``textures`` (list of (S, S, 3) uint8 RGB, all the same S);
-    shades: (Q,) float32 Lambertian factor; sky_top / sky_bottom: (3,) background colours.
+    shades: (Q,) float32 Lambertian factor; sky_top / sky_bottom: (3,) background colours;
+    extent: (3,) room size (lx, ly, lz) in metres for the rooms, None for the street.
     Treat as read-only (``make_scene`` caches scenes).
     """
 
@@ -58,6 +60,7 @@ class Scene:
     textures: list
     sky_top: np.ndarray
     sky_bottom: np.ndarray
+    extent: np.ndarray | None = None
     cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -295,16 +298,21 @@ def _make_room(seed: int, texture_dir: str | None) -> Scene:
         inward = np.array([d[1], -d[0], 0.0])
         start = np.array([ax, ay, zc + h / 2]) + d * (a - w / 2) + inward * 0.01
         b.add_quad(start, d * w, [0, 0, -h], posters[int(rng.integers(len(posters)))])
-    return b.build("room", seed, sky_top=(40, 40, 40), sky_bottom=(40, 40, 40))
+    scene = b.build("room", seed, sky_top=(40, 40, 40), sky_bottom=(40, 40, 40))
+    scene.extent = np.array(ROOM_SIZE)
+    return scene
 
 
 @functools.lru_cache(maxsize=4)
 def _cached_scene(kind: str, seed: int, texture_dir: str | None) -> Scene:
+    if kind == "random_room":
+        from kp_vo.datasets.random_room import make_random_room
+        return make_random_room(seed, texture_dir)
     return _make_street(seed, texture_dir) if kind == "street" else _make_room(seed, texture_dir)
 
 
 def make_scene(kind: str = "street", seed: int = 0, texture_dir: str | None = None) -> Scene:
-    """The textured scene ``kind`` ("street" | "room"), deterministic from ``seed`` (cached; read-only).
+    """The textured scene ``kind`` ("street" | "room" | "random_room"), deterministic from ``seed`` (cached; read-only).
 
     ``texture_dir``: a folder of photos (e.g. ../shared/data/photos) used on billboards/posters.
     """

@@ -2,7 +2,9 @@
 
 ``SyntheticSequence("street")`` is KITTI-like (fx = fy = 0.58 * width, 640x192, 10 Hz, 1 m per
 frame, camera 1.65 m above the road, a 40 deg left turn); ``SyntheticSequence("room")`` is
-Kinect-like (fx = fy = 525 * width / 640, 640x480, 30 Hz, hand-held). Frames carry
+Kinect-like (fx = fy = 525 * width / 640, 640x480, 30 Hz, hand-held);
+``SyntheticSequence("random_room", seed=k)`` is the same camera in room k of random size and
+furnishing (``kp_vo.datasets.random_room``), the hand-held ellipse scaled to its free floor. Frames carry
 (H, W, 3) uint8 RGB with Gaussian pixel noise, (H, W) float32 exact depth in metres (0 = sky)
 and the exact render pose as ``T_world_cam_gt``. Frames render lazily and are kept in a small
 LRU cache.
@@ -31,6 +33,7 @@ logger = logging.getLogger(__name__)
 DEFAULTS = {  # kind: (num_frames, width, height, fps)
     "street": (100, 640, 192, 10.0),
     "room": (300, 640, 480, 30.0),
+    "random_room": (300, 640, 480, 30.0),
 }
 BLANK_GREY = 128
 CACHE_FRAMES = 32
@@ -42,8 +45,20 @@ def synthetic_camera(kind: str, width: int, height: int) -> CameraIntrinsics:
     return CameraIntrinsics(f, f, (width - 1) / 2.0, (height - 1) / 2.0, int(width), int(height))
 
 
+def _default_trajectory(kind: str, num_frames: int, seed: int) -> np.ndarray:
+    """(N, 4, 4) T_world_cam: the street drive, or the hand-held ellipse inside the room's free floor."""
+    if kind == "street":
+        return street_trajectory(num_frames, seed=seed)
+    if kind == "room":
+        return room_trajectory(num_frames, seed=seed)
+    from kp_vo.datasets.random_room import free_ellipse, room_size
+    size = room_size(seed)
+    (cx, cy), radius = free_ellipse(size)
+    return room_trajectory(num_frames, seed=seed, center=(cx, cy, min(1.45, size[2] - 0.9)), radius=radius)
+
+
 class SyntheticSequence(IndexedSequence):
-    """Rendered RGB-D sequence of scene ``kind`` ("street" | "room"); see the module docstring.
+    """Rendered RGB-D sequence of scene ``kind`` ("street" | "room" | "random_room"); see the module docstring.
 
     trajectory: None (the kind's default trajectory from ``seed``), an (N, 4, 4) array of
         T_world_cam, or a callable ``f(num_frames) -> (N, 4, 4)``.
@@ -76,7 +91,7 @@ class SyntheticSequence(IndexedSequence):
         n = int(num_frames) if num_frames is not None else None
         if trajectory is None:
             n = d_frames if n is None else n
-            poses = street_trajectory(n, seed=seed) if kind == "street" else room_trajectory(n, seed=seed)
+            poses = _default_trajectory(kind, n, seed)
         elif callable(trajectory):
             poses = np.asarray(trajectory(d_frames if n is None else n), np.float64)
         else:

@@ -87,20 +87,25 @@ VGG16_TO_CONV4_3 = (("conv1_1", 64), ("conv1_2", 64), "pool", ("conv2_1", 128), 
 class VGG16Conv4(nn.Module):
     """VGG-16 up to conv4_3 (3x3 conv + bias + ReLU, three 2x2 max pools).
 
-    Input (B, C, H, W), H, W multiples of 8. Output (B, 512, H/8, W/8): conv4_3 after its ReLU
-    (non-negative, as D2-Net's detector expects).
+    Input (B, C, H, W), H, W multiples of 8. Output (B, 8 * width, H/8, W/8): conv4_3 after its ReLU
+    (non-negative, as D2-Net's detector expects). ``width`` is conv1's channel count: 64 is VGG-16
+    (512 output channels); smaller widths scale every layer by width / 64.
     """
 
-    def __init__(self, in_channels: int = 1):
+    def __init__(self, in_channels: int = 1, width: int = 64):
         super().__init__()
+        if width < 1:
+            raise ValueError(f"VGG width must be >= 1, got {width}")
         self.layers = nn.ModuleDict()
         self.plan: list[str] = []
+        self.out_channels = 8 * width
         c = in_channels
         for item in VGG16_TO_CONV4_3:
             if item == "pool":
                 self.plan.append("pool")
                 continue
             name, c_out = item
+            c_out = c_out * width // 64
             self.layers[name] = nn.Conv2d(c, c_out, 3, padding=1)
             self.plan.append(name)
             c = c_out

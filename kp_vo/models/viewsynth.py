@@ -4,7 +4,7 @@ depth image, D2-Net style detection.
 Input  {"image": (B, 1, H, W) float32} depth normalised to [0, 1] (runtime: depth / max valid depth,
 invalid = 0); H, W multiples of 8. Output dict (h = H/8, w = W/8, feature cell centre at
 pixel (8j + 3.5, 8i + 3.5)):
-    "descriptor"    (B, 512, h, w)  L2-normalised dense descriptors D = F / |F|
+    "descriptor"    (B, D, h, w)    L2-normalised dense descriptors D = F / |F|, D = 8 * width (512 at the paper's 64)
     "score"         (B, 1, h, w)    D2-Net soft detection score (sums to 1 over each image)
     "keypoint_mask" (B, 1, h, w)    hard test-time detection, 1 where the pixel's strongest channel
                                     is a 3x3 local maximum in that channel, else 0
@@ -48,18 +48,23 @@ def hard_detection(features: torch.Tensor) -> torch.Tensor:
 
 
 class ViewSynthFeatures(nn.Module):
-    def __init__(self):
+    """``width``: channels of the first VGG block; 64 (the paper's VGG-16, 512-d descriptors) or less
+    for a reduced model (descriptors of 8 * width)."""
+
+    def __init__(self, width: int = 64):
         super().__init__()
-        self.backbone = VGG16Conv4(in_channels=1)
+        self.width = int(width)
+        self.backbone = VGG16Conv4(in_channels=1, width=self.width)
 
     def spec(self) -> ModelSpec:
         return ModelSpec(
             kind="viewsynth", input_channels=1, channel_order="DEPTH", value_range=(0.0, 1.0),
             mean=(0.0,), std=(1.0,), size_multiple=8,
-            outputs={"descriptor": "(B,512,H/8,W/8) L2-normalised dense descriptors, cell centre 8j+3.5",
+            outputs={"descriptor": f"(B,{8 * self.width},H/8,W/8) L2-normalised dense descriptors, cell centre 8j+3.5",
                      "score": "(B,1,H/8,W/8) D2-Net soft detection score, sums to 1 per image",
                      "keypoint_mask": "(B,1,H/8,W/8) 1 at hard detections (channel max + 3x3 local max)"},
-            options={"depth_normalization": "depth / max valid depth, invalid -> 0", "stride": 8})
+            options={"depth_normalization": "depth / max valid depth, invalid -> 0", "stride": 8,
+                     "width": self.width})
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         features = self.backbone(inputs["image"])               # (B, 512, H/8, W/8), >= 0

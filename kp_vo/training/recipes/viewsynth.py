@@ -2,12 +2,18 @@
 depth images with ground-truth poses, with the contrastive descriptor loss L_c and the training-only
 View Synthesis Network (GTN + DSN) and its loss L_v: L = L_c + lambda_v L_v.
 
-Data: pairs (i, i + gap) for gap in ``data.gaps`` (10 and 30 frames, as in the paper) of a depth
-sequence: the synthetic room (``data.source = "synthetic"``) or any folder that
+Data: pairs (i, i + gap) for gap in ``data.gaps`` (10 and 30 frames, as in the paper) of depth
+sequences: ``data.source = "random_rooms"``: ``data.rooms`` rooms of random layout
+(``kp_vo.datasets.random_room``; seeds 0..rooms-1 train, ``data.val_rooms`` others from seed
+``VAL_ROOM_SEED`` validate); ``"synthetic"``: the one fixed room; or any folder that
 ``kp_vo.datasets.open_sequence`` reads with depth and ground-truth poses -- a 7-Scenes scene
 (``data.sequence`` "seq-01", "train", ...) or ``seq-XX`` folder, a CoRBS folder, a TUM RGB-D folder --
-resized to height x width (multiples of 8, nearest-neighbour so no depth is invented at edges). The
-first ``1 - val_fraction`` of the frames train, the rest validate.
+resized to height x width (multiples of 8, nearest-neighbour so no depth is invented at edges). For a
+single sequence the first ``1 - val_fraction`` of the frames train, the rest validate.
+
+The network sees the depth through ``data.sensor_noise`` (``SensorNoiseConfig``: Kinect-like axial
+noise, holes at depth edges and a range limit); ground-truth correspondences and the view-synthesis
+target use the clean depth.
 """
 
 from __future__ import annotations
@@ -36,18 +42,33 @@ from kp_vo.training.vsn import ViewSynthesisNetwork
 log = logging.getLogger(__name__)
 
 
+VAL_ROOM_SEED = 100_000   # validation rooms: random_room seeds VAL_ROOM_SEED + k (training uses 0..rooms-1)
+
+
+@dataclass(frozen=True)
+class SensorNoiseConfig:
+    """Depth-sensor corruption of the network input (training only; all off = clean depth)."""
+
+    axial: float = 0.0                 # noise std = axial * z^2 (m); Kinect v1 ~ 0.0012-0.0028
+    edge_dropout: float = 0.0          # chance a pixel at a depth edge (> 5 % jump to a neighbour) reads 0
+    max_range: float = 0.0             # depth beyond this reads 0 (m; 0 = unlimited)
+
+
 @dataclass(frozen=True)
 class ViewSynthDataConfig:
-    source: str = "synthetic"          # "synthetic" (room scene) or a dataset folder with depth + poses
-                                       # (7-Scenes scene or seq-XX, CoRBS, TUM RGB-D; see open_sequence)
+    source: str = "synthetic"          # "random_rooms", "synthetic" (the fixed room) or a dataset folder with
+                                       # depth + poses (7-Scenes scene or seq-XX, CoRBS, TUM RGB-D; see open_sequence)
+    rooms: int = 8                     # random_rooms: training rooms (seeds 0..rooms-1)
+    val_rooms: int = 2                 # random_rooms: validation rooms (seeds VAL_ROOM_SEED + k)
     sequence: str = ""                 # sequence inside ``source`` when it needs one (7-Scenes: "seq-01", "train")
     height: int = 64                   # network input size (multiples of 8)
     width: int = 64
     gaps: tuple[int, ...] = (10, 30)   # frame distances of the pairs
-    synthetic_frames: int = 120        # length of the synthetic room sequence
+    synthetic_frames: int = 120        # length of each synthetic room sequence
     seed: int = 0
-    val_fraction: float = 0.2
+    val_fraction: float = 0.2          # single sequence: the last fraction of its frames validates
     max_frames: int = 0                # use at most this many frames (0 = all)
+    sensor_noise: SensorNoiseConfig = field(default_factory=SensorNoiseConfig)
 
 
 @dataclass(frozen=True)
@@ -64,6 +85,7 @@ class ViewSynthConfig:
     data: ViewSynthDataConfig = field(default_factory=ViewSynthDataConfig)
     loss: ViewSynthLossConfig = field(default_factory=ViewSynthLossConfig)
     f_t: int = 96                      # GTN output width
+    width: int = 64                    # feature net's first VGG block (64 = VGG-16, 512-d descriptors)
 
 
 def normalise_depth(depth: torch.Tensor) -> torch.Tensor:
@@ -80,17 +102,40 @@ def downsample_depth(depth_norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return s / n.clamp(min=1e-6), (n > 0).to(depth_norm.dtype)
 
 
-class DepthPairDataset(torch.utils.data.Dataset):
-    """Depth pairs. Item: "depth1", "depth2" (1, H, W) float32 metres (0 = invalid); "K" (3, 3) float32 of
-    the resized images (both views share one camera); "T_2_1" (4, 4) float32 view 1 -> view 2."""
+def corrupt_depth(depth: np.ndarray, noise: SensorNoiseConfig, rng: np.random.Generator) -> np.ndarray:
+    """(H, W) float32 metres (0 = invalid) as a depth sensor might read it (see SensorNoiseConfig);
+    a new array, invalid pixels stay 0."""
+    out = depth.copy()
+    valid = out > 0
+    if noise.axial > 0:
+        out[valid] += (noise.axial * out[valid] ** 2 * rng.standard_normal(int(valid.sum()))).astype(np.float32)
+    if noise.edge_dropout > 0:
+        pad = np.pad(depth, 1, mode="edge")
+        jump = np.zeros(depth.shape, bool)
+        for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+            jump |= np.abs(pad[dy:dy + depth.shape[0], dx:dx + depth.shape[1]] - depth) > 0.05 * np.maximum(depth, 1e-6)
+        out[jump & (rng.random(depth.shape) < noise.edge_dropout)] = 0
+    if noise.max_range > 0:
+        out[out > noise.max_range] = 0
+    out[~valid | (out < 0)] = 0
+    return out
 
-    def __init__(self, sequence, frame_ids: np.ndarray, gaps: tuple[int, ...], height: int, width: int):
+
+class DepthPairDataset(torch.utils.data.Dataset):
+    """Depth pairs. Item: "depth1", "depth2" (1, H, W) float32 metres (0 = invalid); "input1", "input2"
+    the same through ``noise`` (the network input; equal to depth1/2 when noise is off); "K" (3, 3)
+    float32 of the resized images (both views share one camera); "T_2_1" (4, 4) float32 view 1 -> view 2."""
+
+    def __init__(self, sequence, frame_ids: np.ndarray, gaps: tuple[int, ...], height: int, width: int,
+                 noise: SensorNoiseConfig = SensorNoiseConfig()):
         if height % 8 or width % 8:
             raise InvalidInputError(f"ViewSynth input size must be a multiple of 8, got {height}x{width}")
         gt = sequence.ground_truth()
         if gt is None or not sequence.has_depth:
             raise DatasetError(f"{sequence.name}: ViewSynth needs depth images and ground-truth poses")
         self.sequence, self.height, self.width, self.poses = sequence, height, width, np.asarray(gt, np.float64)
+        self.noise = noise
+        self.noisy = noise.axial > 0 or noise.edge_dropout > 0 or noise.max_range > 0
         lo, hi = int(frame_ids.min()), int(frame_ids.max())
         known = np.isfinite(self.poses.reshape(len(self.poses), -1)).all(axis=1)   # frames with ground truth
         self.pairs = [(i, i + g) for g in gaps for i in range(lo, hi - g + 1) if known[i] and known[i + g]]
@@ -121,7 +166,13 @@ class DepthPairDataset(torch.utils.data.Dataset):
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         i, j = self.pairs[k]
         T_2_1 = np.linalg.inv(self.poses[j]) @ self.poses[i]
-        return {"depth1": self._depth(i), "depth2": self._depth(j), "K": torch.from_numpy(self.K.copy()),
+        d1, d2 = self._depth(i), self._depth(j)
+        if self.noisy:   # seeded through torch's generator, so DataLoader workers and seeded runs repeat
+            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ())))
+            in1, in2 = (torch.from_numpy(corrupt_depth(d[0].numpy(), self.noise, rng))[None] for d in (d1, d2))
+        else:
+            in1, in2 = d1, d2
+        return {"depth1": d1, "depth2": d2, "input1": in1, "input2": in2, "K": torch.from_numpy(self.K.copy()),
                 "T_2_1": torch.from_numpy(T_2_1.astype(np.float32))}
 
 
@@ -134,12 +185,15 @@ class ViewSynthRecipe:
 
     def build_models(self) -> dict[str, nn.Module]:
         """"features": the deployable ViewSynth feature net; "vsn": the training-only synthesis net."""
-        return {"features": build_model("viewsynth"), "vsn": ViewSynthesisNetwork(512, self.config.f_t)}
+        width = self.config.width
+        return {"features": build_model("viewsynth", width=width), "vsn": ViewSynthesisNetwork(8 * width, self.config.f_t)}
 
     def build_dataset(self, split: str) -> torch.utils.data.Dataset:
         if split not in ("train", "val"):
             raise InvalidInputError(f"split must be 'train' or 'val', got {split!r}")
         d = self.config.data
+        if d.source == "random_rooms":
+            return self._random_rooms(split)
         if d.source == "synthetic":
             from kp_vo.datasets.synthetic import SyntheticSequence
             seq = SyntheticSequence("room", num_frames=d.synthetic_frames, width=d.width, height=d.height, seed=d.seed)
@@ -151,27 +205,44 @@ class ViewSynthRecipe:
         ids = np.arange(0, n - n_val) if split == "train" else np.arange(n - n_val, n)
         if len(ids) == 0:
             raise DatasetError(f"ViewSynth {split} split is empty ({n} frames)")
-        return DepthPairDataset(seq, ids, d.gaps, d.height, d.width)
+        return DepthPairDataset(seq, ids, d.gaps, d.height, d.width, d.sensor_noise)
+
+    def _random_rooms(self, split: str) -> torch.utils.data.Dataset:
+        """One sequence of ``synthetic_frames`` per room: training rooms 0..rooms-1, validation rooms
+        from VAL_ROOM_SEED (never trained on)."""
+        from kp_vo.datasets.synthetic import SyntheticSequence
+
+        d = self.config.data
+        count = d.rooms if split == "train" else d.val_rooms
+        if count < 1:
+            raise InvalidInputError(f"random_rooms needs at least one {split} room, got {count}")
+        first = 0 if split == "train" else VAL_ROOM_SEED
+        n = d.synthetic_frames if d.max_frames <= 0 else min(d.synthetic_frames, d.max_frames)
+        return torch.utils.data.ConcatDataset([
+            DepthPairDataset(SyntheticSequence("random_room", num_frames=n, width=d.width, height=d.height,
+                                               seed=first + k), np.arange(n), d.gaps, d.height, d.width, d.sensor_noise)
+            for k in range(count)])
 
     def compute_loss(self, models: dict[str, nn.Module], batch: dict, step: int
                      ) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config.loss
         net, vsn = models["features"], models["vsn"]
         d1, d2, K, T_2_1 = batch["depth1"], batch["depth2"], batch["K"], batch["T_2_1"]
+        in1, in2 = batch["input1"], batch["input2"]
         B = d1.shape[0]
         # One forward through the (possibly DDP-wrapped) model; a hook keeps the raw backbone features F
         # (the VSN input) besides the model's outputs D = F / |F| and the D2-Net soft score.
         captured: list[torch.Tensor] = []
         hook = getattr(net, "module", net).backbone.register_forward_hook(lambda m, i, o: captured.append(o))
         try:
-            out_f = net({"image": torch.cat([normalise_depth(d1), normalise_depth(d2)], 0)})
+            out_f = net({"image": torch.cat([normalise_depth(in1), normalise_depth(in2)], 0)})
         finally:
             hook.remove()
         feats, desc, score = captured[0], out_f["descriptor"], out_f["score"]             # (2B, 512, h, w) ...
         with torch.no_grad():
             uv2, valid = cell_correspondences(d1, d2, K, K, T_2_1, cfg.max_rel_depth_error)
         l_c, stats = contrastive_loss_d2(desc[:B], desc[B:], score[:B], score[B:], uv2, valid, cfg.margin, cfg.tau)
-        out = vsn(feats[:B], d1, d2, K, K, torch.linalg.inv(T_2_1))
+        out = vsn(feats[:B], in1, d2, K, K, torch.linalg.inv(T_2_1))
         target, target_valid = downsample_depth(normalise_depth(d2))
         l_v = view_synthesis_loss(out["depth"], target, out["frustum"] * target_valid)
         loss = l_c + cfg.vsn_weight * l_v
