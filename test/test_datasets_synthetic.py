@@ -185,3 +185,33 @@ def test_photo_textures_when_available():
     assert len(scene.textures) > len(plain.textures)
     with pytest.raises(InvalidInputError):
         make_scene("room", 0, texture_dir=str(photos / "nope"))
+
+
+def test_random_rooms_differ_by_seed_and_repeat_for_one():
+    from kp_vo.datasets.random_room import SIZE_RANGE, room_size
+    a, again, b = make_scene("random_room", 5), make_scene("random_room", 5), make_scene("random_room", 6)
+    np.testing.assert_array_equal(a.origins, again.origins)
+    assert a.extent.tolist() != b.extent.tolist()
+    assert len(a) != len(b) or not np.allclose(a.origins, b.origins)
+    np.testing.assert_allclose(make_scene("room", 0).extent, [6.0, 5.0, 3.0])   # the fixed room is unchanged
+    for seed in range(6):
+        size = room_size(seed)
+        assert all(lo <= v <= hi for v, (lo, hi) in zip(size, SIZE_RANGE))
+        scene = make_scene("random_room", seed)
+        corners = np.concatenate([scene.origins, scene.origins + scene.axes_u * scene.sizes[:, :1],
+                                  scene.origins + scene.axes_v * scene.sizes[:, 1:],
+                                  scene.origins + scene.axes_u * scene.sizes[:, :1] + scene.axes_v * scene.sizes[:, 1:]])
+        assert np.all(corners >= -1e-9) and np.all(corners <= np.asarray(size) + 1e-9)   # everything inside the room
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_random_room_camera_stays_clear_and_sees_a_closed_room(seed):
+    seq = SyntheticSequence("random_room", num_frames=200, width=80, height=60, seed=seed, noise_std=0)
+    lx, ly, lz = seq.scene.extent
+    positions = seq.ground_truth()[:, :3, 3]
+    assert np.all((positions[:, 0] > 2.0) & (positions[:, 0] < lx - 2.0) & (positions[:, 1] > 2.0)
+                  & (positions[:, 1] < ly - 2.0) & (positions[:, 2] < lz - 0.8))
+    for i in range(0, 200, 40):
+        d = seq[i].depth
+        assert np.all(d > 0.5)                                   # closed room: every pixel hits a surface
+        assert d.max() < np.linalg.norm([lx, ly, lz])

@@ -73,7 +73,11 @@ def register(subparsers) -> None:
     v.add_argument("--num-map", type=int, default=30, help="room: mapped frames (one circular trajectory)")
     v.add_argument("--num-query", type=int, default=10, help="room: query frames (another trajectory)")
     v.add_argument("--size", type=_size, default=(240, 320), help="room: rendered HxW")
-    v.add_argument("--seed", type=int, default=0, help="room: scene seed")
+    v.add_argument("--scene", choices=("room", "random_room"), default="room",
+                   help="room: the fixed synthetic room, or random_room: the room of random layout --seed "
+                        "(models/viewsynth.onnx trained on seeds 0-39; 100000-100001 validated it)")
+    v.add_argument("--seed", type=int, nargs="+", default=[0],
+                   help="room seed(s); several: each room is evaluated and the summary averages them")
     v.add_argument("--num-keypoints", type=int, default=1000, help="keypoints extracted per frame")
     v.add_argument("--top-k", type=int, default=300, help="keypoints kept per mapped frame (ViewSynth paper: 50)")
     v.add_argument("--query-top-k", type=int, default=None, help="query keypoints used (default all)")
@@ -141,6 +145,7 @@ def handle_viewsynth(args: argparse.Namespace) -> int:
     from kp_vo.reloc.evaluation import (
         format_summary_table,
         map_and_localize,
+        pooled_summary,
         room_experiment,
         with_ground_truth,
     )
@@ -154,12 +159,14 @@ def handle_viewsynth(args: argparse.Namespace) -> int:
     summaries: dict[str, dict] = {}
     if args.map_source is None:
         h, w = args.size
-        setup = (f"synthetic room: {args.num_map} mapped frames, {args.num_query} queries from another "
-                 f"trajectory, {h}x{w}")
+        seeds = " ".join(str(s) for s in args.seed)
+        setup = (f"synthetic {args.scene} (seed {seeds}): {args.num_map} mapped frames, {args.num_query} queries "
+                 f"from another trajectory per room, {h}x{w}")
         for spec, extractor in extractors.items():
-            summaries[spec] = room_experiment(extractor, top_k=args.top_k, num_map=args.num_map,
-                                              num_query=args.num_query, seed=args.seed, width=w, height=h,
-                                              config=config).summary
+            summaries[spec] = pooled_summary([
+                room_experiment(extractor, top_k=args.top_k, num_map=args.num_map, num_query=args.num_query,
+                                seed=seed, width=w, height=h, config=config, kind=args.scene)
+                for seed in args.seed])
     else:
         map_seq, query_seq = _open_role(args, "map"), _open_role(args, "query")
         if not map_seq.has_depth or map_seq.ground_truth() is None:

@@ -80,12 +80,15 @@ class _Furnisher:
                        yaw, tex)
 
     def boxes(self, x, y, yaw, length, depth):
-        """A stack of two or three boxes, each smaller than the one below and turned a little."""
-        z, l, d = 0.0, length, depth
+        """A stack of two or three boxes, each smaller than the one below and shifted on it."""
+        z, l, d, f, s = 0.0, length, depth, 0.0, 0.0
         for _ in range(int(self.rng.integers(2, 4))):
             h = self.rng.uniform(0.25, 0.6)
-            self.b.add_box([x, y, z], (d, l, h), yaw + self.rng.uniform(-0.3, 0.3), self.tex())
-            z, l, d = z + h, l * self.rng.uniform(0.5, 0.85), d * self.rng.uniform(0.5, 0.85)
+            self.b.add_box(self._at(x, y, yaw, f, s, z), (d, l, h), yaw, self.tex())
+            l_up, d_up = l * self.rng.uniform(0.5, 0.85), d * self.rng.uniform(0.5, 0.85)
+            f += self.rng.uniform(-1, 1) * (d - d_up) / 2
+            s += self.rng.uniform(-1, 1) * (l - l_up) / 2
+            z, l, d = z + h, l_up, d_up
 
     def sofa(self, x, y, yaw, length, depth):
         tex = self.tex()
@@ -135,11 +138,12 @@ def make_random_room(seed: int, texture_dir: str | None = None) -> Scene:
             width = rng.uniform(0.5, 2.0)
             if a + width > length - 0.5:
                 break
-            depth = rng.uniform(0.35, FURNITURE_BAND - 0.3)
-            gap_to_wall = rng.uniform(0.02, 0.3)
+            depth = rng.uniform(0.35, FURNITURE_BAND - 0.4)
+            turn = rng.uniform(-0.1, 0.1)          # a turned piece keeps its corners off the wall
+            gap_to_wall = rng.uniform(0.02, 0.2) + width / 2 * abs(np.sin(turn))
             centre = np.array([ax, ay]) + along * (a + width / 2) + inward * (gap_to_wall + depth / 2)
             kind = _Furnisher.PIECES[int(rng.integers(len(_Furnisher.PIECES)))]
-            getattr(furnish, kind)(centre[0], centre[1], facing + rng.uniform(-0.15, 0.15), width, depth)
+            getattr(furnish, kind)(centre[0], centre[1], facing + turn, width, depth)
             a += width + rng.uniform(0.1, 1.2)
         if rng.random() < 0.5:   # a pillar in the corner where this wall starts
             side = rng.uniform(0.25, 0.5)

@@ -81,41 +81,59 @@ def evaluate_localizer(localizer: Localizer, frames: Iterable[Frame]) -> RelocEv
     """Localize every frame and score it against its ground truth (frames without ground truth
     get poses but no error; the summary then covers only frames that have it)."""
     out = RelocEvaluation()
-    errors: list[tuple[float, float] | None] = []
-    mmas: list[dict[str, float]] = []
-    latencies = []
     for frame in frames:
         res = localizer.localize(frame)
-        latencies.append(res.timings.get("total", float("nan")))
         rec = {"frame_index": frame.index, "stamp_ns": int(frame.stamp_ns), "success": res.success,
                "num_matches": res.num_matches, "num_inliers": res.num_inliers, "confidence": res.confidence,
-               "method": res.method, "latency_s": res.timings.get("total")}
+               "method": res.method, "latency_s": res.timings.get("total"),
+               "has_ground_truth": frame.T_world_cam_gt is not None}
         if res.success:
             out.poses[frame.index] = res.T_world_cam
             out.stamps_ns[frame.index] = int(frame.stamp_ns)
         if frame.T_world_cam_gt is not None:
-            err = pose_error(res.T_world_cam, frame.T_world_cam_gt) if res.success else None
-            errors.append(err)
-            if err is not None:
-                rec["translation_error_m"], rec["rotation_error_deg"] = err
+            if res.success:
+                rec["translation_error_m"], rec["rotation_error_deg"] = pose_error(res.T_world_cam, frame.T_world_cam_gt)
             if frame.depth is not None:
-                m = mma(match_correctness(res, frame, localizer.repository.points_world))
-                mmas.append(m)
-                rec["mma"] = m
+                rec["mma"] = mma(match_correctness(res, frame, localizer.repository.points_world))
         out.records.append(rec)
+    out.summary = summarize_records(out.records, len(localizer.repository), localizer.extractor.name)
+    return out
+
+
+def summarize_records(records: list[dict], map_points: int, extractor: str) -> dict:
+    """The ViewSynth summary of per-query records (``evaluate_localizer``'s): localization accuracy
+    over the queries with ground truth (failures count as wrong), mean MMA over those with depth,
+    median errors of the successful ones, median latency."""
+    errors = [(r["translation_error_m"], r["rotation_error_deg"]) if "translation_error_m" in r else None
+              for r in records if r["has_ground_truth"]]
     ok_errors = [e for e in errors if e is not None]
-    out.summary = {
-        "num_queries": len(out.records),
-        "num_success": int(sum(r["success"] for r in out.records)),
-        "map_points": len(localizer.repository),
-        "extractor": localizer.extractor.name,
+    mmas = [r["mma"] for r in records if "mma" in r]
+    latencies = [r["latency_s"] for r in records if r["latency_s"] is not None]
+    return {
+        "num_queries": len(records),
+        "num_success": int(sum(r["success"] for r in records)),
+        "map_points": int(map_points),
+        "extractor": extractor,
         "localization_accuracy": localization_accuracy(errors) if errors else None,
         "mma": {k: float(np.mean([m[k] for m in mmas])) for k in mmas[0]} if mmas else None,
         "median_translation_error_m": float(np.median([e[0] for e in ok_errors])) if ok_errors else None,
         "median_rotation_error_deg": float(np.median([e[1] for e in ok_errors])) if ok_errors else None,
         "median_latency_s": float(np.nanmedian(latencies)) if latencies else None,
     }
-    return out
+
+
+def pooled_summary(evaluations: list[RelocEvaluation]) -> dict:
+    """One summary over the queries of several evaluations (e.g. one per room): every query counts
+    once; ``map_points`` is the mean map size; ``rooms`` how many evaluations were pooled."""
+    if not evaluations:
+        raise ValueError("pooled_summary needs at least one evaluation")
+    records = [r for e in evaluations for r in e.records]
+    map_points = round(float(np.mean([e.summary["map_points"] for e in evaluations])))
+    summary = summarize_records(records, map_points, evaluations[0].summary["extractor"])
+    summary["rooms"] = len(evaluations)
+    if "top_k" in evaluations[0].summary:
+        summary["top_k"] = evaluations[0].summary["top_k"]
+    return summary
 
 
 def map_and_localize(extractor, map_frames: Iterable[Frame], query_frames: Iterable[Frame], top_k: int | None = 300,
@@ -219,27 +237,32 @@ def room_trajectory(num: int, center=(3.0, 2.5), radius: float = 0.5, height: fl
 
 
 def render_room_frames(poses: np.ndarray, width: int = 320, height: int = 240, seed: int = 0,
-                       first_index: int = 0, noise_std: float = 2.0) -> list[Frame]:
-    """RGB-D ``Frame``s of the synthetic room at ``poses`` (N, 4, 4) rendered by
-    ``kp_vo.datasets.SyntheticSequence(kind="room", trajectory=poses)`` (ground truth attached),
+                       first_index: int = 0, noise_std: float = 2.0, kind: str = "room") -> list[Frame]:
+    """RGB-D ``Frame``s of the synthetic room ``kind`` ("room" | "random_room") at ``poses`` (N, 4, 4)
+    rendered by ``kp_vo.datasets.SyntheticSequence(kind, trajectory=poses)`` (ground truth attached),
     re-indexed from ``first_index`` so map and query frames have distinct indices."""
     from dataclasses import replace
 
     from kp_vo.datasets import SyntheticSequence
 
-    seq = SyntheticSequence("room", width=width, height=height, seed=seed, noise_std=noise_std, trajectory=poses)
+    seq = SyntheticSequence(kind, width=width, height=height, seed=seed, noise_std=noise_std, trajectory=poses)
     return [replace(f, index=first_index + i, stamp_ns=int(f.stamp_ns) + first_index * 100_000_000)
             for i, f in enumerate(seq)]
 
 
 def room_experiment(extractor, top_k: int | None = 300, num_map: int = 30, num_query: int = 10, seed: int = 0,
-                    width: int = 320, height: int = 240, config=None, index_config=None) -> RelocEvaluation:
-    """ViewSynth protocol on the synthetic room: map a circular trajectory with ground-truth poses,
-    then localize a DIFFERENT trajectory (other radius, height, pitch and headings between the
+                    width: int = 320, height: int = 240, config=None, index_config=None,
+                    kind: str = "room") -> RelocEvaluation:
+    """ViewSynth protocol on a synthetic room (``kind`` "room": the fixed room, "random_room": room
+    ``seed`` of random layout): map a circular trajectory about the room's centre with ground-truth
+    poses, then localize a DIFFERENT trajectory (other radius, height, pitch and headings between the
     mapped ones) with ``extractor``. Returns the evaluation (summary has accuracy and MMA)."""
-    map_poses = room_trajectory(num_map, radius=0.5, height=1.4)
-    query_poses = room_trajectory(num_query, radius=0.9, height=1.15, pitch=np.radians(8.0),
+    from kp_vo.datasets.scene import make_scene
+
+    center = tuple(make_scene(kind, seed).extent[:2] / 2)
+    map_poses = room_trajectory(num_map, center=center, radius=0.5, height=1.4)
+    query_poses = room_trajectory(num_query, center=center, radius=0.9, height=1.15, pitch=np.radians(8.0),
                                   phase=np.pi / num_map + 0.3, yaw0=np.radians(10.0))
-    return map_and_localize(extractor, render_room_frames(map_poses, width, height, seed),
-                            render_room_frames(query_poses, width, height, seed, first_index=1000),
+    return map_and_localize(extractor, render_room_frames(map_poses, width, height, seed, kind=kind),
+                            render_room_frames(query_poses, width, height, seed, first_index=1000, kind=kind),
                             top_k=top_k, config=config, index_config=index_config)
