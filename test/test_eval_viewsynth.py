@@ -37,6 +37,36 @@ def test_room_protocol_with_orb(tmp_path, capsys):
     assert summary["localization_accuracy"]["0.5m_2deg"] >= 0.8     # ORB localizes most queries
 
 
+def test_random_rooms_are_evaluated_one_by_one_and_pooled(tmp_path, capsys):
+    out = tmp_path / "vs.json"
+    assert main(["eval", "viewsynth", "--extractors", "orb", *FAST_ROOM, "--scene", "random_room",
+                 "--seed", "100000", "100001", "--json", str(out)]) == 0
+    assert "synthetic random_room (seed 100000 100001)" in capsys.readouterr().out
+    summary = json.loads(out.read_text())["results"]["orb"]
+    _check_summary(summary, 12)                                  # 6 queries in each of 2 rooms
+    assert summary["rooms"] == 2 and summary["localization_accuracy"]["0.5m_2deg"] >= 0.8
+
+
+def test_pooled_summary_counts_every_query_once():
+    from kp_vo.reloc.evaluation import RelocEvaluation, pooled_summary
+
+    def query(ok: bool, t: float = 0.0, r: float = 0.0, mma01: float = 0.0) -> dict:
+        rec = {"success": ok, "has_ground_truth": True, "latency_s": 0.01,
+               "mma": {"0.1": mma01, "0.25": mma01, "0.5": mma01}}
+        if ok:
+            rec["translation_error_m"], rec["rotation_error_deg"] = t, r
+        return rec
+
+    room_a = RelocEvaluation(records=[query(True, 0.1, 1.0, 1.0), query(False)], summary={"map_points": 100, "extractor": "x"})
+    room_b = RelocEvaluation(records=[query(True, 0.3, 3.0, 0.5), query(True, 2.0, 20.0, 0.0)],
+                             summary={"map_points": 300, "extractor": "x"})
+    s = pooled_summary([room_a, room_b])
+    assert (s["num_queries"], s["num_success"], s["map_points"], s["rooms"]) == (4, 3, 200, 2)
+    assert s["localization_accuracy"] == {"0.5m_2deg": 0.25, "1m_5deg": 0.5, "5m_10deg": 0.5}
+    assert s["mma"]["0.1"] == pytest.approx(1.5 / 4)
+    assert s["median_translation_error_m"] == pytest.approx(0.3) and s["median_rotation_error_deg"] == pytest.approx(3.0)
+
+
 def _write_7scenes_sequence(folder: Path, frames: list[Frame]) -> None:
     folder.mkdir(parents=True)
     for k, f in enumerate(frames):

@@ -155,3 +155,65 @@ def test_trainer_runs_viewsynth_and_exports_only_the_features(tmp_path, one_thre
     outs = dict(zip([o.name for o in sess.get_outputs()],
                     sess.run(None, {sess.get_inputs()[0].name: np.random.rand(1, 1, 32, 32).astype(np.float32)})))
     assert outs["descriptor"].shape == (1, 512, 4, 4)
+
+
+def test_corrupt_depth_noise_edges_and_range():
+    import numpy as np
+
+    from kp_vo.training.recipes.viewsynth import SensorNoiseConfig, corrupt_depth
+    depth = np.full((64, 80), 4.0, np.float32)
+    depth[:, 40:] = 2.0                                          # a depth edge at column 40
+    depth[:5, :5] = 0.0                                          # invalid corner
+    rng = np.random.default_rng(0)
+    assert np.array_equal(corrupt_depth(depth, SensorNoiseConfig(), rng), depth)   # all off: unchanged
+    noisy = corrupt_depth(depth, SensorNoiseConfig(axial=0.002), rng)
+    far, near = (noisy - depth)[10:, :38], (noisy - depth)[10:, 42:]
+    assert far.std() == pytest.approx(0.002 * 16, rel=0.1) and near.std() == pytest.approx(0.002 * 4, rel=0.1)
+    assert np.all(noisy[:5, :5] == 0)                            # invalid stays invalid
+    holes = corrupt_depth(depth, SensorNoiseConfig(edge_dropout=1.0), rng) == 0
+    assert holes[10:, 39:41].all() and not holes[10:, :38].any() and not holes[10:, 42:].any()
+    ranged = corrupt_depth(depth, SensorNoiseConfig(max_range=3.0), rng)
+    assert np.all(ranged[:, :40] == 0) and np.all(ranged[:, 40:] == 2.0)
+    assert np.array_equal(depth[:, 40:], np.full((64, 40), 2.0, np.float32))   # the input is not modified
+
+
+def test_random_rooms_data_splits_noise_and_width(one_thread):
+    from kp_vo.config import load_config
+    from kp_vo.training.recipes.viewsynth import RECIPE, VAL_ROOM_SEED
+    cfg = load_config(RECIPE.config_type, {
+        "width": 8, "data": {"source": "random_rooms", "rooms": 2, "val_rooms": 1, "synthetic_frames": 35,
+                             "height": 48, "width": 64, "sensor_noise": {"axial": 0.003, "edge_dropout": 0.5}}})
+    recipe = RECIPE(cfg)
+    train, val = recipe.build_dataset("train"), recipe.build_dataset("val")
+    train_seeds = {ds.sequence.seed for ds in train.datasets}
+    assert train_seeds == {0, 1} and [ds.sequence.seed for ds in val.datasets] == [VAL_ROOM_SEED]
+    assert len(train) == 2 * ((35 - 10) + (35 - 30))             # pairs 10 and 30 frames apart in each room
+    item = train[0]
+    d, x = item["depth1"], item["input1"]
+    assert d.shape == x.shape == (1, 48, 64) and (d > 0).all()
+    assert (x == 0).any() and 0 < (x - d)[x > 0].abs().mean() < 0.05        # holes and noise on the input only
+    torch.manual_seed(0)
+    models = recipe.build_models()
+    out = models["features"]({"image": torch.rand(1, 1, 48, 64)})
+    assert out["descriptor"].shape == (1, 64, 6, 8)              # 8 * width channels
+    batch = torch.utils.data.default_collate([train[i] for i in (0, 7, 30, 45)])
+    for m in models.values():
+        m.train()
+    opt = torch.optim.Adam([p for m in models.values() for p in m.parameters()], lr=1e-3)
+    losses = []
+    for step in range(6):
+        loss, logs = recipe.compute_loss(models, batch, step)
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert losses[-1] < losses[0]
+
+
+def test_random_rooms_rejects_an_empty_split():
+    from kp_vo.config import load_config
+    from kp_vo.errors import InvalidInputError
+    from kp_vo.training.recipes.viewsynth import RECIPE
+    recipe = RECIPE(load_config(RECIPE.config_type, {"data": {"source": "random_rooms", "val_rooms": 0}}))
+    with pytest.raises(InvalidInputError, match="at least one val room"):
+        recipe.build_dataset("val")
