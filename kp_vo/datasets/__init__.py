@@ -2,6 +2,7 @@
 
 Layouts recognised by ``open_sequence(path, sequence=None, **options)``:
     "synthetic", "synthetic:street", "synthetic:room"   rendered scenes (SyntheticSequence)
+    "synthetic:random_room" (option seed=K)              room K of random layout (SyntheticSequence)
     ROOT with sequences/ (KITTI odometry root)           KittiOdometry(ROOT, sequence)
     ROOT/sequences/SS (a KITTI sequence folder)          KittiOdometry(ROOT/sequences/SS)
     7-Scenes scene folder (seq-XX/frame-*.color.png)     SevenScenes(SCENE, sequence) ("seq-01", "train", ...)
@@ -77,7 +78,7 @@ def open_sequence(path: str, sequence: str | None = None, **options) -> Sequence
     force_corbs = spec.startswith("corbs:")
     root = Path(spec[len("corbs:"):] if force_corbs else spec).expanduser()
     if not root.exists():
-        raise DatasetError(f"{root}: no such dataset path (expected a folder, or 'synthetic[:street|room]')")
+        raise DatasetError(f"{root}: no such dataset path (expected a folder, or 'synthetic[:street|room|random_room]')")
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder (expected a KITTI, 7-Scenes, TUM RGB-D, CoRBS or image folder)")
     if force_corbs:
