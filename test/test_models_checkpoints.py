@@ -99,3 +99,22 @@ def test_mismatches_are_model_file_errors(tmp_path):
         load_weights(build_model("keypointnet_vgg"), missing, "keypointnet_vgg")
     with pytest.raises(ModelFileError, match="not found"):
         read_state_dict(tmp_path / "nope.safetensors")
+
+
+def test_training_checkpoint_tensors_load_the_model_that_fits():
+    """A trainer checkpoint ("model/<name>/...", optimizer and RNG tensors beside) loads the one model
+    whose parameter names fit; none or several fitting is a ModelFileError naming the models."""
+    source = build_model("object_keypointnet", width=8)
+    other = build_model("viewsynth", width=4)
+    state = {f"model/net/{k}": v for k, v in source.state_dict().items()}
+    state.update({f"model/vsn/{k}": v for k, v in other.state_dict().items()})
+    state["optim/state/0/exp_avg"] = torch.zeros(3)
+    target = build_model("object_keypointnet", width=8)
+    load_weights(target, state, "object_keypointnet")
+    for k, v in source.state_dict().items():
+        assert torch.equal(target.state_dict()[k], v)
+    with pytest.raises(ModelFileError, match=r"models \['net', 'vsn'\], none of which fit keypointnet_vgg"):
+        load_weights(build_model("keypointnet_vgg"), state, "keypointnet_vgg")
+    twice = {**state, **{f"model/copy/{k}": v for k, v in source.state_dict().items()}}
+    with pytest.raises(ModelFileError, match="several of which fit"):
+        load_weights(target, twice, "object_keypointnet")

@@ -155,6 +155,13 @@ def test_trainer_runs_viewsynth_and_exports_only_the_features(tmp_path, one_thre
     outs = dict(zip([o.name for o in sess.get_outputs()],
                     sess.run(None, {sess.get_inputs()[0].name: np.random.rand(1, 1, 32, 32).astype(np.float32)})))
     assert outs["descriptor"].shape == (1, 512, 4, 4)
+    # The run's last checkpoint exports to the same network (the feature net is picked out of it).
+    from kp_vo.export import export_onnx
+    again = export_onnx("viewsynth", tmp_path / "again.onnx", weights=tmp_path / "run" / "checkpoints" / "step_00000003.safetensors")
+    x = np.random.default_rng(1).random((1, 1, 32, 32), dtype=np.float32)
+    first = sess.run(["descriptor"], {sess.get_inputs()[0].name: x})[0]
+    other = ort.InferenceSession(str(again), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(other.run(["descriptor"], {other.get_inputs()[0].name: x})[0], first, atol=1e-5)
 
 
 def test_corrupt_depth_noise_edges_and_range():

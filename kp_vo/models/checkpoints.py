@@ -106,8 +106,26 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return tensors, meta
 
 
+def _checkpoint_model(state: Mapping[str, torch.Tensor], names: set[str], kind: str, source: str) -> dict:
+    """The tensors of the one model in a training checkpoint whose parameter names are ``names``."""
+    models: dict[str, dict] = {}
+    for key, value in state.items():
+        _, name, param = key.split("/", 2)
+        models.setdefault(name, {})[param] = value
+    fits = [name for name, tensors in models.items() if set(tensors) == names]
+    if len(fits) != 1:
+        raise ModelFileError(f"{source}: training checkpoint with models {sorted(models)}, "
+                             f"{'none' if not fits else 'several'} of which fit {kind}")
+    return models[fits[0]]
+
+
 def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], kind: str, source: str = "state dict") -> None:
-    """Load ``state`` (ours or KP2D-named) into ``model`` strictly; ModelFileError on any mismatch."""
+    """Load ``state`` (ours or KP2D-named, or a training checkpoint's "model/<name>/..." tensors, of
+    which the one model whose parameter names fit is taken) into ``model`` strictly; ModelFileError
+    on any mismatch."""
+    if any(k.startswith("model/") for k in state) and not any(k in state for k in model.state_dict()):
+        state = _checkpoint_model({k: v for k, v in state.items() if k.startswith("model/")},
+                                  set(model.state_dict()), kind, source)
     if is_kp2d_state_dict(state):
         log.info("mapping KP2D checkpoint names from %s into %s", source, kind)
         state = map_kp2d_state_dict(state, kind)
