@@ -103,6 +103,7 @@ def test_map_and_query_sources_from_a_7scenes_folder(tmp_path, capsys):
     (["--extractors", "orb", "superpoint"], "unknown extractor 'superpoint'"),
     (["--extractors", "viewsynth"], "give the model file as viewsynth:PATH"),
     (["--map-source", "synthetic:room"], "give both --map-source and --query-source"),
+    (["--threshold-m", "0"], "RANSAC thresholds must be > 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
     assert main(["eval", "viewsynth", *argv]) == 2

@@ -84,6 +84,8 @@ def register(subparsers) -> None:
     v.add_argument("--every", type=int, default=1, help="map every N-th map frame")
     v.add_argument("--match-mode", choices=("mutual", "ratio", "topk"), default="mutual")
     v.add_argument("--no-depth", action="store_true", help="ignore query depth (RANSAC-PnP only)")
+    v.add_argument("--threshold-m", type=float, default=0.05, help="3D-3D RANSAC inlier threshold (metres)")
+    v.add_argument("--threshold-px", type=float, default=3.0, help="PnP RANSAC inlier threshold (pixels)")
     v.add_argument("--device", default="cpu", help="learned extractors: cpu, cuda or auto")
     v.add_argument("--json", default=None, help="also write the results to this JSON file")
     v.set_defaults(func=handle_viewsynth)
@@ -153,7 +155,11 @@ def handle_viewsynth(args: argparse.Namespace) -> int:
 
     if (args.map_source is None) != (args.query_source is None):
         raise InvalidInputError("give both --map-source and --query-source, or neither (synthetic room)")
-    config = LocalizerConfig(query_top_k=args.query_top_k, match_mode=args.match_mode, use_depth=not args.no_depth)
+    if not (args.threshold_m > 0 and args.threshold_px > 0):
+        raise InvalidInputError(f"RANSAC thresholds must be > 0, got --threshold-m {args.threshold_m} "
+                                f"--threshold-px {args.threshold_px}")
+    config = LocalizerConfig(query_top_k=args.query_top_k, match_mode=args.match_mode, use_depth=not args.no_depth,
+                             threshold_m=args.threshold_m, threshold_px=args.threshold_px)
     # Build every extractor first so that a bad spec fails before any long run.
     extractors = {spec: extractor_from_spec(spec, args.num_keypoints, args.device) for spec in args.extractors}
     summaries: dict[str, dict] = {}
