@@ -156,6 +156,14 @@ class ViewSynthExtractor(_NetworkExtractor):
     def __init__(self, model_path=None, backend: str = "onnx", max_keypoints: int = 1000,
                  score_threshold: float = 0.0, input_height: int | None = None, input_width: int | None = None,
                  scale: float | None = None, device: str = "auto", threads: int | None = None, **model_options):
+        """model_path: .onnx (backend "onnx"; None = the shipped models/viewsynth.onnx, trained on 240x320
+        depth of a 640x480-type camera: give 640x480 depth with scale=0.5) or .safetensors/None (backend
+        "torch", None = random weights). input_height/width or scale: the network input size (rounded to
+        a multiple of 8); default the depth image size."""
+        if model_path is None and backend == "onnx":
+            from kp_vo.runtime.shipped import shipped_model
+            model_path = shipped_model("viewsynth")
+            log.info("viewsynth: no model_path given, using the shipped %s", model_path)
         super().__init__("viewsynth", model_path, backend, device, threads, input_height, input_width, scale,
                          max_keypoints, score_threshold, False, model_options)
 
