@@ -113,6 +113,22 @@ def test_vsn_shapes_frustum_and_loss():
     assert view_synthesis_loss(pred, target, torch.zeros_like(mask)).item() == 0.0
 
 
+def _fit(recipe, models: dict, batch: dict, steps: int, lr: float, min_matches: int = 0) -> list[float]:
+    """Adam on one fixed batch; the loss of every step (each step must find > min_matches matches)."""
+    for m in models.values():
+        m.train()
+    opt = torch.optim.Adam([p for m in models.values() for p in m.parameters()], lr=lr)
+    losses = []
+    for step in range(steps):
+        loss, logs = recipe.compute_loss(models, batch, step)
+        assert logs["matches"] > min_matches
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return losses
+
+
 def test_viewsynth_recipe_smoke_loss_decreases(one_thread):
     from kp_vo.config import load_config
     from kp_vo.training.recipes.viewsynth import RECIPE
@@ -125,18 +141,7 @@ def test_viewsynth_recipe_smoke_loss_decreases(one_thread):
     item = ds[len(ds) - 1]
     assert item["depth1"].shape == (1, 48, 64) and item["T_2_1"].shape == (4, 4)
     batch = torch.utils.data.default_collate([ds[0], item])
-    models = recipe.build_models()
-    for m in models.values():
-        m.train()
-    opt = torch.optim.Adam([p for m in models.values() for p in m.parameters()], lr=1e-4)
-    losses = []
-    for step in range(4):
-        loss, logs = recipe.compute_loss(models, batch, step)
-        assert logs["matches"] > 10
-        losses.append(loss.item())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    losses = _fit(recipe, recipe.build_models(), batch, steps=4, lr=1e-4, min_matches=10)
     assert losses[-1] < losses[0]
 
 
@@ -204,16 +209,7 @@ def test_random_rooms_data_splits_noise_and_width(one_thread):
     out = models["features"]({"image": torch.rand(1, 1, 48, 64)})
     assert out["descriptor"].shape == (1, 64, 6, 8)              # 8 * width channels
     batch = torch.utils.data.default_collate([train[i] for i in (0, 7, 30, 45)])
-    for m in models.values():
-        m.train()
-    opt = torch.optim.Adam([p for m in models.values() for p in m.parameters()], lr=1e-3)
-    losses = []
-    for step in range(6):
-        loss, logs = recipe.compute_loss(models, batch, step)
-        losses.append(loss.item())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    losses = _fit(recipe, models, batch, steps=6, lr=1e-3)
     assert losses[-1] < losses[0]
 
 
