@@ -77,7 +77,8 @@ def register(subparsers) -> None:
                    help="room: the fixed synthetic room, or random_room: the room of random layout --seed "
                         "(models/viewsynth.onnx trained on seeds 0-39; 100000-100001 validated it)")
     v.add_argument("--seed", type=int, nargs="+", default=[0],
-                   help="room seed(s); several: each room is evaluated and the summary averages them")
+                   help="room seed(s); several: each room is mapped and queried on its own, and the summary "
+                        "pools the queries of all rooms")
     v.add_argument("--num-keypoints", type=int, default=1000, help="keypoints extracted per frame")
     v.add_argument("--top-k", type=int, default=300, help="keypoints kept per mapped frame (ViewSynth paper: 50)")
     v.add_argument("--query-top-k", type=int, default=None, help="query keypoints used (default all)")

@@ -54,7 +54,7 @@ def _default_trajectory(kind: str, num_frames: int, seed: int) -> np.ndarray:
     from kp_vo.datasets.random_room import free_ellipse, room_size
     size = room_size(seed)
     (cx, cy), radius = free_ellipse(size)
-    return room_trajectory(num_frames, seed=seed, center=(cx, cy, min(1.45, size[2] - 0.9)), radius=radius)
+    return room_trajectory(num_frames, seed=seed, center=(cx, cy, 1.45), radius=radius)
 
 
 class SyntheticSequence(IndexedSequence):

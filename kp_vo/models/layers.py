@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kp_vo.errors import InvalidInputError
+
 
 class ConvBnAct(nn.Module):
     """3x3 conv (no bias) -> BatchNorm -> LeakyReLU (or ELU). (B, Cin, H, W) -> (B, Cout, H, W)."""
@@ -95,10 +97,9 @@ class VGG16Conv4(nn.Module):
     def __init__(self, in_channels: int = 1, width: int = 64):
         super().__init__()
         if width < 1:
-            raise ValueError(f"VGG width must be >= 1, got {width}")
+            raise InvalidInputError(f"VGG width must be >= 1, got {width}")
         self.layers = nn.ModuleDict()
         self.plan: list[str] = []
-        self.out_channels = 8 * width
         c = in_channels
         for item in VGG16_TO_CONV4_3:
             if item == "pool":
