@@ -47,3 +47,22 @@ def test_bad_map_is_one_line_error(tmp_path, capsys, content):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("kp-vo map: error:") and str(bad) in err and "\n" not in err
+
+
+def test_depth_only_map_with_extractor_options(tmp_path, capsys):
+    """The shipped ViewSynth model maps and localizes from depth alone; --extractor-option reaches the
+    extractor (half-size input: fewer cells, fewer map points) and a malformed one is a one-line error."""
+    full, half = tmp_path / "full.kpmap", tmp_path / "half.kpmap"
+    build = ["map", "build", "synthetic:random_room", "--option", "seed=7", "--max-frames", "12", "--stride", "3",
+             "--extractor", "viewsynth", "--extractor-option", "threads=1", *SMALL]
+    assert main([*build, "--output", str(full)]) == 0
+    assert main([*build, "--extractor-option", "scale=0.5", "--output", str(half)]) == 0
+    assert Repository.load(full).extractor == "viewsynth" and len(Repository.load(half)) < len(Repository.load(full))
+    capsys.readouterr()
+    assert main(["map", "query", str(full), "synthetic:random_room", "--option", "seed=7", "--start", "4",
+                 "--stride", "9", "--max-frames", "3", "--extractor-option", "threads=1", *SMALL]) == 0
+    summary = json.loads(capsys.readouterr().out.split("\nwrote")[0])
+    assert summary["num_queries"] == 3 and summary["localization_accuracy"]["1m_5deg"] >= 2 / 3
+    assert main([*build, "--extractor-option", "scale", "--output", str(half)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "kp-vo map: error: --extractor-option expects KEY=VALUE, got 'scale'"

@@ -16,17 +16,24 @@ def open_source(source: str, sequence: str | None = None, start: int = 0, stride
                 max_frames: int | None = None, option_items: list[str] | None = None):
     """The sequence ``open_sequence(source, sequence)`` with the selection options and ``KEY=VALUE``
     loader options (YAML values); shared by ``kp-vo map`` and ``kp-vo eval viewsynth``."""
-    import yaml
-
     from kp_vo.datasets import open_sequence
 
     options = {"start": start, "stride": stride, "max_frames": max_frames}
-    for item in option_items or []:
+    options.update(parse_options(option_items, "--option"))
+    return open_sequence(source, sequence, **options)
+
+
+def parse_options(items: list[str] | None, flag: str) -> dict:
+    """``KEY=VALUE`` items (YAML values) as a dict; InvalidInputError naming ``flag`` for a malformed one."""
+    import yaml
+
+    options = {}
+    for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise InvalidInputError(f"--option expects KEY=VALUE, got {item!r}")
+            raise InvalidInputError(f"{flag} expects KEY=VALUE, got {item!r}")
         options[key] = yaml.safe_load(value)
-    return open_sequence(source, sequence, **options)
+    return options
 
 
 def _open(args: argparse.Namespace):
@@ -41,12 +48,18 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     parser.add_argument("--option", action="append", metavar="KEY=VALUE",
                         help="extra loader option (YAML value), e.g. width=320; repeatable")
+    parser.add_argument("--extractor-option", action="append", metavar="KEY=VALUE",
+                        help="extractor option (YAML value), e.g. scale=0.5 for the shipped viewsynth model on "
+                             "640x480 depth; use the same options to build and to query a map; repeatable")
 
 
-def _extractor(name: str, max_keypoints: int | None):
+def _extractor(name: str, args: argparse.Namespace):
     from kp_vo.pipeline import ExtractorConfig, build_extractor
 
-    return build_extractor(ExtractorConfig(name, {} if max_keypoints is None else {"max_keypoints": max_keypoints}))
+    options = parse_options(args.extractor_option, "--extractor-option")
+    if args.max_keypoints is not None:
+        options["max_keypoints"] = args.max_keypoints
+    return build_extractor(ExtractorConfig(name, options))
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -55,7 +68,7 @@ def _build(args: argparse.Namespace) -> int:
     seq = _open(args)
     if not seq.has_depth:
         raise InvalidInputError(f"{args.source}: mapping needs depth images and this sequence has none")
-    repo = build_repository(iter(seq), _extractor(args.extractor, args.max_keypoints), top_k=args.top_k,
+    repo = build_repository(iter(seq), _extractor(args.extractor, args), top_k=args.top_k,
                             every=args.every)
     repo.metadata.update({"source": str(args.source), "sequence": args.sequence})
     repo.save(args.output)
@@ -73,7 +86,7 @@ def _query(args: argparse.Namespace) -> int:
     if not name:
         raise InvalidInputError(f"{args.map} does not record its extractor; pass --extractor")
     config = LocalizerConfig(query_top_k=args.query_top_k, match_mode=args.match_mode, use_depth=not args.no_depth)
-    localizer = Localizer(repo, _extractor(name, args.max_keypoints), config)
+    localizer = Localizer(repo, _extractor(name, args), config)
     evaluation = evaluate_localizer(localizer, iter(_open(args)))
     print(json.dumps(evaluation.summary, indent=2))
     if args.output:
