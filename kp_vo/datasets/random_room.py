@@ -155,6 +155,4 @@ def make_random_room(seed: int, texture_dir: str | None = None) -> Scene:
             zc = rng.uniform(1.2, min(2.0, lz - 0.6))
             start = np.array([ax, ay, zc + h / 2]) + np.r_[along * a0 + inward * 0.01, 0]
             b.add_quad(start, np.r_[along * w, 0], [0, 0, -h], posters[int(rng.integers(len(posters)))])
-    scene = b.build("random_room", seed, sky_top=(40, 40, 40), sky_bottom=(40, 40, 40))
-    scene.extent = np.array([lx, ly, lz])
-    return scene
+    return b.build("random_room", seed, sky_top=(40, 40, 40), sky_bottom=(40, 40, 40), extent=(lx, ly, lz))

@@ -127,7 +127,7 @@ class SceneBuilder:
                 o, ev = o + ev, -ev
             self.add_quad(o, eu, ev, tex.get(name, tex.get("front")), texel)
 
-    def build(self, kind: str, seed: int, sky_top, sky_bottom) -> Scene:
+    def build(self, kind: str, seed: int, sky_top, sky_bottom, extent=None) -> Scene:
         q = self.quads
         axes_u = np.array([e[1] for e in q])
         axes_v = np.array([e[2] for e in q])
@@ -136,7 +136,8 @@ class SceneBuilder:
         return Scene(kind, seed, np.array([e[0] for e in q]), axes_u, axes_v,
                      np.array([e[3] for e in q], np.float64), np.array([e[4] for e in q], np.float64),
                      np.array([e[5] for e in q], np.float64), np.array([e[6] for e in q], np.int64), shades,
-                     list(self.textures), np.asarray(sky_top, np.float32), np.asarray(sky_bottom, np.float32))
+                     list(self.textures), np.asarray(sky_top, np.float32), np.asarray(sky_bottom, np.float32),
+                     None if extent is None else np.asarray(extent, np.float64))
 
 
 # ----------------------------------------------------------------------------- street
@@ -298,9 +299,7 @@ def _make_room(seed: int, texture_dir: str | None) -> Scene:
         inward = np.array([d[1], -d[0], 0.0])
         start = np.array([ax, ay, zc + h / 2]) + d * (a - w / 2) + inward * 0.01
         b.add_quad(start, d * w, [0, 0, -h], posters[int(rng.integers(len(posters)))])
-    scene = b.build("room", seed, sky_top=(40, 40, 40), sky_bottom=(40, 40, 40))
-    scene.extent = np.array(ROOM_SIZE)
-    return scene
+    return b.build("room", seed, sky_top=(40, 40, 40), sky_bottom=(40, 40, 40), extent=ROOM_SIZE)
 
 
 @functools.lru_cache(maxsize=4)
