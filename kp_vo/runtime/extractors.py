@@ -79,10 +79,19 @@ def suppress_close(uv: np.ndarray, radius_px: float) -> np.ndarray:
 
 
 class _NetworkExtractor:
+    """Shared set-up of the network extractors; subclasses set ``name``. Without ``model_path`` the onnx
+    backend serves the model shipped for ``name`` (``kp_vo.runtime.shipped``)."""
+
+    name: str
+
     def __init__(self, kind, model_path, backend, device, threads, input_height, input_width, scale,
                  max_keypoints, score_threshold, cell_nms, model_options):
         if max_keypoints < 0:
             raise InvalidInputError(f"max_keypoints must be >= 0 (0 = all), got {max_keypoints}")
+        if model_path is None and backend == "onnx":
+            from kp_vo.runtime.shipped import shipped_model
+            model_path = shipped_model(self.name)
+            log.info("%s: no model_path given, using the shipped %s", self.name, model_path)
         self.net = open_model(kind, model_path, backend, device, threads, model_options)
         self.target = (input_height, input_width)
         self.scale, self.max_keypoints = scale, int(max_keypoints)
@@ -119,10 +128,6 @@ class KeypointNetExtractor(_NetworkExtractor):
             raise InvalidInputError(f"nms_radius_px must be >= 0 (0 = keep duplicates), got {nms_radius_px}")
         if kind is None:
             kind = KEYPOINTNET_KINDS if backend == "onnx" else "keypointnet"
-        if model_path is None and backend == "onnx":
-            from kp_vo.runtime.shipped import shipped_model
-            model_path = shipped_model("keypointnet")
-            log.info("keypointnet: no model_path given, using the shipped %s", model_path)
         super().__init__(kind, model_path, backend, device, threads, input_height, input_width, scale,
                          max_keypoints, score_threshold, cell_nms, model_options)
         self.nms_radius_px = float(nms_radius_px)
@@ -160,10 +165,6 @@ class ViewSynthExtractor(_NetworkExtractor):
         depth of a 640x480-type camera: give 640x480 depth with scale=0.5) or .safetensors/None (backend
         "torch", None = random weights). input_height/width or scale: the network input size (rounded to
         a multiple of 8); default the depth image size."""
-        if model_path is None and backend == "onnx":
-            from kp_vo.runtime.shipped import shipped_model
-            model_path = shipped_model("viewsynth")
-            log.info("viewsynth: no model_path given, using the shipped %s", model_path)
         super().__init__("viewsynth", model_path, backend, device, threads, input_height, input_width, scale,
                          max_keypoints, score_threshold, False, model_options)
 
