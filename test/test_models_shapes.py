@@ -82,6 +82,21 @@ def test_depthnet_range_and_scales():
         "inv_depth_3": (1, 1, 8, 12)}
 
 
+def test_reduced_width_depthnet_and_posenet():
+    full, half = build_model("depthnet"), build_model("depthnet", width=32)
+    n_full, n_half = (sum(p.numel() for p in m.parameters()) for m in (full, half))
+    assert 0.2 < n_half / n_full < 0.3                       # conv weights scale with width^2
+    assert half.encoder.channels == (32, 32, 64, 128, 256) and full.encoder.channels == (64, 64, 128, 256, 512)
+    assert half.spec().options["width"] == 32
+    with torch.no_grad():
+        inv = half({"image": torch.randn(1, 3, 64, 96)})["inv_depth"]
+    assert inv.shape == (1, 1, 64, 96) and inv.min() >= 1 / 100.0 and inv.max() <= 1 / 0.1
+    pose = build_model("posenet", width=16, encoder_width=16)
+    assert pose.encoder.channels[-1] == 128 and pose.spec().options == {"width": 16, "encoder_width": 16}
+    with torch.no_grad():
+        assert pose({"image": torch.randn(2, 6, 64, 96)})["T_c_t"].shape == (2, 4, 4)
+
+
 def test_viewsynth_outputs():
     model = build_model("viewsynth")
     with torch.no_grad():
@@ -120,6 +135,7 @@ def test_object_keypointnet_outputs_and_expectation():
 
 
 @pytest.mark.parametrize("kind,opts", [("keypointnet", {"descriptor_dim": 128}), ("depthnet", {"min_depth": 0}),
+                                       ("depthnet", {"width": 30}),
                                        ("nope", {}), ("viewsynth", {"bogus": 1})])
 def test_bad_model_options(kind, opts):
     with pytest.raises(InvalidInputError):

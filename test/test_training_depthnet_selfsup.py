@@ -175,3 +175,18 @@ def test_cli_lists_the_recipe(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--help"])
     assert "depthnet_selfsup" in capsys.readouterr().out
+
+
+def test_synthetic_streets_train_and_validate_on_different_streets():
+    from kp_vo.training.recipes.kp3d import VAL_STREET_SEED, Kp3dDataConfig, snippet_dataset
+    cfg = load_config(Kp3dDataConfig, {"source": "synthetic_streets", "streets": 2, "val_streets": 1,
+                                       "synthetic_frames": 4, "dts": [1], "height": 32, "width": 96})
+    train, val = snippet_dataset(cfg, "train"), snippet_dataset(cfg, "val")
+    assert len(train) == 2 * 2 and len(val) == 2                 # frames 1, 2 of each 4-frame street
+    assert [d.sequence.scene.seed for d in train.datasets] == [0, 1]
+    assert [d.sequence.scene.seed for d in val.datasets] == [VAL_STREET_SEED]
+    a, b = train[0], train[2]                                    # same frame index, different streets
+    assert a["target"].shape == (3, 32, 96) and not torch.equal(a["target"], b["target"])
+    assert bool(a["has_gt"]) and a["target"].dtype == torch.float32 and a["target"].max() <= 1.0
+    with pytest.raises(Exception, match="at least one val street"):
+        snippet_dataset(load_config(Kp3dDataConfig, {"source": "synthetic_streets", "val_streets": 0}), "val")

@@ -1,4 +1,4 @@
-"""``kp-vo eval keypoints|viewsynth|objects``: model evaluations, several extractors per run.
+"""``kp-vo eval keypoints|viewsynth|depth|objects``: model evaluations, several extractors per run.
 
     kp-vo eval keypoints --extractors orb sift keypointnet:models/X.onnx [--pairs 50] ...
         HPatches-style keypoint metrics (``kp_vo.eval.keypoints``) on the same pairs: held-out
@@ -9,6 +9,10 @@
         localization accuracy at (0.5 m, 2 deg), (1 m, 5 deg), (5 m, 10 deg); by default on the
         synthetic RGB-D room (map one trajectory, localize another), else map one dataset sequence
         (depth + ground truth, e.g. a 7-Scenes train sequence) and localize another.
+    kp-vo eval depth --models constant depthnet:models/depthnet.onnx [--source synthetic:street --seed S ...]
+        Monocular depth metrics (``kp_vo.eval.depth``: abs rel, sq rel, RMSE, RMSE log, delta < 1.25^k,
+        per-image median scaling) against the ground-truth depth of held-out synthetic streets or of any
+        dataset sequence with depth.
     kp-vo eval objects CHECKPOINT [--pairs 100]
         3D-object KeypointNet relative-pose angular error on held-out rendered view pairs
         (``kp_vo.eval.objects``).
@@ -36,7 +40,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("eval", help="evaluate models (keypoint metrics, ViewSynth relocalization, "
-                                           "object keypoints)")
+                                           "monocular depth, object keypoints)")
     sub = p.add_subparsers(dest="eval_command", required=True)
     k = sub.add_parser("keypoints", help="HPatches-style repeatability / localization / correctness / "
                        "matching score")
@@ -90,6 +94,30 @@ def register(subparsers) -> None:
     v.add_argument("--device", default="cpu", help="learned extractors: cpu, cuda or auto")
     v.add_argument("--json", default=None, help="also write the results to this JSON file")
     v.set_defaults(func=handle_viewsynth)
+
+    d = sub.add_parser("depth", help="monocular depth metrics against ground-truth depth (median scaling)")
+    d.add_argument("--models", nargs="+", default=["constant", "depthnet"],
+                   help="constant (one depth everywhere: the no-information baseline), depthnet (the shipped "
+                        "model), depthnet:FILE.onnx|.safetensors; append options as ,key=value "
+                        "(e.g. depthnet:F.onnx,input_height=96,input_width=320)")
+    d.add_argument("--source", default="synthetic:street",
+                   help="synthetic:street (streets --seed; models/depthnet.onnx trained on seeds 0-39, "
+                        "validated on 100000-100001) or a dataset with depth images")
+    d.add_argument("--sequence", default=None, help="sequence inside --source")
+    d.add_argument("--seed", type=int, nargs="+", default=[200000],
+                   help="synthetic street seed(s); the figures are means over the images of all streets")
+    d.add_argument("--start", type=int, default=0, help="first frame")
+    d.add_argument("--stride", type=int, default=5, help="use every N-th frame")
+    d.add_argument("--max-frames", type=int, default=20, help="frames per street / sequence")
+    d.add_argument("--size", type=_size, default=None, help="synthetic: rendered HxW (default the scene's, 192x640)")
+    d.add_argument("--min-depth", type=float, default=1e-3, help="ground truth below this is ignored (m)")
+    d.add_argument("--max-depth", type=float, default=80.0, help="ground truth above this is ignored; "
+                                                                 "predictions are clipped to it (m)")
+    d.add_argument("--no-median-scaling", action="store_true",
+                   help="score the raw depth (only for a model whose scale is metric)")
+    d.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    d.add_argument("--json", default=None, help="also write the results to this JSON file")
+    d.set_defaults(func=handle_depth)
 
     o = sub.add_parser("objects", help="3D-object KeypointNet relative-pose angular error on held-out rendered pairs")
     o.add_argument("model", help="exported .onnx, training checkpoint (step_N.safetensors / .json) or "
@@ -190,6 +218,59 @@ def handle_viewsynth(args: argparse.Namespace) -> int:
     print(format_summary_table(summaries))
     if args.json:
         Path(args.json).write_text(json.dumps({"setup": header, "results": summaries}, indent=2))
+    return 0
+
+
+def depth_predictor_from_spec(spec: str, device: str = "cpu"):
+    """"constant", "depthnet" (the shipped model) or "depthnet:PATH" (.onnx -> ONNX Runtime,
+    .safetensors -> torch), optionally followed by ",key=value" DepthNetEstimator options ->
+    a function image -> (H, W) depth."""
+    from kp_vo.errors import InvalidInputError
+    from kp_vo.eval.depth import constant_depth
+    from kp_vo.eval.keypoints import spec_options
+
+    head, *option_items = spec.split(",")
+    options = spec_options(spec, option_items)
+    name, _, path = head.partition(":")
+    if name == "constant" and not path and not options:
+        return constant_depth
+    if name != "depthnet":
+        raise InvalidInputError(f"{spec!r}: expected constant, depthnet or depthnet:PATH[,key=value...]")
+    from kp_vo.runtime.extractors import DepthNetEstimator
+
+    backend = "torch" if path.endswith(".safetensors") else "onnx"
+    return DepthNetEstimator(model_path=path or None, backend=backend, device=device, **options).estimate
+
+
+def handle_depth(args: argparse.Namespace) -> int:
+    from kp_vo.cli.map import open_source
+    from kp_vo.errors import InvalidInputError
+    from kp_vo.eval.depth import METRICS, evaluate_depth
+
+    predictors = {spec: depth_predictor_from_spec(spec, args.device) for spec in args.models}
+    synthetic = args.source.startswith("synthetic")
+    options = []
+    if args.size is not None:
+        options += [f"height={args.size[0]}", f"width={args.size[1]}"]
+    sequences = [open_source(args.source, args.sequence, args.start, args.stride, args.max_frames,
+                             options + ([f"seed={seed}"] if synthetic else []))
+                 for seed in (args.seed if synthetic else [None])]
+    for seq in sequences:
+        if not seq.has_depth:
+            raise InvalidInputError(f"{args.source}: depth evaluation needs ground-truth depth images")
+    frames = [f for seq in sequences for f in seq]          # rendered / read once, scored by every model
+    results = {spec: evaluate_depth(predict, frames, args.min_depth, args.max_depth, not args.no_median_scaling)
+               for spec, predict in predictors.items()}
+    where = f"{args.source} seeds {' '.join(map(str, args.seed))}" if synthetic else sequences[0].name
+    header = (f"{len(frames)} images of {where} (every {args.stride}th from {args.start}), depth in "
+              f"({args.min_depth:g}, {args.max_depth:g}) m, {'raw' if args.no_median_scaling else 'median-scaled'}")
+    print(header)
+    print(f"{'model':40s} " + " ".join(f"{m:>8s}" for m in METRICS) + f" {'scale':>13s}")
+    for spec, r in results.items():
+        print(f"{spec:40s} " + " ".join(f"{r[m]:8.3f}" for m in METRICS)
+              + f" {r['scale_mean']:6.2f}+-{r['scale_std']:<5.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"setup": header, "results": results}, indent=2))
     return 0
 
 

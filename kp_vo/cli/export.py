@@ -24,8 +24,8 @@ def register(subparsers) -> None:
     p.add_argument("--max-depth", type=float, default=None, help="depthnet maximum depth (default 100)")
     p.add_argument("--num-keypoints", type=int, default=None, help="object_keypointnet keypoint count")
     p.add_argument("--width", type=int, default=None,
-                   help="object_keypointnet / viewsynth channels of the first block (default 64; the shipped "
-                        "models/object_keypointnet.onnx and models/viewsynth.onnx: 32)")
+                   help="depthnet / object_keypointnet / viewsynth channels of the first block (default 64; "
+                        "the shipped models/depthnet.onnx, object_keypointnet.onnx and viewsynth.onnx: 32)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
     p.add_argument("--quantize", choices=("none", "int8", "int8-static", "fp16"), default="none",
                    help="also write FILE.int8.onnx: int8 = dynamic int8 (no data needed); int8-static = "

@@ -247,7 +247,7 @@ def extractor_from_spec(spec: str, max_keypoints: int, device: str = "cpu"):
     options (YAML values), e.g. "keypointnet:kpn.onnx,scale=0.5,cell_nms=true" -> an Extractor keeping
     ``max_keypoints``."""
     head, *option_items = spec.split(",")
-    options = _spec_options(spec, option_items)
+    options = spec_options(spec, option_items)
     name, _, path = head.partition(":")
     if name in ("keypointnet", "keypointnet_vgg", "viewsynth"):
         import kp_vo.runtime  # noqa: F401  (registers "keypointnet", "viewsynth")
@@ -264,7 +264,7 @@ def extractor_from_spec(spec: str, max_keypoints: int, device: str = "cpu"):
     return create_extractor(name, max_keypoints=max_keypoints, **options)
 
 
-def _spec_options(spec: str, items: list[str]) -> dict:
+def spec_options(spec: str, items: list[str]) -> dict:
     import yaml
 
     options = {}

@@ -1,4 +1,5 @@
-"""DepthNet (KP3D / Monodepth-style): ResNet-18 encoder + decoder with sigmoid disparity at 4 scales.
+"""DepthNet (KP3D / Monodepth-style): ResNet-18 encoder + decoder with sigmoid disparity at 4 scales
+(``width`` < 64: the same layout with every layer narrowed by width / 64).
 
 Input  {"image": (B, 3, H, W) float32} RGB in [0, 1] normalised with ImageNet mean/std; H, W multiples of 32.
 Output dict:
@@ -30,15 +31,18 @@ class ConvElu(nn.Module):
 
 
 class DepthNet(nn.Module):
-    def __init__(self, min_depth: float = 0.1, max_depth: float = 100.0):
-        """min_depth/max_depth: range (m, up to scale) of the inverse-depth output."""
+    def __init__(self, min_depth: float = 0.1, max_depth: float = 100.0, width: int = 64):
+        """min_depth/max_depth: range (m, up to scale) of the inverse-depth output. width: the encoder's
+        first channel count, 64 = ResNet-18 (the paper); smaller widths scale encoder and decoder by width / 64."""
         super().__init__()
         if not 0 < min_depth < max_depth:
             raise ValueError(f"need 0 < min_depth < max_depth, got {min_depth}, {max_depth}")
-        self.min_depth, self.max_depth = float(min_depth), float(max_depth)
-        enc = ResNet18Encoder.channels            # 64, 64, 128, 256, 512 at strides 2..32
-        dec = (16, 32, 64, 128, 256)               # decoder widths at strides 1..16
-        self.encoder = ResNet18Encoder(3)
+        if width < 4 or width % 4:
+            raise ValueError(f"width must be a positive multiple of 4, got {width}")
+        self.min_depth, self.max_depth, self.width = float(min_depth), float(max_depth), int(width)
+        self.encoder = ResNet18Encoder(3, self.width)
+        enc = self.encoder.channels               # 64, 64, 128, 256, 512 at strides 2..32 (width 64)
+        dec = tuple(c * self.width // 64 for c in (16, 32, 64, 128, 256))  # decoder widths at strides 1..16
         self.upconv_a = nn.ModuleList()           # before upsampling
         self.upconv_b = nn.ModuleList()           # after upsampling (+ skip)
         self.disp = nn.ModuleList()               # sigmoid disparity heads at strides 1, 2, 4, 8
@@ -56,7 +60,7 @@ class DepthNet(nn.Module):
             kind="depthnet", input_channels=3, channel_order="RGB", value_range=(0.0, 1.0),
             mean=IMAGENET_MEAN, std=IMAGENET_STD, size_multiple=32,
             outputs={"inv_depth": "(B,1,H,W) inverse depth in [1/max_depth, 1/min_depth], scale-ambiguous"},
-            options={"min_depth": self.min_depth, "max_depth": self.max_depth})
+            options={"min_depth": self.min_depth, "max_depth": self.max_depth, "width": self.width})
 
     def to_inverse_depth(self, disparity: torch.Tensor) -> torch.Tensor:
         lo, hi = 1.0 / self.max_depth, 1.0 / self.min_depth

@@ -53,8 +53,8 @@ class KeypointNet(nn.Module):
             raise ValueError(f"descriptor_stride must be 2 or 4, got {descriptor_stride}")
         self.descriptor_dim, self.descriptor_stride = descriptor_dim, descriptor_stride
         self.cell_range, self.mask_border = float(cell_range), mask_border
-        enc = ResNet18Encoder.channels          # 64, 64, 128, 256, 512
         self.encoder = ResNet18Encoder(3)
+        enc = self.encoder.channels             # 64, 64, 128, 256, 512
         self.up4a, self.up4b = ConvBnAct(enc[4], 256), ConvBnAct(256 + enc[3], 256)   # -> H/16
         self.up3a, self.up3b = ConvBnAct(256, 128), ConvBnAct(128 + enc[2], 128)      # -> H/8
         self.up2a, self.up2b = ConvBnAct(128, 128), ConvBnAct(128 + enc[1], 128)      # -> H/4

@@ -55,21 +55,25 @@ class BasicBlock(nn.Module):
 class ResNet18Encoder(nn.Module):
     """ResNet-18 trunk without its classifier.
 
-    Input (B, 3, H, W) with H, W multiples of 32. Output: list of 5 feature maps
-    [(B,64,H/2,W/2), (B,64,H/4,W/4), (B,128,H/8,W/8), (B,256,H/16,W/16), (B,512,H/32,W/32)].
+    Input (B, in_channels, H, W) with H, W multiples of 32. Output: list of 5 feature maps with
+    ``self.channels`` = width * (1, 1, 2, 4, 8) channels at strides 2, 4, 8, 16, 32; the default width 64
+    is ResNet-18: [(B,64,H/2,W/2), (B,64,H/4,W/4), (B,128,H/8,W/8), (B,256,H/16,W/16), (B,512,H/32,W/32)].
+    Smaller widths give a reduced trunk (width 32: a quarter of the parameters and multiply-adds).
     """
 
-    channels = (64, 64, 128, 256, 512)
-
-    def __init__(self, in_channels: int = 3):
+    def __init__(self, in_channels: int = 3, width: int = 64):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        if width < 1:
+            raise ValueError(f"width must be >= 1, got {width}")
+        c = tuple(int(width) * m for m in (1, 1, 2, 4, 8))
+        self.channels = c
+        self.conv1 = nn.Conv2d(in_channels, c[0], 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(c[0])
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.layer1 = nn.Sequential(BasicBlock(64, 64), BasicBlock(64, 64))
-        self.layer2 = nn.Sequential(BasicBlock(64, 128, 2), BasicBlock(128, 128))
-        self.layer3 = nn.Sequential(BasicBlock(128, 256, 2), BasicBlock(256, 256))
-        self.layer4 = nn.Sequential(BasicBlock(256, 512, 2), BasicBlock(512, 512))
+        self.layer1 = nn.Sequential(BasicBlock(c[0], c[1]), BasicBlock(c[1], c[1]))
+        self.layer2 = nn.Sequential(BasicBlock(c[1], c[2], 2), BasicBlock(c[2], c[2]))
+        self.layer3 = nn.Sequential(BasicBlock(c[2], c[3], 2), BasicBlock(c[3], c[3]))
+        self.layer4 = nn.Sequential(BasicBlock(c[3], c[4], 2), BasicBlock(c[4], c[4]))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x0 = F.relu(self.bn1(self.conv1(x)))

@@ -74,15 +74,16 @@ def invert_transform(T: torch.Tensor) -> torch.Tensor:
 class PoseNet(nn.Module):
     """ResNet-18 pair encoder + pose decoder; see the module docstring for inputs and outputs."""
 
-    def __init__(self, width: int = 256):
-        """width: channels of the decoder's squeeze / 3x3 convs."""
+    def __init__(self, width: int = 256, encoder_width: int = 64):
+        """width: channels of the decoder's squeeze / 3x3 convs; encoder_width: the ResNet-18 trunk's first
+        channel count (64 = ResNet-18, smaller = a reduced trunk)."""
         super().__init__()
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
-        self.width = int(width)
-        self.encoder = ResNet18Encoder(6)
+        self.width, self.encoder_width = int(width), int(encoder_width)
+        self.encoder = ResNet18Encoder(6, self.encoder_width)
         self.decoder = nn.Sequential(
-            nn.Conv2d(ResNet18Encoder.channels[-1], width, 1), nn.ReLU(),     # squeeze
+            nn.Conv2d(self.encoder.channels[-1], width, 1), nn.ReLU(),        # squeeze
             nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
             nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
             nn.Conv2d(width, 6, 1))                                          # per-cell 6-vector
@@ -93,7 +94,7 @@ class PoseNet(nn.Module):
             mean=IMAGENET_MEAN * 2, std=IMAGENET_STD * 2, size_multiple=32,
             outputs={"pose": "(B,6) axis-angle (rad) + translation (up to scale), first -> second frame",
                      "T_c_t": "(B,4,4) first-camera -> second-camera transform"},
-            options={"width": self.width})
+            options={"width": self.width, "encoder_width": self.encoder_width})
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = inputs["image"]

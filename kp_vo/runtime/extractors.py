@@ -190,6 +190,7 @@ class DepthNetEstimator:
 
     DepthNet is scale-ambiguous: ``scale`` (default 1) converts its units to metres when known
     (e.g. from a camera height or stereo); otherwise the odometry must fix the scale itself.
+    Without ``model_path`` the onnx backend serves the shipped DepthNet (``kp_vo.runtime.shipped``).
     """
 
     name = "depthnet"
@@ -199,6 +200,10 @@ class DepthNetEstimator:
                  threads: int | None = None, **model_options):
         if not scale > 0:
             raise InvalidInputError(f"depth scale must be > 0, got {scale}")
+        if model_path is None and backend == "onnx":
+            from kp_vo.runtime.shipped import shipped_model
+            model_path = shipped_model(self.name)
+            log.info("%s: no model_path given, using the shipped %s", self.name, model_path)
         self.net = open_model("depthnet", model_path, backend, device, threads, model_options)
         self.scale, self.target, self.input_scale = float(scale), (input_height, input_width), input_scale
         self.provider = self.net.provider

@@ -15,14 +15,13 @@ inverse depth, weight ``loss.smoothness`` / 2^scale; everything averaged over th
 L = L_photo + loss.smoothness * L_smooth. Ground-truth poses, where the data has them, are only logged
 (scale-free rotation / translation-direction errors of PoseNet).
 
-Paper schedule: 200 epochs over the KITTI training sequences, Adam, lr 1e-4 halved every 40 epochs. The
-generic trainer keeps the learning rate constant (and a resumed run restores the checkpoint's rate), so
-the halving is run as stages: each stage a fresh run of 40 epochs' steps with ``train.lr`` halved,
-started from the previous stage's ``weights/{depthnet,posenet}.safetensors`` through
-``model.depthnet_weights`` / ``model.posenet_weights`` (Adam's moment estimates restart per stage).
+Paper schedule: 200 epochs over the KITTI training sequences, Adam, lr 1e-4 halved every 40 epochs:
+``train.lr_milestones`` at every 40 epochs' steps with ``train.lr_gamma: 0.5``. A later stage can also
+start as a fresh run from the previous one's ``weights/{depthnet,posenet}.safetensors`` through
+``model.depthnet_weights`` / ``model.posenet_weights`` (Adam's moment estimates restart then).
 
-Data: exactly kp3d's (``Kp3dDataConfig``, ``snippet_dataset``): a KITTI odometry root + sequence, or
-the synthetic street sequence; height / width multiples of 32.
+Data: exactly kp3d's (``Kp3dDataConfig``, ``snippet_dataset``): a KITTI odometry root + sequence, the
+synthetic street sequence, or many synthetic streets (``synthetic_streets``); height / width multiples of 32.
 Outputs: ``<output_dir>/weights/depthnet.safetensors`` (written by the trainer; loads as kp3d's
 ``model.depthnet_weights``) and ``<output_dir>/export/depthnet_selfsup.onnx``. The chain is
 
@@ -64,7 +63,9 @@ class DepthSelfSupLossConfig:
 class DepthSelfSupModelConfig:
     min_depth: float = 0.1             # DepthNet output range (m, up to scale): same options as kp3d's DepthNet
     max_depth: float = 100.0
+    width: int = 64                    # DepthNet encoder width: 64 = ResNet-18 (the paper), smaller = reduced
     posenet_width: int = 256           # PoseNet decoder channels
+    posenet_encoder_width: int = 64    # PoseNet's ResNet-18 trunk width
     posenet_temporal_order: bool = True  # feed each pair earlier frame first (the pose of an earlier context is
                                          # inverted): PoseNet then always estimates forward-in-time motion; False
                                          # feeds target first (it must tell past from future by appearance)
@@ -94,8 +95,8 @@ class DepthSelfSupRecipe:
         if loss.smoothness < 0:
             raise InvalidInputError(f"loss.smoothness must be >= 0, got {loss.smoothness}")
         m = self.config.model
-        models = {"depthnet": build_model("depthnet", min_depth=m.min_depth, max_depth=m.max_depth),
-                  "posenet": build_model("posenet", width=m.posenet_width)}
+        models = {"depthnet": build_model("depthnet", min_depth=m.min_depth, max_depth=m.max_depth, width=m.width),
+                  "posenet": build_model("posenet", width=m.posenet_width, encoder_width=m.posenet_encoder_width)}
         load_initial_weights(models, {"depthnet": m.depthnet_weights, "posenet": m.posenet_weights}, self.name)
         return models
 

@@ -11,9 +11,11 @@ recipe, ``model.depthnet_weights`` from the ``depthnet_selfsup`` recipe's ``weig
 keep its ``model.min_depth`` / ``max_depth``): from random weights the keypoint pose has nothing to anchor it
 and tends to collapse to near-zero motion (measured: translation-direction error ~88 deg after 30 steps).
 
-Data: a KITTI odometry sequence folder (``data.source`` = the dataset root holding ``sequences/``) or
-the synthetic street sequence (``data.source = "synthetic"``), resized to ``data.height x data.width``
-(multiples of 32). Split: the first ``1 - val_fraction`` of the frames train, the rest validate.
+Data: a KITTI odometry sequence folder (``data.source`` = the dataset root holding ``sequences/``),
+the synthetic street sequence (``data.source = "synthetic"``), or many synthetic streets
+(``"synthetic_streets"``: streets of seeds 0..streets-1 train, ``val_streets`` from ``VAL_STREET_SEED``
+validate), resized to ``data.height x data.width`` (multiples of 32). Split of one sequence: the first
+``1 - val_fraction`` of the frames train, the rest validate.
 """
 
 from __future__ import annotations
@@ -37,16 +39,21 @@ from kp_vo.training.procrustes_torch import rotation_angular_distance
 from kp_vo.training.recipe import TrainConfig, config_hash
 
 
+VAL_STREET_SEED = 100_000   # validation streets: street seeds VAL_STREET_SEED + k (training uses 0..streets-1)
+
+
 @dataclass(frozen=True)
 class Kp3dDataConfig:
-    source: str = "synthetic"          # "synthetic" or a KITTI odometry root (folder with sequences/)
+    source: str = "synthetic"          # "synthetic" (one street), "synthetic_streets" or a KITTI odometry root
     sequence: str = "07"               # KITTI sequence name
     height: int = 64                   # network input size (multiples of 32)
     width: int = 96
     dts: tuple[int, ...] = (1, 2, 4)   # frame offsets of the context images
     synthetic_frames: int = 40         # length of the synthetic street sequence
     seed: int = 0                      # synthetic scene seed
-    val_fraction: float = 0.2          # last part of the sequence held out for validation
+    streets: int = 8                   # synthetic_streets: training streets (seeds 0..streets-1)
+    val_streets: int = 2               # synthetic_streets: validation streets (seeds VAL_STREET_SEED + k)
+    val_fraction: float = 0.2          # last part of the sequence held out for validation (one sequence)
     max_frames: int = 0                # use at most this many frames (0 = all)
 
 
@@ -71,6 +78,7 @@ class Kp3dModelConfig:
     descriptor_stride: int = 2         # dense descriptor map stride (2 or 4)
     min_depth: float = 0.1             # DepthNet output range (m, up to scale)
     max_depth: float = 100.0
+    depthnet_width: int = 64           # DepthNet encoder width (64 = ResNet-18); match the pretrained weights
     keypointnet_weights: str = ""      # .safetensors to start from (e.g. the keypointnet_homography run); "" = random
     depthnet_weights: str = ""         # .safetensors of a pretrained DepthNet; "" = random
 
@@ -129,8 +137,8 @@ class SnippetDataset(torch.utils.data.Dataset):
                 img = np.repeat(img[..., None], 3, axis=2)
             if img.shape[:2] != (self.height, self.width):
                 img = cv2.resize(img, (self.width, self.height), interpolation=cv2.INTER_AREA)
-            self._cache[i] = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0
-        return self._cache[i]
+            self._cache[i] = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)   # uint8: 4x less memory
+        return self._cache[i].float() / 255.0
 
     def _rel(self, t: int, c: int) -> np.ndarray:
         if self.poses is None:
@@ -145,11 +153,14 @@ class SnippetDataset(torch.utils.data.Dataset):
                 "has_gt": torch.tensor(self.poses is not None)}
 
 
-def snippet_dataset(cfg: Kp3dDataConfig, split: str) -> SnippetDataset:
-    """The ``split`` ("train": the first 1 - val_fraction of the frames, "val": the rest) snippets of
-    the sequence ``cfg`` names."""
+def snippet_dataset(cfg: Kp3dDataConfig, split: str) -> torch.utils.data.Dataset:
+    """The ``split`` snippets of the data ``cfg`` names: of one sequence, "train" = its first
+    1 - val_fraction of the frames and "val" = the rest; of ``synthetic_streets``, whole streets
+    (training seeds 0..streets-1, validation seeds from VAL_STREET_SEED, never trained on)."""
     if split not in ("train", "val"):
         raise InvalidInputError(f"split must be 'train' or 'val', got {split!r}")
+    if cfg.source == "synthetic_streets":
+        return _synthetic_streets(cfg, split)
     seq = _open_sequence(cfg)
     n = len(seq) if cfg.max_frames <= 0 else min(len(seq), cfg.max_frames)
     n_val = round(n * cfg.val_fraction)
@@ -157,6 +168,20 @@ def snippet_dataset(cfg: Kp3dDataConfig, split: str) -> SnippetDataset:
     if len(ids) == 0:
         raise DatasetError(f"{split} split is empty ({n} frames, val_fraction {cfg.val_fraction})")
     return SnippetDataset(seq, ids, cfg.dts, cfg.height, cfg.width)
+
+
+def _synthetic_streets(cfg: Kp3dDataConfig, split: str) -> torch.utils.data.ConcatDataset:
+    from kp_vo.datasets.synthetic import SyntheticSequence
+
+    count = cfg.streets if split == "train" else cfg.val_streets
+    if count < 1:
+        raise InvalidInputError(f"synthetic_streets needs at least one {split} street, got {count}")
+    first = 0 if split == "train" else VAL_STREET_SEED
+    n = cfg.synthetic_frames if cfg.max_frames <= 0 else min(cfg.synthetic_frames, cfg.max_frames)
+    return torch.utils.data.ConcatDataset([
+        SnippetDataset(SyntheticSequence("street", num_frames=n, width=cfg.width, height=cfg.height, seed=first + k),
+                       np.arange(n), cfg.dts, cfg.height, cfg.width)
+        for k in range(count)])
 
 
 def normalise_input(image: torch.Tensor, model: nn.Module) -> torch.Tensor:
@@ -188,7 +213,8 @@ class Kp3dRecipe:
             raise InvalidInputError(f"loss.pose_source must be 'keypoints' or 'gt', got {self.config.loss.pose_source!r}")
         models = {"keypointnet": build_model("keypointnet", descriptor_dim=m.descriptor_dim,
                                              descriptor_stride=m.descriptor_stride),
-                  "depthnet": build_model("depthnet", min_depth=m.min_depth, max_depth=m.max_depth)}
+                  "depthnet": build_model("depthnet", min_depth=m.min_depth, max_depth=m.max_depth,
+                                          width=m.depthnet_width)}
         load_initial_weights(models, {"keypointnet": m.keypointnet_weights, "depthnet": m.depthnet_weights}, "KP3D")
         return models
 
