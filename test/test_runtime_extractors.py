@@ -149,6 +149,26 @@ def test_depthnet_estimator_scale(photo):
         create_depth_estimator("depthnet", backend="torch", scale=0.0)
 
 
+def test_depthnet_estimator_runs_at_the_size_its_file_records(photo, tmp_path, monkeypatch):
+    from kp_vo.cli import main as cli_main
+    from kp_vo.export import read_metadata
+
+    path = tmp_path / "d.onnx"
+    assert cli_main(["export", "depthnet", "--output", str(path), "--width", "8", "--trained-size", "64x96"]) == 0
+    assert read_metadata(path).trained_input_hw == (64, 96)
+    seen = []
+    est = create_depth_estimator("depthnet", model_path=str(path), threads=1)
+    run = est.net.run
+    monkeypatch.setattr(est.net, "run", lambda x: seen.append(x.shape) or run(x))
+    assert est.estimate(photo).shape == photo.shape[:2]
+    given = create_depth_estimator("depthnet", model_path=str(path), threads=1, input_height=64, input_width=128)
+    run2 = given.net.run
+    monkeypatch.setattr(given.net, "run", lambda x: seen.append(x.shape) or run2(x))
+    given.estimate(photo)
+    assert [s[-2:] for s in seen] == [(64, 96), (64, 128)]        # recorded size, unless the user sets one
+    assert cli_main(["export", "depthnet", "--output", str(tmp_path / "x.onnx"), "--trained-size", "96"]) == 2
+
+
 def test_viewsynth_extractor_on_synthetic_depth():
     torch.manual_seed(0)
     ext = create_extractor("viewsynth", backend="torch", device="cpu", max_keypoints=30)

@@ -14,6 +14,8 @@ Keys (all strings; JSON where noted):
     kp_vo.training_config_hash  from the checkpoint, "unrecorded" if it has none, "untrained" otherwise
     kp_vo.weights_sha256    sha256 of the weights file, or "none"
     kp_vo.quantization      "none", "dynamic_int8", "static_int8" or "fp16_weights"
+    kp_vo.trained_input_hw  optional "HxW" of the training input: the runtime's default input size for
+                            models that depend on it (DepthNet); absent when unrecorded
 """
 
 from __future__ import annotations
@@ -47,10 +49,11 @@ class ModelMetadata:
     opset: int
     quantization: str
     raw: dict[str, str]
+    trained_input_hw: tuple[int, int] | None = None
 
 
 def spec_to_props(spec, *, trained: bool, config_hash: str, weights_sha256: str,
-                  package_version: str) -> dict[str, str]:
+                  package_version: str, trained_input_hw: tuple[int, int] | None = None) -> dict[str, str]:
     """metadata_props for a ``kp_vo.models.spec.ModelSpec``."""
     inp = {"name": spec.input_name, "layout": "NCHW", "dtype": "float32", "channels": spec.input_channels,
            "channel_order": spec.channel_order, "value_range": list(spec.value_range),
@@ -60,6 +63,8 @@ def spec_to_props(spec, *, trained: bool, config_hash: str, weights_sha256: str,
              "outputs": json.dumps(spec.outputs), "options": json.dumps(spec.options),
              "trained": "true" if trained else "false", "training_config_hash": config_hash,
              "weights_sha256": weights_sha256, "quantization": "none"}
+    if trained_input_hw is not None:
+        props["trained_input_hw"] = f"{int(trained_input_hw[0])}x{int(trained_input_hw[1])}"
     return {PREFIX + k: v for k, v in props.items()}
 
 
@@ -85,9 +90,17 @@ def parse_metadata(props: dict[str, str], opset: int, source: str) -> ModelMetad
             size_multiple=int(short["size_multiple"]), outputs=json.loads(short["outputs"]),
             options=json.loads(short.get("options", "{}")), trained=short["trained"] == "true",
             training_config_hash=short["training_config_hash"], opset=opset,
-            quantization=short.get("quantization", "none"), raw=dict(props))
+            quantization=short.get("quantization", "none"), raw=dict(props),
+            trained_input_hw=_parse_hw(short["trained_input_hw"]) if "trained_input_hw" in short else None)
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelFileError(f"{source}: malformed kp_vo metadata ({exc})") from None
+
+
+def _parse_hw(text: str) -> tuple[int, int]:
+    h, w = (int(v) for v in text.split("x"))
+    if h < 1 or w < 1:
+        raise ValueError(f"trained_input_hw {text!r} is not a size")
+    return h, w
 
 
 def default_opset(model_proto) -> int:

@@ -44,12 +44,15 @@ def _config_hash(meta: dict[str, str]) -> str:
 
 
 def export_onnx(model_name: str, output_path: str | Path, *, weights: str | Path | None = None,
-                opset: int = 17, sample_hw: tuple[int, int] | None = None, **model_options) -> Path:
+                opset: int = 17, sample_hw: tuple[int, int] | None = None,
+                trained_input_hw: tuple[int, int] | None = None, **model_options) -> Path:
     """Export model ``model_name`` (see ``kp_vo.models.MODEL_BUILDERS``) to ``output_path``.
 
     weights: optional .safetensors checkpoint (ours or KP2D-named); without it the file is marked
     ``kp_vo.trained = false`` and ``training_config_hash = untrained``.
     sample_hw: (H, W) of the tracing input (default: 2 and 3 size multiples, at least 64x96).
+    trained_input_hw: (H, W) the weights were trained at, recorded as the runtime's default input size
+    of models that depend on it (DepthNet).
     model_options: constructor options, e.g. descriptor_dim=256.
     Returns the written path. The file is written atomically and validated with onnx.checker.
     """
@@ -63,15 +66,16 @@ def export_onnx(model_name: str, output_path: str | Path, *, weights: str | Path
     else:
         log.warning("exporting %s with random (untrained) weights; metadata says so", model_name)
     return export_module(model, output_path, opset=opset, sample_hw=sample_hw, trained=trained,
-                         config_hash=config_hash, weights_sha256=weights_sha)
+                         config_hash=config_hash, weights_sha256=weights_sha, trained_input_hw=trained_input_hw)
 
 
 def export_module(model: nn.Module, output_path: str | Path, *, opset: int = 17,
                   sample_hw: tuple[int, int] | None = None, trained: bool = False,
-                  config_hash: str = "untrained", weights_sha256: str = "none") -> Path:
+                  config_hash: str = "untrained", weights_sha256: str = "none",
+                  trained_input_hw: tuple[int, int] | None = None) -> Path:
     """Export an already built kp_vo model instance (its weights as they are) to ``output_path``.
-    ``trained``/``config_hash``/``weights_sha256`` go into the metadata verbatim: only claim
-    ``trained=True`` for weights that came from a training run."""
+    ``trained``/``config_hash``/``weights_sha256``/``trained_input_hw`` go into the metadata verbatim:
+    only claim ``trained=True`` for weights that came from a training run."""
     import onnx
 
     if opset < MIN_OPSET:
@@ -101,7 +105,7 @@ def export_module(model: nn.Module, output_path: str | Path, *, opset: int = 17,
                               do_constant_folding=True)
             proto = onnx.load(tmp)
             props = spec_to_props(spec, trained=trained, config_hash=config_hash, weights_sha256=weights_sha256,
-                                  package_version=__version__)
+                                  package_version=__version__, trained_input_hw=trained_input_hw)
             del proto.metadata_props[:]
             for k, v in props.items():
                 proto.metadata_props.add(key=k, value=v)

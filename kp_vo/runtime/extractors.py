@@ -191,6 +191,8 @@ class DepthNetEstimator:
     DepthNet is scale-ambiguous: ``scale`` (default 1) converts its units to metres when known
     (e.g. from a camera height or stereo); otherwise the odometry must fix the scale itself.
     Without ``model_path`` the onnx backend serves the shipped DepthNet (``kp_vo.runtime.shipped``).
+    Without input_height / input_width / input_scale the network input is the size the model was
+    trained at when its file records one (``kp_vo.trained_input_hw``), else the image's own size.
     """
 
     name = "depthnet"
@@ -206,6 +208,10 @@ class DepthNetEstimator:
             log.info("%s: no model_path given, using the shipped %s", self.name, model_path)
         self.net = open_model("depthnet", model_path, backend, device, threads, model_options)
         self.scale, self.target, self.input_scale = float(scale), (input_height, input_width), input_scale
+        trained_hw = self.net.meta.trained_input_hw
+        if trained_hw is not None and input_height is None and input_width is None and input_scale is None:
+            self.target = trained_hw           # a depth network sees the scene at the size it was trained at
+            log.info("%s: input %dx%d, the size the model was trained at", self.name, *trained_hw)
         self.provider = self.net.provider
 
     def estimate(self, image: np.ndarray) -> np.ndarray:

@@ -134,7 +134,8 @@ class DepthSelfSupRecipe:
         ``weights/depthnet.safetensors``."""
         d = self.config.data
         return [export_module(models["depthnet"], Path(output_dir) / "depthnet_selfsup.onnx", trained=True,
-                              config_hash=config_hash(self.config), sample_hw=(d.height, d.width))]
+                              config_hash=config_hash(self.config), sample_hw=(d.height, d.width),
+                              trained_input_hw=(d.height, d.width))]
 
 
 RECIPE = DepthSelfSupRecipe

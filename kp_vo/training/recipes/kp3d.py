@@ -274,7 +274,7 @@ class Kp3dRecipe:
         return [export_module(models["keypointnet"], output_dir / "keypointnet_kp3d.onnx", trained=True,
                               config_hash=h, sample_hw=(d.height, d.width)),
                 export_module(models["depthnet"], output_dir / "depthnet_kp3d.onnx", trained=True,
-                              config_hash=h, sample_hw=(d.height, d.width))]
+                              config_hash=h, sample_hw=(d.height, d.width), trained_input_hw=(d.height, d.width))]
 
 
 RECIPE = Kp3dRecipe
