@@ -35,8 +35,25 @@ def test_config_file_overrides_and_is_saved(tmp_path):
     assert "name: sift" in saved and "window_size: 4" in saved
 
 
+def test_loader_options_reach_the_sequence_and_network_depth_defaults_to_the_depthnet(tmp_path):
+    import argparse
+
+    from kp_vo.cli.run import apply_overrides, open_source
+    from kp_vo.pipeline import PipelineConfig
+
+    args = argparse.Namespace(path="synthetic:street", sequence=None, max_frames=2, start=0, stride=1,
+                              option=["seed=7", "width=160", "height=48"])
+    seq = open_source(args)
+    assert seq.scene.seed == 7 and seq.camera.width == 160 and len(seq) == 2
+    net = apply_overrides(PipelineConfig(), argparse.Namespace(extractor=None, depth_source="network"))
+    assert net.odometry.depth_source == "network" and net.depth.estimator == "depthnet"
+    tri = apply_overrides(PipelineConfig(), argparse.Namespace(extractor=None, depth_source="triangulation"))
+    assert tri.depth.estimator == ""
+
+
 @pytest.mark.parametrize("argv, message", [
     (["run", "/nonexistent/folder"], "no such dataset path"),
+    (["run", "synthetic", "--option", "seed"], "--option expects KEY=VALUE"),
     (["run", "synthetic", "--extractor", "nope"], "unknown extractor"),
 ])
 def test_known_errors_are_one_line_and_exit_2(argv, message, capsys, tmp_path):

@@ -68,8 +68,10 @@ def run_bag_command(args: argparse.Namespace) -> int:
 
 def make_bag_command(args: argparse.Namespace) -> int:
     from kp_vo.bridge.make_bag import make_bag
+    from kp_vo.cli.map import parse_options
 
     count = make_bag(args.path, args.output, sequence=args.sequence, storage=args.storage,
-                     max_frames=args.max_frames, start=args.start, stride=args.stride)
+                     max_frames=args.max_frames, start=args.start, stride=args.stride,
+                     **parse_options(args.option, "--option"))
     print(f"wrote {count} frames to {Path(args.output).resolve()}")
     return 0

@@ -23,6 +23,9 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, help="process at most this many frames")
     parser.add_argument("--start", type=int, default=0, help="first frame to process")
     parser.add_argument("--stride", type=int, default=1, help="process every N-th frame")
+    parser.add_argument("--option", action="append", metavar="KEY=VALUE",
+                        help="extra loader option (YAML value), e.g. seed=200000 for another synthetic street; "
+                             "repeatable")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +33,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         "file such as config/kitti_mono.yaml")
     parser.add_argument("--extractor", help="keypoint extractor: orb, sift, keypointnet, ... (overrides the config)")
     parser.add_argument("--depth-source", choices=["auto", "sensor", "network", "triangulation"],
-                        help="where keyframe depth comes from; 'triangulation' forces monocular VO")
+                        help="where keyframe depth comes from; 'triangulation' forces monocular VO; 'network' "
+                             "without a depth estimator in the config uses the shipped DepthNet")
 
 
 def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
@@ -60,18 +64,23 @@ def load_configs(path: str | None):
 
 
 def apply_overrides(config: PipelineConfig, args: argparse.Namespace) -> PipelineConfig:
-    """``config`` with ``--extractor`` and ``--depth-source`` applied."""
+    """``config`` with ``--extractor`` and ``--depth-source`` applied (``network`` with no estimator
+    configured: the shipped DepthNet)."""
     if args.extractor:
         config = merge(config, {"extractor": {"name": args.extractor}})
     if args.depth_source:
         config = merge(config, {"odometry": {"depth_source": args.depth_source}})
+        if args.depth_source == "network" and not config.depth.estimator:
+            config = merge(config, {"depth": {"estimator": "depthnet"}})
     return config
 
 
 def open_source(args: argparse.Namespace):
+    from kp_vo.cli.map import parse_options
     from kp_vo.datasets import open_sequence
 
-    return open_sequence(args.path, args.sequence, max_frames=args.max_frames, start=args.start, stride=args.stride)
+    return open_sequence(args.path, args.sequence, max_frames=args.max_frames, start=args.start, stride=args.stride,
+                         **parse_options(args.option, "--option"))
 
 
 def register(subparsers) -> None:
