@@ -3,9 +3,12 @@
     ros2 launch kp_vo kitti_mono.launch.py bag:=/path/to/kitti07_bag rviz:=true
     ros2 launch kp_vo kitti_mono.launch.py bag:=/path/to/kitti07_bag extractor:=keypointnet   # shipped model
     ros2 launch kp_vo kitti_mono.launch.py keypoint_model:=/path/keypointnet.onnx
+    ros2 launch kp_vo kitti_mono.launch.py bag:=... depth_source:=network depth_scale:=S   # DepthNet depth
 
 Arguments: bag (played with `ros2 bag play --clock` when set), config, extractor,
-keypoint_model, rate, rviz, image_topic, camera_info_topic.
+keypoint_model, depth_source (empty: the config's, triangulation; network: DepthNet on keyframes),
+depth_model (empty: the shipped models/depthnet.onnx), depth_scale (metres per DepthNet unit),
+rate, rviz, image_topic, camera_info_topic.
 """
 
 import os
@@ -26,6 +29,13 @@ def _nodes(context):
     if get("keypoint_model"):
         overrides["extractor.name"] = get("extractor") or "keypointnet"
         overrides["extractor.options.model_path"] = get("keypoint_model")
+    if get("depth_source"):
+        overrides["odometry.depth_source"] = get("depth_source")
+    if get("depth_source") == "network" or get("depth_model"):
+        overrides["depth.estimator"] = "depthnet"
+        if get("depth_model"):
+            overrides["depth.options.model_path"] = get("depth_model")
+        overrides["depth.options.scale"] = float(get("depth_scale"))
     use_sim_time = bool(get("bag"))
     actions = [Node(
         package="kp_vo", executable="vo_node", name="vo_node", output="screen",
@@ -46,6 +56,11 @@ def generate_launch_description():
         DeclareLaunchArgument("extractor", default_value="", description="orb, sift, keypointnet (empty: config)"),
         DeclareLaunchArgument("keypoint_model", default_value="",
                               description="KeypointNet .onnx file (empty: the shipped keypointnet_kp2d.onnx)"),
+        DeclareLaunchArgument("depth_source", default_value="",
+                              description="triangulation or network (empty: the config's)"),
+        DeclareLaunchArgument("depth_model", default_value="",
+                              description="DepthNet .onnx (empty: the shipped depthnet.onnx)"),
+        DeclareLaunchArgument("depth_scale", default_value="1.0", description="metres per DepthNet depth unit"),
         DeclareLaunchArgument("rate", default_value="1.0", description="bag playback rate"),
         DeclareLaunchArgument("rviz", default_value="false"),
         DeclareLaunchArgument("image_topic", default_value="/camera/image_raw"),

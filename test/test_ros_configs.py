@@ -73,6 +73,27 @@ def test_launch_files_parse_and_declare_their_arguments(name):
     assert config_default, "launch file names no parameter file"
 
 
+def test_kitti_launch_can_switch_to_depthnet_depth_with_valid_config_keys():
+    import re
+
+    from kp_vo.config import load_config
+    from kp_vo.pipeline import PipelineConfig
+
+    source = (ROOT / "launch" / "kitti_mono.launch.py").read_text()
+    for arg in ("depth_source", "depth_model", "depth_scale"):
+        assert f'DeclareLaunchArgument("{arg}"' in source
+    nested: dict = {}
+    for key in re.findall(r'overrides\["([a-z_.]+)"\]', source):
+        *parents, leaf = key.split(".")
+        node = nested
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = {"estimator": "depthnet", "depth_source": "network", "scale": 1.0}.get(leaf, "x")
+    nested["extractor"]["name"] = "keypointnet"
+    config = load_config(PipelineConfig, nested)                    # unknown keys would raise
+    assert config.odometry.depth_source == "network" and config.depth.estimator == "depthnet"
+
+
 def test_kinect_launch_knows_the_drivers():
     source = (ROOT / "launch" / "kinect_reloc.launch.py").read_text()
     tree = ast.parse(source)
