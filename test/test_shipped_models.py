@@ -177,3 +177,44 @@ def test_viewsynth_relocalizes_in_an_unseen_room_where_untrained_features_cannot
 def test_viewsynth_without_model_path_uses_the_shipped_model():
     ext = create_extractor("viewsynth", device="cpu", threads=1)
     assert ext.net.path.resolve() == VIEWSYNTH.resolve()
+
+
+DEPTHNET = MODELS / "depthnet.onnx"
+DEPTHNET_CONFIG = MODELS.parent / "config" / "train_depthnet_selfsup_cpu.yaml"
+DEPTHNET_METRIC_SCALE = 62.0   # metres per output unit on the street camera rig: the card's validation-street median
+
+
+def test_depthnet_contract_card_and_training_config():
+    from kp_vo.config import load_config
+    from kp_vo.training.recipe import config_hash
+    from kp_vo.training.recipes import get_recipe
+
+    meta = read_metadata(DEPTHNET)
+    assert meta.kind == "depthnet" and meta.trained and meta.options["width"] == 32
+    assert meta.trained_input_hw == (96, 320)
+    assert DEPTHNET.stat().st_size < REPOSITORY_LIMIT_BYTES
+    recipe = get_recipe("depthnet_selfsup")
+    assert meta.raw["kp_vo.training_config_hash"] == config_hash(load_config(recipe.config_type, DEPTHNET_CONFIG))
+    card = DEPTHNET.with_suffix(".md").read_text()
+    for section in ("## Data", "## Training", "## Metrics", "## Limitations"):
+        assert section in card
+    assert f"{DEPTHNET_METRIC_SCALE:g}" in card
+
+
+def test_depthnet_estimates_the_depth_of_an_unseen_street():
+    """Short version of the card's held-out-street measurement (another unseen street, fewer images):
+    far better than the no-information baseline, and metric with the card's scale."""
+    from kp_vo.datasets.synthetic import SyntheticSequence
+    from kp_vo.eval.depth import constant_depth, evaluate_depth
+    from kp_vo.runtime.extractors import DepthNetEstimator
+
+    street = SyntheticSequence("street", num_frames=61, width=320, height=96, seed=300000)
+    frames = [street[i] for i in range(0, 61, 10)]
+    estimator = DepthNetEstimator(threads=1)                 # no model_path: the shipped model
+    assert estimator.net.path.resolve() == DEPTHNET.resolve()
+    model, baseline = evaluate_depth(estimator.estimate, frames), evaluate_depth(constant_depth, frames)
+    assert model["abs_rel"] < 0.6 * baseline["abs_rel"] and model["a1"] > baseline["a1"] + 0.25, (model, baseline)
+    estimator.scale = DEPTHNET_METRIC_SCALE
+    still_needed = evaluate_depth(estimator.estimate, frames)["scale_mean"]     # median gt / prediction
+    metric = evaluate_depth(estimator.estimate, frames, median_scaling=False)
+    assert 0.8 < still_needed < 1.25 and metric["abs_rel"] < 1.3 * model["abs_rel"], (still_needed, metric)

@@ -12,7 +12,9 @@ One call of ``VisualOdometry.process(frame)`` does, in order:
    all window points, Gauss-Newton again, and the KP3D Procrustes refinement (kept when it
    does not increase the reprojection error);
 6. decide whether the frame becomes a keyframe; if so, give its new keypoints 3D points
-   (lifted with depth, or triangulated against the previous keyframes) and slide the window;
+   (lifted with depth, or triangulated against the previous keyframes), slide the window, and,
+   unless the depth came from a sensor, bundle-adjust the window (DepthNet depth is only
+   approximately right: the adjustment keeps its scale and removes its per-keyframe errors);
 7. when no pose can be solved against the window, relocalize against the keyframe archive
    (every keyframe that left the window, or a map loaded with ``load_map``) through the
    3D keypoint repository of ``kp_vo.reloc``, and resume there; failing that, report LOST
@@ -80,7 +82,7 @@ class OdometryConfig:
     min_parallax_deg: float = 1.0       # triangulation: minimum angle between the two rays
     max_reprojection_px: float = 2.0    # triangulation: maximum reprojection error in either view
     triangulation_keyframes: int = 2    # previous keyframes new keypoints are triangulated against
-    bundle_adjustment: bool = True      # monocular: local BA of the window after each keyframe
+    bundle_adjustment: bool = True      # triangulated or network depth: local BA of the window after each keyframe
     ba_fixed_keyframes: int = 2         # oldest window keyframes held fixed (gauge and scale)
     ba_iterations: int = 15
     min_depth_m: float = 0.1            # sensor/network depth outside [min, max] is ignored
@@ -380,9 +382,9 @@ class VisualOdometry:
             self._add_keyframe(kf, ids)
             for previous in self._map.keyframes[-1 - cfg.triangulation_keyframes:-1][::-1]:
                 self._triangulate_new_points(previous, kf, frame.camera.K)
-            if cfg.bundle_adjustment:
-                self._local_bundle_adjustment(frame.camera.K)
-                self._T_world_cam = kf.T_world_cam.copy()
+        if cfg.bundle_adjustment and (depth is None or self.depth_source.kind_for(frame) == "network"):
+            self._local_bundle_adjustment(frame.camera.K)
+            self._T_world_cam = kf.T_world_cam.copy()
         self._after_keyframe(int((kf.point_ids >= 0).sum()))
 
     def _local_bundle_adjustment(self, K: np.ndarray) -> None:
