@@ -28,7 +28,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def _size(text: str) -> tuple[int, int]:
+def image_size(text: str) -> tuple[int, int]:
+    """argparse type of an HxW size option, e.g. 240x320."""
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -51,7 +52,7 @@ def register(subparsers) -> None:
                    help="photo folder: pairs from its held-out photos (sorted index %% holdout == 0)")
     k.add_argument("--hpatches", default=None, help="HPatches folder (used instead of --photos)")
     k.add_argument("--pairs", type=int, default=50, help="number of photo pairs")
-    k.add_argument("--size", type=_size, default=(240, 320), help="HxW (240x320 or 480x640)")
+    k.add_argument("--size", type=image_size, default=(240, 320), help="HxW (240x320 or 480x640)")
     k.add_argument("--num-keypoints", type=int, default=None, help="default 300 at 240x320, 1000 larger")
     k.add_argument("--seed", type=int, default=0, help="seed of the homographies")
     k.add_argument("--holdout-every", type=int, default=5, help="held-out photo period (as in training)")
@@ -76,7 +77,7 @@ def register(subparsers) -> None:
                        help=f"extra {role} loader option (YAML value); repeatable")
     v.add_argument("--num-map", type=int, default=30, help="room: mapped frames (one circular trajectory)")
     v.add_argument("--num-query", type=int, default=10, help="room: query frames (another trajectory)")
-    v.add_argument("--size", type=_size, default=(240, 320), help="room: rendered HxW")
+    v.add_argument("--size", type=image_size, default=(240, 320), help="room: rendered HxW")
     v.add_argument("--scene", choices=("room", "random_room"), default="room",
                    help="room: the fixed synthetic room, or random_room: the room of random layout --seed "
                         "(models/viewsynth.onnx trained on seeds 0-39; 100000-100001 validated it)")
@@ -109,7 +110,7 @@ def register(subparsers) -> None:
     d.add_argument("--start", type=int, default=0, help="first frame")
     d.add_argument("--stride", type=int, default=5, help="use every N-th frame")
     d.add_argument("--max-frames", type=int, default=20, help="frames per street / sequence")
-    d.add_argument("--size", type=_size, default=None, help="synthetic: rendered HxW (default the scene's, 192x640)")
+    d.add_argument("--size", type=image_size, default=None, help="synthetic: rendered HxW (default the scene's, 192x640)")
     d.add_argument("--min-depth", type=float, default=1e-3, help="ground truth below this is ignored (m)")
     d.add_argument("--max-depth", type=float, default=80.0, help="ground truth above this is ignored; "
                                                                  "predictions are clipped to it (m)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from kp_vo.cli.evaluate import image_size
+
 log = logging.getLogger(__name__)
 
 MODELS = ("keypointnet", "keypointnet_vgg", "depthnet", "viewsynth", "object_keypointnet")
@@ -26,7 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("--width", type=int, default=None,
                    help="depthnet / object_keypointnet / viewsynth channels of the first block (default 64; "
                         "the shipped models/depthnet.onnx, object_keypointnet.onnx and viewsynth.onnx: 32)")
-    p.add_argument("--trained-size", default=None, metavar="HxW",
+    p.add_argument("--trained-size", type=image_size, default=None, metavar="HxW",
                    help="input size the weights were trained at, recorded in the metadata as the runtime's default "
                         "input size of a depthnet (e.g. 96x320 for the shipped models/depthnet.onnx)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
@@ -48,16 +50,8 @@ def handle(args: argparse.Namespace) -> int:
     options = {k: v for k, v in {"descriptor_dim": args.descriptor_dim, "descriptor_stride": args.descriptor_stride,
                                  "min_depth": args.min_depth, "max_depth": args.max_depth,
                                  "num_keypoints": args.num_keypoints, "width": args.width}.items() if v is not None}
-    trained_hw = None
-    if args.trained_size is not None:
-        try:
-            trained_hw = tuple(int(v) for v in args.trained_size.lower().split("x"))
-        except ValueError:
-            trained_hw = ()
-        if len(trained_hw) != 2 or min(trained_hw) < 1:
-            raise InvalidInputError(f"--trained-size must be HxW, e.g. 96x320, got {args.trained_size!r}")
     path = export_onnx(args.model, args.output, weights=args.weights, opset=args.opset,
-                       trained_input_hw=trained_hw, **options)
+                       trained_input_hw=args.trained_size, **options)
     log.info("wrote %s", path)
     if args.quantize == "fp16":
         qpath = path.with_suffix(".fp16.onnx")
