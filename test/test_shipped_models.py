@@ -181,7 +181,7 @@ def test_viewsynth_without_model_path_uses_the_shipped_model():
 
 DEPTHNET = MODELS / "depthnet.onnx"
 DEPTHNET_CONFIG = MODELS.parent / "config" / "train_depthnet_selfsup_cpu.yaml"
-DEPTHNET_METRIC_SCALE = 62.0   # metres per output unit on the street camera rig: the card's validation-street median
+DEPTHNET_METRIC_SCALE = 22.94  # metres per output unit on the street camera rig: the card's validation-street median
 
 
 def test_depthnet_contract_card_and_training_config():
@@ -213,8 +213,9 @@ def test_depthnet_estimates_the_depth_of_an_unseen_street():
     estimator = DepthNetEstimator(threads=1)                 # no model_path: the shipped model
     assert estimator.net.path.resolve() == DEPTHNET.resolve()
     model, baseline = evaluate_depth(estimator.estimate, frames), evaluate_depth(constant_depth, frames)
-    assert model["abs_rel"] < 0.6 * baseline["abs_rel"] and model["a1"] > baseline["a1"] + 0.25, (model, baseline)
+    # measured: abs rel 0.12, delta < 1.25 0.91; constant depth 0.78, 0.27
+    assert model["abs_rel"] < min(0.25, 0.4 * baseline["abs_rel"]) and model["a1"] > 0.75, (model, baseline)
     estimator.scale = DEPTHNET_METRIC_SCALE
     still_needed = evaluate_depth(estimator.estimate, frames)["scale_mean"]     # median gt / prediction
     metric = evaluate_depth(estimator.estimate, frames, median_scaling=False)
-    assert 0.8 < still_needed < 1.25 and metric["abs_rel"] < 1.3 * model["abs_rel"], (still_needed, metric)
+    assert 0.85 < still_needed < 1.18 and metric["abs_rel"] < 0.25, (still_needed, metric)    # 1.02, 0.12

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kp_vo.errors import ModelFileError
 
-SHIPPED_MODELS = {"keypointnet": "keypointnet_kp2d.onnx", "viewsynth": "viewsynth.onnx"}
+SHIPPED_MODELS = {"keypointnet": "keypointnet_kp2d.onnx", "viewsynth": "viewsynth.onnx", "depthnet": "depthnet.onnx"}
 
 
 def model_dirs() -> list[Path]:
