@@ -98,24 +98,31 @@ def test_keypointnet_without_model_path_uses_the_shipped_model(monkeypatch, tmp_
     assert shipped.model_dirs()[0] == tmp_path
 
 
+def _check_contract_card_and_config(path: Path, kind: str, recipe_name: str, config: Path):
+    """A trained ``kind`` file small enough for the repository, exported from a run of the committed
+    ``config`` (its hash is the metadata's), with a model card of the four sections; its metadata."""
+    from kp_vo.config import load_config
+    from kp_vo.training.recipe import config_hash
+    from kp_vo.training.recipes import get_recipe
+
+    meta = read_metadata(path)
+    assert meta.kind == kind and meta.trained
+    assert path.stat().st_size < REPOSITORY_LIMIT_BYTES
+    recipe = get_recipe(recipe_name)
+    assert meta.raw["kp_vo.training_config_hash"] == config_hash(load_config(recipe.config_type, config))
+    card = path.with_suffix(".md").read_text()
+    for section in ("## Data", "## Training", "## Metrics", "## Limitations"):
+        assert section in card
+    return meta
+
+
 OBJECT_KEYPOINTNET = MODELS / "object_keypointnet.onnx"
 OBJECT_CONFIG = MODELS.parent / "config" / "train_object_keypoints_cpu.yaml"
 
 
 def test_object_keypointnet_contract_card_and_training_config():
-    from kp_vo.config import load_config
-    from kp_vo.training.recipe import config_hash
-    from kp_vo.training.recipes.object_keypoints import ObjectKeypointsConfig
-
-    meta = read_metadata(OBJECT_KEYPOINTNET)
-    assert meta.kind == "object_keypointnet" and meta.trained
+    meta = _check_contract_card_and_config(OBJECT_KEYPOINTNET, "object_keypointnet", "object_keypoints", OBJECT_CONFIG)
     assert meta.options["num_keypoints"] == 10
-    assert OBJECT_KEYPOINTNET.stat().st_size < REPOSITORY_LIMIT_BYTES
-    card = OBJECT_KEYPOINTNET.with_suffix(".md").read_text()
-    for section in ("## Data", "## Training", "## Metrics", "## Limitations"):
-        assert section in card
-    cfg = load_config(ObjectKeypointsConfig, OBJECT_CONFIG)
-    assert meta.raw["kp_vo.training_config_hash"] == config_hash(cfg)
 
 
 def test_object_keypointnet_recovers_relative_rotations_of_unseen_chairs():
@@ -138,18 +145,8 @@ VIEWSYNTH_CONFIG = MODELS.parent / "config" / "train_viewsynth_cpu_240x320.yaml"
 
 
 def test_viewsynth_contract_card_and_training_config():
-    from kp_vo.config import load_config
-    from kp_vo.training.recipe import config_hash
-    from kp_vo.training.recipes import get_recipe
-
-    meta = read_metadata(VIEWSYNTH)
-    assert meta.kind == "viewsynth" and meta.trained and meta.options["width"] == 32
-    assert VIEWSYNTH.stat().st_size < REPOSITORY_LIMIT_BYTES
-    recipe = get_recipe("viewsynth")
-    assert meta.raw["kp_vo.training_config_hash"] == config_hash(load_config(recipe.config_type, VIEWSYNTH_CONFIG))
-    card = VIEWSYNTH.with_suffix(".md").read_text()
-    for section in ("## Data", "## Training", "## Metrics", "## Limitations"):
-        assert section in card
+    meta = _check_contract_card_and_config(VIEWSYNTH, "viewsynth", "viewsynth", VIEWSYNTH_CONFIG)
+    assert meta.options["width"] == 32
 
 
 def test_viewsynth_relocalizes_in_an_unseen_room_where_untrained_features_cannot(tmp_path):
@@ -185,20 +182,9 @@ DEPTHNET_METRIC_SCALE = 22.94  # metres per output unit on the street camera rig
 
 
 def test_depthnet_contract_card_and_training_config():
-    from kp_vo.config import load_config
-    from kp_vo.training.recipe import config_hash
-    from kp_vo.training.recipes import get_recipe
-
-    meta = read_metadata(DEPTHNET)
-    assert meta.kind == "depthnet" and meta.trained and meta.options["width"] == 32
-    assert meta.trained_input_hw == (96, 320)
-    assert DEPTHNET.stat().st_size < REPOSITORY_LIMIT_BYTES
-    recipe = get_recipe("depthnet_selfsup")
-    assert meta.raw["kp_vo.training_config_hash"] == config_hash(load_config(recipe.config_type, DEPTHNET_CONFIG))
-    card = DEPTHNET.with_suffix(".md").read_text()
-    for section in ("## Data", "## Training", "## Metrics", "## Limitations"):
-        assert section in card
-    assert f"{DEPTHNET_METRIC_SCALE:g}" in card
+    meta = _check_contract_card_and_config(DEPTHNET, "depthnet", "depthnet_selfsup", DEPTHNET_CONFIG)
+    assert meta.options["width"] == 32 and meta.trained_input_hw == (96, 320)
+    assert f"{DEPTHNET_METRIC_SCALE:g}" in DEPTHNET.with_suffix(".md").read_text()
 
 
 def test_depthnet_estimates_the_depth_of_an_unseen_street():

@@ -45,6 +45,17 @@ def synthetic_camera(kind: str, width: int, height: int) -> CameraIntrinsics:
     return CameraIntrinsics(f, f, (width - 1) / 2.0, (height - 1) / 2.0, int(width), int(height))
 
 
+def split_seeds(split: str, train: int, val: int, val_first: int, what: str) -> range:
+    """Scene seeds of a training ``split`` drawn from random scenes: 0..train-1 for "train",
+    val_first..val_first+val-1 for "val" (never trained on); InvalidInputError naming ``what``
+    (e.g. "street") when the split would be empty."""
+    count = train if split == "train" else val
+    if count < 1:
+        raise InvalidInputError(f"need at least one {split} {what}, got {count}")
+    first = 0 if split == "train" else val_first
+    return range(first, first + count)
+
+
 def _default_trajectory(kind: str, num_frames: int, seed: int) -> np.ndarray:
     """(N, 4, 4) T_world_cam: the street drive, or the hand-held ellipse inside the room's free floor."""
     if kind == "street":

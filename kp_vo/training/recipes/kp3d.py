@@ -171,17 +171,13 @@ def snippet_dataset(cfg: Kp3dDataConfig, split: str) -> torch.utils.data.Dataset
 
 
 def _synthetic_streets(cfg: Kp3dDataConfig, split: str) -> torch.utils.data.ConcatDataset:
-    from kp_vo.datasets.synthetic import SyntheticSequence
+    from kp_vo.datasets.synthetic import SyntheticSequence, split_seeds
 
-    count = cfg.streets if split == "train" else cfg.val_streets
-    if count < 1:
-        raise InvalidInputError(f"synthetic_streets needs at least one {split} street, got {count}")
-    first = 0 if split == "train" else VAL_STREET_SEED
     n = cfg.synthetic_frames if cfg.max_frames <= 0 else min(cfg.synthetic_frames, cfg.max_frames)
     return torch.utils.data.ConcatDataset([
-        SnippetDataset(SyntheticSequence("street", num_frames=n, width=cfg.width, height=cfg.height, seed=first + k),
+        SnippetDataset(SyntheticSequence("street", num_frames=n, width=cfg.width, height=cfg.height, seed=seed),
                        np.arange(n), cfg.dts, cfg.height, cfg.width)
-        for k in range(count)])
+        for seed in split_seeds(split, cfg.streets, cfg.val_streets, VAL_STREET_SEED, "street")])
 
 
 def normalise_input(image: torch.Tensor, model: nn.Module) -> torch.Tensor:

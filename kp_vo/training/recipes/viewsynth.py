@@ -210,18 +210,14 @@ class ViewSynthRecipe:
     def _random_rooms(self, split: str) -> torch.utils.data.Dataset:
         """One sequence of ``synthetic_frames`` per room: training rooms 0..rooms-1, validation rooms
         from VAL_ROOM_SEED (never trained on)."""
-        from kp_vo.datasets.synthetic import SyntheticSequence
+        from kp_vo.datasets.synthetic import SyntheticSequence, split_seeds
 
         d = self.config.data
-        count = d.rooms if split == "train" else d.val_rooms
-        if count < 1:
-            raise InvalidInputError(f"random_rooms needs at least one {split} room, got {count}")
-        first = 0 if split == "train" else VAL_ROOM_SEED
         n = d.synthetic_frames if d.max_frames <= 0 else min(d.synthetic_frames, d.max_frames)
         return torch.utils.data.ConcatDataset([
             DepthPairDataset(SyntheticSequence("random_room", num_frames=n, width=d.width, height=d.height,
-                                               seed=first + k), np.arange(n), d.gaps, d.height, d.width, d.sensor_noise)
-            for k in range(count)])
+                                               seed=seed), np.arange(n), d.gaps, d.height, d.width, d.sensor_noise)
+            for seed in split_seeds(split, d.rooms, d.val_rooms, VAL_ROOM_SEED, "room")])
 
     def compute_loss(self, models: dict[str, nn.Module], batch: dict, step: int
                      ) -> tuple[torch.Tensor, dict[str, float]]:
