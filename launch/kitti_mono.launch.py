@@ -6,8 +6,9 @@
     ros2 launch kp_vo kitti_mono.launch.py bag:=... depth_source:=network depth_scale:=S   # DepthNet depth
 
 Arguments: bag (played with `ros2 bag play --clock` when set), config, extractor,
-keypoint_model, depth_source (empty: the config's, triangulation; network: DepthNet on keyframes),
-depth_model (empty: the shipped models/depthnet.onnx), depth_scale (metres per DepthNet unit),
+keypoint_model, depth_source (empty: the config's, triangulation, or network when depth_model is
+set; network: DepthNet depth on keyframes), depth_model (empty: the shipped models/depthnet.onnx),
+depth_scale (metres per DepthNet unit),
 rate, rviz, image_topic, camera_info_topic.
 """
 
@@ -29,9 +30,10 @@ def _nodes(context):
     if get("keypoint_model"):
         overrides["extractor.name"] = get("extractor") or "keypointnet"
         overrides["extractor.options.model_path"] = get("keypoint_model")
-    if get("depth_source"):
-        overrides["odometry.depth_source"] = get("depth_source")
-    if get("depth_source") == "network" or get("depth_model"):
+    depth_source = get("depth_source") or ("network" if get("depth_model") else "")
+    if depth_source:
+        overrides["odometry.depth_source"] = depth_source
+    if depth_source == "network":
         overrides["depth.estimator"] = "depthnet"
         if get("depth_model"):
             overrides["depth.options.model_path"] = get("depth_model")
