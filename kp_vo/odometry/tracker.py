@@ -382,7 +382,7 @@ class VisualOdometry:
             self._add_keyframe(kf, ids)
             for previous in self._map.keyframes[-1 - cfg.triangulation_keyframes:-1][::-1]:
                 self._triangulate_new_points(previous, kf, frame.camera.K)
-        if cfg.bundle_adjustment and (depth is None or self.depth_source.kind_for(frame) == "network"):
+        if cfg.bundle_adjustment and self.depth_source.kind_for(frame) != "sensor":
             self._local_bundle_adjustment(frame.camera.K)
             self._T_world_cam = kf.T_world_cam.copy()
         self._after_keyframe(int((kf.point_ids >= 0).sum()))
