@@ -26,13 +26,19 @@ from kp_vo.runtime.preprocess import (
 log = logging.getLogger(__name__)
 
 
-def open_model(kind: str | tuple[str, ...], model_path, backend: str, device: str, threads, model_options: dict):
-    """OnnxModel (backend "onnx", model_path a .onnx of ``kind``, or of one of several kinds) or TorchModel
-    (backend "torch", one ``kind``, model_path a .safetensors or None for random weights)."""
+def open_model(kind: str | tuple[str, ...], model_path, backend: str, device: str, threads, model_options: dict,
+               shipped: str | None = None):
+    """OnnxModel (backend "onnx", model_path a .onnx of ``kind``, or of one of several kinds; None = the
+    model shipped for ``shipped``, see ``kp_vo.runtime.shipped``) or TorchModel (backend "torch", one
+    ``kind``, model_path a .safetensors or None for random weights)."""
     if backend == "onnx":
         if model_options:
             raise InvalidInputError(f"unknown options {sorted(model_options)}: not extractor options, and model "
                                     "options (descriptor_dim, ...) are fixed in an .onnx file at export")
+        if model_path is None and shipped is not None:
+            from kp_vo.runtime.shipped import shipped_model
+            model_path = shipped_model(shipped)
+            log.info("%s: no model_path given, using the shipped %s", shipped, model_path)
         if model_path is None:
             what = kind if isinstance(kind, str) else "/".join(kind)
             raise InvalidInputError(f"{what}: model_path (an exported .onnx) is required for the onnx backend")
@@ -88,11 +94,7 @@ class _NetworkExtractor:
                  max_keypoints, score_threshold, cell_nms, model_options):
         if max_keypoints < 0:
             raise InvalidInputError(f"max_keypoints must be >= 0 (0 = all), got {max_keypoints}")
-        if model_path is None and backend == "onnx":
-            from kp_vo.runtime.shipped import shipped_model
-            model_path = shipped_model(self.name)
-            log.info("%s: no model_path given, using the shipped %s", self.name, model_path)
-        self.net = open_model(kind, model_path, backend, device, threads, model_options)
+        self.net = open_model(kind, model_path, backend, device, threads, model_options, shipped=self.name)
         self.target = (input_height, input_width)
         self.scale, self.max_keypoints = scale, int(max_keypoints)
         self.score_threshold, self.cell_nms = float(score_threshold), bool(cell_nms)
@@ -202,11 +204,7 @@ class DepthNetEstimator:
                  threads: int | None = None, **model_options):
         if not scale > 0:
             raise InvalidInputError(f"depth scale must be > 0, got {scale}")
-        if model_path is None and backend == "onnx":
-            from kp_vo.runtime.shipped import shipped_model
-            model_path = shipped_model(self.name)
-            log.info("%s: no model_path given, using the shipped %s", self.name, model_path)
-        self.net = open_model("depthnet", model_path, backend, device, threads, model_options)
+        self.net = open_model("depthnet", model_path, backend, device, threads, model_options, shipped=self.name)
         self.scale, self.target, self.input_scale = float(scale), (input_height, input_width), input_scale
         trained_hw = self.net.meta.trained_input_hw
         if trained_hw is not None and input_height is None and input_width is None and input_scale is None:
