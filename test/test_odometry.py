@@ -7,6 +7,7 @@ runs are compared after one Sim(3) alignment; 2 % of the path allows for scale d
 triangulated map over 40 frames (measured about 1 %).
 """
 
+import cv2
 import numpy as np
 import pytest
 
@@ -49,6 +50,23 @@ def test_monocular_street_tracks_with_consistent_scale():
     gt = _relative_gt(result)
     ate = ate_rmse(result.T_world_cam, gt, align="sim3")
     assert ate["rmse"] < 0.02 * path_length(gt), ate
+
+
+def test_monocular_run_is_reproducible_whatever_ran_before():
+    """The tracker seeds its own RANSAC (PnP and OpenCV's essential matrix) from config.seed, so a bag
+    loop (reset) or an earlier run in the same process cannot change the poses."""
+    sequence = SyntheticSequence("street", num_frames=12, width=640, height=192, seed=2)
+    frames = list(sequence)
+    vo = VisualOdometry(OdometryConfig(depth_source="triangulation"), create_extractor("orb", max_keypoints=1000))
+    first = np.array([vo.process(f).T_world_cam for f in frames])
+    cv2.setRNGSeed(12345)                       # disturb OpenCV's thread-global generator
+    cv2.findEssentialMat(np.random.default_rng(1).random((20, 2)) * 100, np.random.default_rng(2).random((20, 2)) * 100,
+                         np.eye(3), method=cv2.RANSAC)
+    vo.reset()
+    again = np.array([vo.process(f).T_world_cam for f in frames])
+    np.testing.assert_array_equal(again, first)
+    other = VisualOdometry(OdometryConfig(depth_source="triangulation"), create_extractor("orb", max_keypoints=1000))
+    np.testing.assert_array_equal(np.array([other.process(f).T_world_cam for f in frames]), first)
 
 
 class _BiasedDepthNet:

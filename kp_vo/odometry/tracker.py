@@ -96,6 +96,7 @@ class OdometryConfig:
     archive_max_keyframes: int = 5000   # archive capacity (older keyframes are kept, newer not added)
     max_lost_frames: int = 30           # after this many LOST frames the map is rebuilt from scratch
     lost_covariance: float = 1.0e3      # variance (m^2, rad^2) reported while LOST / INITIALIZING
+    seed: int = 0                       # RANSAC seed (PnP and the monocular essential matrix); reset() restarts it
     blas_threads: int = 1               # numpy BLAS threads while tracking (0 = unchanged): the matrices are
                                         # small, and threaded BLAS on them was 3x slower on a busy 2-core CPU
 
@@ -121,7 +122,6 @@ class VisualOdometry:
         self.depth_source = DepthSource(self.config.depth_source, depth_estimator, self.config.network_scale,
                                         self.config.network_every_frame)
         self._map = LocalMap(self.config.window_size)
-        self._rng = np.random.default_rng(0)
         self._threadpools = ThreadpoolController()
         self.reset()
 
@@ -135,8 +135,12 @@ class VisualOdometry:
         return self._state
 
     def reset(self) -> None:
-        """Forget the map, the archive and the motion; the next frame starts a new trajectory at the origin."""
+        """Forget the map, the archive and the motion; the next frame starts a new trajectory at the origin.
+
+        The RANSAC generator restarts from ``config.seed`` too, so the same frames give the same poses
+        whatever ran before (another tracker, a bag loop)."""
         self._map.clear()
+        self._rng = np.random.default_rng(self.config.seed)
         self._archive: Repository | None = None
         self._state = TrackingState.INITIALIZING
         self._init_reference: tuple[Frame, Features] | None = None
@@ -219,6 +223,7 @@ class VisualOdometry:
         uv_cur = features.keypoints[matches[:, 1]].astype(np.float64)
         if np.median(np.linalg.norm(uv_cur - uv_ref, axis=1)) < cfg.init_min_flow_px:
             return False  # not enough parallax yet: keep the reference, wait for more motion
+        cv2.setRNGSeed(int(self._rng.integers(2**31 - 1)))  # OpenCV's RANSAC draws from its thread-global RNG
         E, mask = cv2.findEssentialMat(uv_ref, uv_cur, K, method=cv2.RANSAC, prob=0.999, threshold=1.0)
         if E is None or E.shape != (3, 3):
             return False
