@@ -13,6 +13,7 @@ The same ``VisualOdometry`` object the ROS node drives is built here from one ty
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import logging
@@ -26,7 +27,7 @@ import numpy as np
 from kp_vo.config import save_config
 from kp_vo.errors import InvalidInputError
 from kp_vo.features import create_extractor
-from kp_vo.features.base import Extractor, create_depth_estimator
+from kp_vo.features.base import Extractor, Features, create_depth_estimator
 from kp_vo.odometry.tracker import OdometryConfig, VisualOdometry
 from kp_vo.types import Frame
 
@@ -73,6 +74,26 @@ def build_odometry(config: PipelineConfig) -> VisualOdometry:
     extractor = build_extractor(config.extractor)
     estimator = create_depth_estimator(config.depth.estimator, **config.depth.options) if config.depth.estimator else None
     return VisualOdometry(config.odometry, extractor, estimator)
+
+
+class MemoizedExtractor:
+    """``extractor`` with its features remembered per input image (by content digest), so a rerun of the
+    tracker over the same frames (``kp-vo run --seeds``) skips the network. Memory grows with the
+    number of distinct images: about 0.5 MB per frame for 2000 keypoints with 64-D float descriptors."""
+
+    def __init__(self, extractor: Extractor):
+        self.inner = extractor
+        self.name = extractor.name
+        self.metric = extractor.metric
+        self.input_kind = getattr(extractor, "input_kind", "image")
+        self._features: dict[bytes, Features] = {}
+
+    def extract(self, image: np.ndarray) -> Features:
+        key = hashlib.blake2b(np.ascontiguousarray(image).view(np.uint8).data, digest_size=16).digest() \
+            + repr((image.shape, image.dtype.str)).encode()
+        if key not in self._features:
+            self._features[key] = self.inner.extract(image)
+        return self._features[key]
 
 
 @dataclass
@@ -159,8 +180,26 @@ def compute_metrics(result: RunResult) -> dict:
     return metrics
 
 
-def write_outputs(result: RunResult, output_dir: str | Path, config: PipelineConfig) -> dict:
-    """Write trajectories, metrics.json, config.yaml and trajectory.png into ``output_dir``; return the metrics."""
+SEED_METRICS = ("drift_t_rel_percent", "drift_r_rel_deg_per_100m", "ate_rmse_m", "rpe_trans_rmse_m", "rpe_rot_rmse_deg")
+
+
+def seed_spread(seeds: list[int], metrics: list[dict]) -> dict:
+    """Per-seed values, mean and standard deviation of the trajectory metrics of reruns that differ
+    only in the tracker's RANSAC seed (metrics a run lacks, e.g. drift on a short run, are left out)."""
+    spread: dict = {"seeds": list(seeds)}
+    for key in SEED_METRICS:
+        values = [m[key] for m in metrics if m.get(key) is not None]
+        if len(values) == len(metrics):
+            spread[key] = {"values": values, "mean": float(np.mean(values)), "std": float(np.std(values))}
+    return spread
+
+
+def write_outputs(result: RunResult, output_dir: str | Path, config: PipelineConfig,
+                  reruns: dict[int, RunResult] | None = None) -> dict:
+    """Write trajectories, metrics.json, config.yaml and trajectory.png into ``output_dir``; return the metrics.
+
+    ``result`` is the run with ``config.odometry.seed``; ``reruns`` (seed -> result) are the same frames
+    tracked with other RANSAC seeds, summarised under ``metrics["seed_spread"]``."""
     from kp_vo.eval.plots import plot_trajectory_top_view
     from kp_vo.eval.trajectory import align_se3, align_sim3
     from kp_vo.trajio import write_kitti_poses, write_tum_trajectory
@@ -171,6 +210,9 @@ def write_outputs(result: RunResult, output_dir: str | Path, config: PipelineCon
     write_tum_trajectory(out / "trajectory_tum.txt", result.stamps_ns, result.T_world_cam)
     save_config(config, out / "config.yaml")
     metrics = compute_metrics(result)
+    if reruns:
+        metrics["seed_spread"] = seed_spread([config.odometry.seed, *reruns],
+                                             [metrics, *(compute_metrics(r) for r in reruns.values())])
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
     if len(result.frame_indices) >= 3:
         gt, est = None, result.T_world_cam

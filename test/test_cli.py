@@ -51,8 +51,28 @@ def test_loader_options_reach_the_sequence_and_network_depth_defaults_to_the_dep
     assert tri.depth.estimator == ""
 
 
+def test_seeds_rerun_the_tracker_on_features_extracted_once(tmp_path, monkeypatch, capsys):
+    from kp_vo.features.classical import OpenCVExtractor
+
+    calls = []
+    extract = OpenCVExtractor.extract
+    monkeypatch.setattr(OpenCVExtractor, "extract", lambda self, image: calls.append(1) or extract(self, image))
+    out = tmp_path / "run"
+    assert main(["run", "synthetic:street", "--max-frames", "14", "--depth-source", "triangulation",
+                 "--seeds", "3", "--output", str(out), "--no-progress"]) == 0
+    assert len(calls) == 14
+    metrics = json.loads((out / "metrics.json").read_text())
+    spread = metrics["seed_spread"]
+    assert spread["seeds"] == [0, 1, 2]
+    ate = spread["ate_rmse_m"]
+    assert ate["values"][0] == metrics["ate_rmse_m"] and len(ate["values"]) == 3
+    assert min(ate["values"]) <= ate["mean"] <= max(ate["values"])
+    assert "over 3 RANSAC seeds" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv, message", [
     (["run", "/nonexistent/folder"], "no such dataset path"),
+    (["run", "synthetic", "--seeds", "0"], "--seeds must be at least 1"),
     (["run", "synthetic", "--option", "seed"], "--option expects KEY=VALUE"),
     (["run", "synthetic", "--extractor", "nope"], "unknown extractor"),
 ])

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
 import yaml
 
 from kp_vo.config import ConfigError, load_config, merge
-from kp_vo.pipeline import PipelineConfig, build_odometry, run_frames, write_outputs
+from kp_vo.pipeline import MemoizedExtractor, PipelineConfig, build_odometry, run_frames, write_outputs
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,10 @@ def register(subparsers) -> None:
     add_source_arguments(parser)
     add_config_arguments(parser)
     parser.add_argument("--output", default="outputs/run", help="output folder (default: outputs/run)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="track the frames this many times with consecutive RANSAC seeds (odometry.seed, "
+                             "+1, ...) and report the spread of the metrics; the features are extracted once "
+                             "(default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -99,8 +104,17 @@ def run(args: argparse.Namespace) -> int:
     sequence = open_source(args)
     odometry = build_odometry(config)
     log.info("%s: %d frames, extractor %s", sequence.name, len(sequence), config.extractor.name)
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.seeds > 1:
+        odometry.extractor = MemoizedExtractor(odometry.extractor)
     result = run_frames(sequence, odometry, total=len(sequence), progress=not args.no_progress)
-    metrics = write_outputs(result, args.output, config)
+    reruns = {}
+    for seed in range(config.odometry.seed + 1, config.odometry.seed + args.seeds):
+        odometry.config = dataclasses.replace(config.odometry, seed=seed)
+        odometry.reset()
+        reruns[seed] = run_frames(sequence, odometry, total=len(sequence), progress=not args.no_progress)
+    metrics = write_outputs(result, args.output, config, reruns)
     print(format_metrics(metrics))
     print(f"outputs written to {Path(args.output).resolve()}")
     return 0
@@ -116,6 +130,13 @@ def format_metrics(metrics: dict) -> str:
         lines.append(f"drift over {metrics['drift_lengths_m'][0]:.0f}-{metrics['drift_lengths_m'][-1]:.0f} m "
                      f"segments: t_rel {metrics['drift_t_rel_percent']:.2f} %  "
                      f"r_rel {metrics['drift_r_rel_deg_per_100m']:.2f} deg/100m")
+    spread = metrics.get("seed_spread", {})
+    if "drift_t_rel_percent" in spread or "ate_rmse_m" in spread:
+        parts = [f"{label} {spread[key]['mean']:.{digits}f} ± {spread[key]['std']:.{digits}f}{unit}"
+                 for key, label, digits, unit in (("drift_t_rel_percent", "t_rel", 2, " %"),
+                                                  ("drift_r_rel_deg_per_100m", "r_rel", 2, " deg/100m"),
+                                                  ("ate_rmse_m", "ATE", 3, " m")) if key in spread]
+        lines.append(f"over {len(spread['seeds'])} RANSAC seeds (mean ± std): " + "  ".join(parts))
     timing = metrics["timing"]
     lines.append("time per frame: " + "  ".join(f"{k[:-3]} {v:.1f} ms" for k, v in timing.items() if k.endswith("_ms"))
                  + f"  ({timing['fps']:.1f} FPS)")
