@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from kp_vo.cli import main
 
@@ -33,6 +34,16 @@ def test_config_file_overrides_and_is_saved(tmp_path):
                  "--no-progress"]) == 0
     saved = (out / "config.yaml").read_text()
     assert "name: sift" in saved and "window_size: 4" in saved
+
+
+def test_set_overrides_single_values_after_the_config_file(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("odometry:\n  window_size: 4\n")
+    out = tmp_path / "run"
+    assert main(["run", "synthetic:room", "--max-frames", "4", "--config", str(cfg), "--set", "odometry.window_size=5",
+                 "--set", "extractor.options.max_keypoints=300", "--output", str(out), "--no-progress"]) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["odometry"]["window_size"] == 5 and saved["extractor"]["options"] == {"max_keypoints": 300}
 
 
 def test_loader_options_reach_the_sequence_and_network_depth_defaults_to_the_depthnet(tmp_path):
@@ -73,6 +84,9 @@ def test_seeds_rerun_the_tracker_on_features_extracted_once(tmp_path, monkeypatc
 @pytest.mark.parametrize("argv, message", [
     (["run", "/nonexistent/folder"], "no such dataset path"),
     (["run", "synthetic", "--seeds", "0"], "--seeds must be at least 1"),
+    (["run", "synthetic", "--set", "odometry.window_size"], "--set expects KEY=VALUE"),
+    (["run", "synthetic", "--set", "odometry.no_such_knob=1"], "no_such_knob"),
+    (["run", "synthetic", "--set", "odometry.window_size=many"], "window_size"),
     (["run", "synthetic", "--option", "seed"], "--option expects KEY=VALUE"),
     (["run", "synthetic", "--extractor", "nope"], "unknown extractor"),
 ])

@@ -36,6 +36,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth-source", choices=["auto", "sensor", "network", "triangulation"],
                         help="where keyframe depth comes from; 'triangulation' forces monocular VO; 'network' "
                              "without a depth estimator in the config uses the shipped DepthNet")
+    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", dest="settings",
+                        help="override one config value (YAML value) after --config, e.g. "
+                             "odometry.keyframe_max_interval=1 or extractor.options.max_keypoints=3000; repeatable")
 
 
 def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
@@ -65,8 +68,15 @@ def load_configs(path: str | None):
 
 
 def apply_overrides(config: PipelineConfig, args: argparse.Namespace) -> PipelineConfig:
-    """``config`` with ``--extractor`` and ``--depth-source`` applied (``network`` with no estimator
-    configured: the shipped DepthNet)."""
+    """``config`` with ``--set``, ``--extractor`` and ``--depth-source`` applied, in that order (``network``
+    with no estimator configured: the shipped DepthNet)."""
+    from kp_vo.cli.map import parse_options
+
+    for dotted, value in parse_options(getattr(args, "settings", None), "--set").items():
+        nested = value
+        for part in reversed(dotted.split(".")):
+            nested = {part: nested}
+        config = merge(config, nested)
     if args.extractor:
         config = merge(config, {"extractor": {"name": args.extractor}})
     if args.depth_source:
