@@ -1,8 +1,11 @@
-"""``kp-vo eval keypoints|viewsynth|depth|objects``: model evaluations, several extractors per run.
+"""``kp-vo eval keypoints|matches|viewsynth|depth|objects``: model evaluations, several extractors per run.
 
     kp-vo eval keypoints --extractors orb sift keypointnet:models/X.onnx [--pairs 50] ...
         HPatches-style keypoint metrics (``kp_vo.eval.keypoints``) on the same pairs: held-out
         homography pairs from a photo folder, or an HPatches folder.
+    kp-vo eval matches ../shared/data/kitti --sequence 07 --extractors orb keypointnet:models/X.onnx
+        Match precision on a real sequence with ground-truth poses (``kp_vo.eval.matches``): distance of
+        matched keypoints from their ground-truth epipolar lines, share within 1 px and beyond 3 px.
     kp-vo eval viewsynth --extractors orb sift viewsynth:models/viewsynth.onnx
                          [--map-source SRC --query-source SRC ...]
         ViewSynth relocalization protocol (``kp_vo.reloc.evaluation``): MMA at 0.1/0.25/0.5 m and
@@ -40,8 +43,8 @@ def image_size(text: str) -> tuple[int, int]:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="evaluate models (keypoint metrics, ViewSynth relocalization, "
-                                           "monocular depth, object keypoints)")
+    p = subparsers.add_parser("eval", help="evaluate models (keypoint metrics, match precision, ViewSynth "
+                                           "relocalization, monocular depth, object keypoints)")
     sub = p.add_subparsers(dest="eval_command", required=True)
     k = sub.add_parser("keypoints", help="HPatches-style repeatability / localization / correctness / "
                        "matching score")
@@ -59,6 +62,20 @@ def register(subparsers) -> None:
     k.add_argument("--eps", type=float, default=3.0, help="distance threshold (px) of repeatability / MS")
     k.add_argument("--json", default=None, help="also write the results to this JSON file")
     k.set_defaults(func=handle_keypoints)
+
+    m = sub.add_parser("matches", help="match precision against ground-truth epipolar geometry on a real sequence")
+    m.add_argument("source", help="dataset with ground-truth poses (KITTI root with --sequence, TUM folder, ...)")
+    m.add_argument("--sequence", default=None, help="sequence inside SOURCE, e.g. 07")
+    m.add_argument("--extractors", nargs="+", default=["orb", "sift"],
+                   help="as for 'eval keypoints' (orb, sift, keypointnet:FILE.onnx, ...; ,key=value options)")
+    m.add_argument("--num-keypoints", type=int, default=2000, help="keypoints per frame (default 2000)")
+    m.add_argument("--gaps", type=int, nargs="+", default=[1, 3], help="frame gaps of the pairs (default 1 3)")
+    m.add_argument("--every", type=int, default=5, help="first frames of the pairs are every N-th frame (default 5)")
+    m.add_argument("--ratio", type=float, default=0.9, help="Lowe ratio of the matching (1 disables; default 0.9)")
+    m.add_argument("--start", type=int, default=0, help="first frame")
+    m.add_argument("--max-frames", type=int, default=None, help="frames read from SOURCE")
+    m.add_argument("--json", default=None, help="also write the results to this JSON file")
+    m.set_defaults(func=handle_matches)
 
     v = sub.add_parser("viewsynth", help="ViewSynth relocalization protocol: MMA and localization accuracy")
     v.add_argument("--extractors", nargs="+", default=["orb", "sift"],
@@ -155,6 +172,25 @@ def handle_keypoints(args: argparse.Namespace) -> int:
         source = f"held-out photos {args.photos}"
     rows = evaluate_extractors(args.extractors, pairs, n_kp, args.eps)
     header = f"{len(pairs)} pairs from {source}, {h}x{w}, {n_kp} keypoints, eps {args.eps:g} px"
+    print(header)
+    print(format_table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"setup": header, "results": [r.as_row() for r in rows]}, indent=2))
+    return 0
+
+
+def handle_matches(args: argparse.Namespace) -> int:
+    from kp_vo.cli.map import open_source
+    from kp_vo.eval.keypoints import extractor_from_spec
+    from kp_vo.eval.matches import evaluate_match_precision, format_table
+
+    frames = list(open_source(args.source, args.sequence, args.start, 1, args.max_frames))
+    rows = []
+    for spec in args.extractors:
+        extractor = extractor_from_spec(spec, args.num_keypoints)
+        rows += evaluate_match_precision(extractor, frames, args.gaps, args.every, args.ratio, label=spec)
+    header = (f"{len(frames)} frames of {args.source} {args.sequence or ''}, pairs (i, i + gap) every {args.every} "
+              f"frames, {args.num_keypoints} keypoints, mutual matches with ratio {args.ratio:g}")
     print(header)
     print(format_table(rows))
     if args.json:
