@@ -204,6 +204,28 @@ def test_keypoint_pair_losses_recover_the_true_pose():
     assert terms["score"].item() == pytest.approx(0.0, abs=1e-6)       # equal scores, equal distances
 
 
+def test_keypoint_pose_follows_the_depth_scale_so_the_scale_gets_no_gradient():
+    """Monocular scale is unobservable: scaling both depth maps by s scales the keypoint pose's
+    translation by s (d t / d s = t) and leaves L_geom and L_const unchanged (zero gradient), although
+    the RANSAC-PnP initial pose is solved on detached points."""
+    cv2.setRNGSeed(0)
+    T_true = np.eye(4)
+    T_true[:3, :3] = so3_exp(np.array([0.0, 0.03, 0.0]))
+    T_true[:3, 3] = [0.1, 0.0, -0.4]
+    kp_t, kp_c, depth_t, depth_c, K = _pair_outputs(T_true)
+    u = torch.arange(depth_t.shape[-1]).float()
+    wrong_t = depth_t * (1.0 + 0.05 * torch.sin(u / 7.0))          # a depth error, so L_geom > 0
+    s = torch.ones((), requires_grad=True)
+    T_hat, terms = keypoint_pair_losses(kp_t, kp_c, wrong_t * s, depth_c * s, K, KeypointLossConfig(top_k=96))
+    t = T_hat[0, :3, 3]
+    dt_ds = torch.stack([torch.autograd.grad(t[i], s, retain_graph=True)[0] for i in range(3)])
+    assert terms["geom"].item() > 0.05
+    d_geom, = torch.autograd.grad(terms["geom"], s, retain_graph=True)
+    d_const, = torch.autograd.grad(terms["const"], s)
+    np.testing.assert_allclose(dt_ds.numpy(), t.detach().numpy(), atol=1e-5)
+    assert abs(d_geom.item()) < 1e-5 and abs(d_const.item()) < 1e-5   # 0.31 and 0.029 with X0's t detached
+
+
 @pytest.fixture
 def one_thread():
     """Small CPU models run faster single-threaded on a loaded machine; restore the setting after."""

@@ -144,6 +144,12 @@ def keypoint_pair_losses(kp_t: dict, kp_c: dict, depth_t: torch.Tensor, depth_c:
         # 2. Procrustes residual pose on the inliers: P_c = pi^-1(p_c, [X0 P_t]_z)  (eq. 3-5)
         Pt_in = P_t[:, it[inl]]
         if Pt_in.shape[1] >= 3:
+            # X0 is solved on detached points, yet its translation is in the depth's units: rescale it
+            # by (depth / detached depth) = 1, so it follows the depth's scale in the gradient. Without
+            # this, every step pushes the (unobservable) monocular scale one way; here it ran the
+            # DepthNet into its minimum depth within 250 steps.
+            depth_scale = d_t[it[inl]].mean() / d_t[it[inl]].detach().mean().clamp(min=1e-9)
+            T0 = torch.cat([torch.cat([T0[:3, :3], T0[:3, 3:] * depth_scale], 1), T0[3:]], 0)
             d_c = transform_points(T0[None], Pt_in)[..., 2]
             Pc_in = lift(p_c[ic[inl]][None], d_c, Kb)
             R, t = weighted_procrustes(Pt_in, Pc_in)
