@@ -62,9 +62,7 @@ class Kp3dLossConfig:
     alpha: float = 0.1                 # weight of L_kpn in L = L_depth + alpha L_kpn
     beta1: float = 1.0                 # L_desc
     beta2: float = 1.0                 # L_score
-    beta3: float = 0.1                 # L_smooth (the paper's value; on this term it is 100x depthnet_selfsup's
-                                       # 1e-3: a 1000-step run on synthetic streets flattened a pretrained
-                                       # DepthNet to near-constant depth, abs rel 0.125 -> 0.80)
+    beta3: float = 0.1                 # L_smooth (mean-normalised inverse depth, so scale-free like every term)
     beta4: float = 0.1                 # L_const
     gamma: float = 0.85                # SSIM share of the photometric error
     automask: bool = True              # mask static pixels (warped error >= unwarped error)
