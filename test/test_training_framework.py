@@ -101,11 +101,11 @@ def test_registry_and_config_errors(tmp_path):
 
 
 def test_cli_set_parsing():
-    from kp_vo.cli.train import _parse_set
-    assert _parse_set(["train.steps=10", "model=keypointnet_vgg", "zoom=[1, 2]"]) == {
-        "train": {"steps": 10}, "model": "keypointnet_vgg", "zoom": [1, 2]}
-    with pytest.raises(InvalidInputError):
-        _parse_set(["oops"])
+    from kp_vo.cli.map import parse_settings
+    assert parse_settings(["train.steps=10", "train.lr=0.1", "model=keypointnet_vgg", "zoom=[1, 2]"], "--set") == {
+        "train": {"steps": 10, "lr": 0.1}, "model": "keypointnet_vgg", "zoom": [1, 2]}
+    with pytest.raises(InvalidInputError, match="--set expects KEY=VALUE"):
+        parse_settings(["oops"], "--set")
 
 
 def test_trainer_single_process_resume(tmp_path):

@@ -184,7 +184,7 @@ def handle_matches(args: argparse.Namespace) -> int:
     from kp_vo.eval.keypoints import extractor_from_spec
     from kp_vo.eval.matches import evaluate_match_precision, format_table
 
-    frames = list(open_source(args.source, args.sequence, args.start, 1, args.max_frames))
+    frames = open_source(args.source, args.sequence, args.start, 1, args.max_frames)
     rows = []
     for spec in args.extractors:
         extractor = extractor_from_spec(spec, args.num_keypoints)

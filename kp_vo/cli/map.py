@@ -36,6 +36,19 @@ def parse_options(items: list[str] | None, flag: str) -> dict:
     return options
 
 
+def parse_settings(items: list[str] | None, flag: str) -> dict:
+    """``SECTION.KEY=VALUE`` items (YAML values) as one nested dict: ["train.steps=10", "model=vgg"] ->
+    {"train": {"steps": 10}, "model": "vgg"}; InvalidInputError naming ``flag`` for a malformed one."""
+    nested: dict = {}
+    for dotted, value in parse_options(items, flag).items():
+        *sections, key = dotted.strip().split(".")
+        node = nested
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[key] = value
+    return nested
+
+
 def _open(args: argparse.Namespace):
     """The sequence of ``args.source`` with the shared selection options and any ``--option k=v``."""
     return open_source(args.source, args.sequence, args.start, args.stride, args.max_frames, args.option)

@@ -70,13 +70,9 @@ def load_configs(path: str | None):
 def apply_overrides(config: PipelineConfig, args: argparse.Namespace) -> PipelineConfig:
     """``config`` with ``--set``, ``--extractor`` and ``--depth-source`` applied, in that order (``network``
     with no estimator configured: the shipped DepthNet)."""
-    from kp_vo.cli.map import parse_options
+    from kp_vo.cli.map import parse_settings
 
-    for dotted, value in parse_options(getattr(args, "settings", None), "--set").items():
-        nested = value
-        for part in reversed(dotted.split(".")):
-            nested = {part: nested}
-        config = merge(config, nested)
+    config = merge(config, parse_settings(getattr(args, "settings", None), "--set"))
     if args.extractor:
         config = merge(config, {"extractor": {"name": args.extractor}})
     if args.depth_source:

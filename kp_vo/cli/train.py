@@ -8,26 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-import yaml
-
 log = logging.getLogger(__name__)
-
-
-def _parse_set(items: list[str]) -> dict:
-    """["train.steps=10", "model=keypointnet_vgg"] -> nested dict (values parsed as YAML scalars)."""
-    from kp_vo.errors import InvalidInputError
-
-    out: dict = {}
-    for item in items:
-        if "=" not in item:
-            raise InvalidInputError(f"--set expects key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        node = out
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(value)
-    return out
 
 
 def register(subparsers) -> None:
@@ -43,9 +24,10 @@ def register(subparsers) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from kp_vo.cli.map import parse_settings
     from kp_vo.training.trainer import train
 
-    overrides = _parse_set(args.overrides)
+    overrides = parse_settings(args.overrides, "--set")
     if args.resume:
         overrides.setdefault("train", {})["resume"] = args.resume
     result = train(args.recipe, args.config, overrides=overrides or None)

@@ -60,27 +60,28 @@ def epipolar_distances(uv1: np.ndarray, uv2: np.ndarray, T_cam2_cam1: np.ndarray
 def evaluate_match_precision(extractor: Extractor, frames: Sequence[Frame], gaps: Sequence[int], every: int = 5,
                              ratio: float = 0.9, min_baseline_m: float = 0.05, label: str | None = None
                              ) -> list[MatchPrecision]:
-    """One MatchPrecision per gap for ``extractor`` on ``frames`` (every frame needs T_world_cam_gt)."""
+    """One MatchPrecision per gap for ``extractor`` on ``frames`` (a list or a dataset sequence, read by
+    index; every frame of a pair needs T_world_cam_gt). Each frame's features are extracted once."""
     if any(g < 1 for g in gaps) or every < 1:
         raise InvalidInputError(f"frame gaps and --every must be at least 1, got gaps {list(gaps)}, every {every}")
-    if any(f.T_world_cam_gt is None for f in frames):
-        raise InvalidInputError("match precision needs ground-truth poses for every frame")
     cache: dict[int, Features] = {}
 
-    def features(i: int) -> Features:
-        if i not in cache:
-            cache[i] = extractor.extract(frames[i].image)
-        return cache[i]
+    def features(frame: Frame) -> Features:
+        if frame.index not in cache:
+            cache[frame.index] = extractor.extract(frame.image)
+        return cache[frame.index]
 
     rows = []
     for gap in gaps:
         distances, counts = [], []
         for i in range(0, len(frames) - gap, every):
             first, second = frames[i], frames[i + gap]
+            if first.T_world_cam_gt is None or second.T_world_cam_gt is None:
+                raise InvalidInputError("match precision needs ground-truth poses for every frame")
             T_cam2_cam1 = np.linalg.inv(second.T_world_cam_gt) @ first.T_world_cam_gt
             if np.linalg.norm(T_cam2_cam1[:3, 3]) < min_baseline_m:
                 continue
-            a, b = features(i), features(i + gap)
+            a, b = features(first), features(second)
             matches, _ = match_descriptors(a.descriptors, b.descriptors, b.metric, mutual=True,
                                            ratio=ratio if ratio < 1.0 else None)
             counts.append(len(matches))
