@@ -106,12 +106,12 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
     config = pipeline_config(args)
     sequence = open_source(args)
     odometry = build_odometry(config)
     log.info("%s: %d frames, extractor %s", sequence.name, len(sequence), config.extractor.name)
-    if args.seeds < 1:
-        raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
     if args.seeds > 1:
         odometry.extractor = MemoizedExtractor(odometry.extractor)
     result = run_frames(sequence, odometry, total=len(sequence), progress=not args.no_progress)
