@@ -255,12 +255,59 @@ def test_kp3d_recipe_smoke_loss_decreases(one_thread):
     losses = []
     for step in range(4):
         loss, logs = recipe.compute_loss(models, batch, step)
-        assert torch.isfinite(loss) and {"photo", "geom", "desc", "score", "const", "smooth"} <= set(logs)
+        assert torch.isfinite(loss) and {"photo", "geom", "desc", "score", "const", "smooth", "homography",
+                                         "homography_matched"} <= set(logs)
         losses.append(loss.item())
         opt.zero_grad()
         loss.backward()
         opt.step()
     assert min(losses[-2:]) < losses[0]
+
+
+def _augmented_dataset(augment: dict, seed):
+    from kp_vo.config import load_config
+    from kp_vo.training.recipes.kp3d import RECIPE, KeypointAugmentedSnippets, snippet_dataset
+    cfg = load_config(RECIPE.config_type, {"data": {"synthetic_frames": 5, "dts": [1], "width": 96, "height": 64,
+                                                    "val_fraction": 0.0}, "augment": augment})
+    snippets = snippet_dataset(cfg.data, "train")
+    return snippets, KeypointAugmentedSnippets(snippets, cfg.augment, seed)
+
+
+def test_kp3d_homography_view_is_the_target_warped_by_its_homography():
+    from kp_vo.training.homography import warp_image
+    snippets, augmented = _augmented_dataset({"jitter": False}, seed=3)
+    raw, item = snippets[1], augmented[1]
+    assert torch.equal(item["target"], raw["target"]) and torch.equal(item["context"], raw["context"])
+    assert torch.equal(item["kpn_target"], raw["target"]) and torch.equal(item["kpn_context"], raw["context"])
+    H = item["H_tgt_src"].numpy().astype(np.float64)
+    assert not np.allclose(H, np.eye(3), atol=1e-3)
+    expected, valid = warp_image(raw["target"].permute(1, 2, 0).numpy(), H)
+    assert valid.mean() > 0.3
+    # the item's H is the float32 rounding of the one the view was warped with
+    np.testing.assert_allclose(item["homography_view"].permute(1, 2, 0).numpy(), expected, atol=5e-3)
+
+
+def test_kp3d_jitter_changes_only_the_keypointnet_inputs_and_is_seeded_for_validation():
+    snippets, augmented = _augmented_dataset({"homography_weight": 0.0, "photometric": {"p": 1.0}}, seed=7)
+    raw, item = snippets[0], augmented[0]
+    assert "homography_view" not in item
+    assert torch.equal(item["target"], raw["target"]) and torch.equal(item["context"], raw["context"])  # depth losses
+    assert (item["kpn_target"] - raw["target"]).abs().mean() > 0.01
+    assert (item["kpn_context"][0] - item["kpn_context"][1]).abs().mean() > 0.01
+    assert float(item["kpn_target"].min()) >= 0.0 and float(item["kpn_target"].max()) <= 1.0
+    again = augmented[0]
+    assert all(torch.equal(item[k], again[k]) for k in item)
+
+
+def test_kp3d_without_augmentation_trains_on_the_raw_snippets():
+    from kp_vo.config import load_config
+    from kp_vo.training.recipes.kp3d import RECIPE, SnippetDataset
+    cfg = load_config(RECIPE.config_type, {"data": {"synthetic_frames": 5, "dts": [1], "width": 64, "height": 64,
+                                                    "val_fraction": 0.0},
+                                           "augment": {"homography_weight": 0.0, "jitter": False}})
+    assert isinstance(RECIPE(cfg).build_dataset("train"), SnippetDataset)
+    with pytest.raises(InvalidInputError, match="homography_weight"):
+        RECIPE(load_config(RECIPE.config_type, {"augment": {"homography_weight": -1.0}})).build_models()
 
 
 def test_kp3d_dataset_on_kitti():

@@ -3,6 +3,10 @@ monocular snippets (I_{t-dt}, I_t, I_{t+dt}), dt in {1, 2, 4}.
 
 L = L_depth + alpha L_kpn,  L_kpn = L_geom + b1 L_desc + b2 L_score,
 L_depth = L_photo (SSIM + L1, gamma = 0.85, auto-masked) + b3 L_smooth + b4 L_const.
+As in KP3D §4.1, the KeypointNet also trains by homography adaptation from the target frame: L_kpn gains
+``augment.homography_weight`` times the KP2D loss (``kp_vo.training.losses_kp2d``) of the pair (I_t, H(I_t)),
+and the KeypointNet sees photometrically jittered copies of every frame (noise, colour jitter, blur), while
+DepthNet and the photometric loss keep the raw frames.
 The pose target->context comes from RANSAC-PnP on detached keypoints refined by the differentiable
 Procrustes residual pose (``kp_vo.training.losses_kp3d``); ground-truth poses are only logged
 (scale-free rotation / translation-direction errors), unless ``loss.pose_source = "gt"``.
@@ -33,6 +37,9 @@ from kp_vo.errors import DatasetError, InvalidInputError
 from kp_vo.export.onnx_export import export_module
 from kp_vo.models import build_model
 from kp_vo.models.checkpoints import load_initial_weights
+from kp_vo.training.augment import PhotometricConfig, photometric
+from kp_vo.training.homography import HomographyConfig, sample_homography, warp_image
+from kp_vo.training.losses_kp2d import KP2DLossConfig, kp2d_loss
 from kp_vo.training.losses_kp3d import KeypointLossConfig, keypoint_pair_losses
 from kp_vo.training.photometric import multiscale_photometric_loss
 from kp_vo.training.procrustes_torch import rotation_angular_distance
@@ -84,11 +91,24 @@ class Kp3dModelConfig:
 
 
 @dataclass(frozen=True)
+class Kp3dAugmentConfig:
+    """The KeypointNet's augmentation (KP3D §4.1: homography adaptation from the target image, per-pixel
+    Gaussian noise, colour jitter and Gaussian blur). Both parts off = the multi-view losses alone."""
+
+    homography_weight: float = 1.0     # weight of the KP2D loss of (I_t, H(I_t)) inside L_kpn (0 = no homography pair)
+    jitter: bool = True                # the KeypointNet sees jittered frames (DepthNet and L_photo the raw ones)
+    homography: HomographyConfig = field(default_factory=HomographyConfig)
+    photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
+    kp2d: KP2DLossConfig = field(default_factory=KP2DLossConfig)
+
+
+@dataclass(frozen=True)
 class Kp3dConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/kp3d", lr=2e-4))
     data: Kp3dDataConfig = field(default_factory=Kp3dDataConfig)
     loss: Kp3dLossConfig = field(default_factory=Kp3dLossConfig)
     model: Kp3dModelConfig = field(default_factory=Kp3dModelConfig)
+    augment: Kp3dAugmentConfig = field(default_factory=Kp3dAugmentConfig)
 
 
 def _open_sequence(cfg: Kp3dDataConfig):
@@ -180,6 +200,45 @@ def _synthetic_streets(cfg: Kp3dDataConfig, split: str) -> torch.utils.data.Conc
         for seed in split_seeds(split, cfg.streets, cfg.val_streets, VAL_STREET_SEED, "street")])
 
 
+class KeypointAugmentedSnippets(torch.utils.data.Dataset):
+    """Snippets (``SnippetDataset`` items) plus the KeypointNet's augmented inputs (KP3D §4.1).
+
+    Adds "kpn_target" (3, H, W) and "kpn_context" (2, 3, H, W): independently jittered copies of the
+    frames (the raw ones when ``cfg.jitter`` is off), and, when ``cfg.homography_weight`` > 0,
+    "homography_view" (3, H, W): the target warped by a random "H_tgt_src" (3, 3) float32 and jittered on
+    its own (pixels from outside the target are 0). ``seed`` None: random per call, from torch's RNG (so
+    seeded runs and resumes repeat); an int: item i is always augmented the same way (validation).
+    """
+
+    def __init__(self, snippets: torch.utils.data.Dataset, cfg: Kp3dAugmentConfig, seed: int | None):
+        self.snippets, self.cfg, self.seed = snippets, cfg, seed
+
+    def __len__(self) -> int:
+        return len(self.snippets)
+
+    def _jitter(self, image: torch.Tensor, rng: np.random.Generator) -> np.ndarray:
+        x = image.permute(1, 2, 0).numpy()
+        return photometric(x, rng, self.cfg.photometric) if self.cfg.jitter else np.ascontiguousarray(x)
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        item = dict(self.snippets[k])
+        if self.seed is None:
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        else:
+            rng = np.random.default_rng([self.seed, int(k)])
+        def chw(x: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)
+        item["kpn_target"] = chw(self._jitter(item["target"], rng))
+        item["kpn_context"] = torch.stack([chw(self._jitter(c, rng)) for c in item["context"]])
+        if self.cfg.homography_weight > 0:
+            h, w = item["target"].shape[-2:]
+            H = sample_homography(h, w, rng, self.cfg.homography)
+            warped, _ = warp_image(self._jitter(item["target"], rng), H)
+            item["homography_view"] = chw(warped)
+            item["H_tgt_src"] = torch.from_numpy(H.astype(np.float32))
+        return item
+
+
 def normalise_input(image: torch.Tensor, model: nn.Module) -> torch.Tensor:
     """(B, C, H, W) images in [0, 1] -> the model's input normalisation (its spec's mean / std)."""
     spec = getattr(model, "module", model).spec()        # unwrap DistributedDataParallel
@@ -207,6 +266,8 @@ class Kp3dRecipe:
         m = self.config.model
         if self.config.loss.pose_source not in ("keypoints", "gt"):
             raise InvalidInputError(f"loss.pose_source must be 'keypoints' or 'gt', got {self.config.loss.pose_source!r}")
+        if self.config.augment.homography_weight < 0:
+            raise InvalidInputError(f"augment.homography_weight must be >= 0, got {self.config.augment.homography_weight}")
         models = {"keypointnet": build_model("keypointnet", descriptor_dim=m.descriptor_dim,
                                              descriptor_stride=m.descriptor_stride),
                   "depthnet": build_model("depthnet", min_depth=m.min_depth, max_depth=m.max_depth,
@@ -215,7 +276,11 @@ class Kp3dRecipe:
         return models
 
     def build_dataset(self, split: str) -> torch.utils.data.Dataset:
-        return snippet_dataset(self.config.data, split)
+        aug = self.config.augment
+        snippets = snippet_dataset(self.config.data, split)
+        if aug.homography_weight == 0 and not aug.jitter:
+            return snippets
+        return KeypointAugmentedSnippets(snippets, aug, seed=None if split == "train" else self.config.train.seed + 54321)
 
     def compute_loss(self, models: dict[str, nn.Module], batch: dict, step: int
                      ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -224,9 +289,14 @@ class Kp3dRecipe:
         target, context, K = batch["target"], batch["context"], batch["K"]
         B = target.shape[0]
         n_ctx = context.shape[1]
-        images = torch.cat([target, context.transpose(0, 1).reshape(-1, *target.shape[1:])], 0)   # (B(1+n), 3, H, W)
-        kp_all = kpn({"image": normalise_input(images, kpn)})
-        inv_scales = dn({"image": normalise_input(images, dn)})          # "inv_depth" (+ coarser scales in training)
+        def frames(t, ctx):   # (B, 3, H, W), (B, n, 3, H, W) -> (B(1+n), 3, H, W): target first, then each context
+            return torch.cat([t, ctx.transpose(0, 1).reshape(-1, *t.shape[1:])], 0)
+        kpn_images = frames(batch.get("kpn_target", target), batch.get("kpn_context", context))
+        homography = "homography_view" in batch
+        if homography:    # one forward for every KeypointNet input (shared BatchNorm statistics)
+            kpn_images = torch.cat([kpn_images, batch["homography_view"]], 0)
+        kp_all = kpn({"image": normalise_input(kpn_images, kpn)})
+        inv_scales = dn({"image": normalise_input(frames(target, context), dn)})   # "inv_depth" (+ coarser scales)
         depth_all = 1.0 / inv_scales["inv_depth"]
         def part(x, i):
             return x[i * B:(i + 1) * B]
@@ -256,6 +326,12 @@ class Kp3dRecipe:
                                                           gamma=cfg.gamma, automask=cfg.automask)
         l_depth = photo + cfg.beta3 * smooth + cfg.beta4 * kpn_terms["const"]
         l_kpn = kpn_terms["geom"] + cfg.beta1 * kpn_terms["desc"] + cfg.beta2 * kpn_terms["score"]
+        if homography:    # KP3D §4.1: homography adaptation from the target frame
+            kp_h = {k: part(v, n_ctx + 1).float() for k, v in kp_all.items()}
+            l_hom, hom_logs = kp2d_loss({k: v.float() for k, v in kp_t.items()}, kp_h, batch["H_tgt_src"].float(),
+                                        self.config.augment.kp2d)
+            l_kpn = l_kpn + self.config.augment.homography_weight * l_hom
+            logs.update({"homography": float(l_hom.detach()), **{f"homography_{k}": v for k, v in hom_logs.items()}})
         loss = l_depth + cfg.alpha * l_kpn
         logs.update({"loss": float(loss.detach()), "depth": float(l_depth.detach()), "kpn": float(l_kpn.detach()),
                      "photo": float(photo.detach()),
