@@ -1,7 +1,8 @@
 """Typed, nested configuration: dataclasses with defaults in code, partial YAML overrides.
 
 ``load_config(Cls, path_or_dict)`` builds ``Cls`` from its defaults and applies a (possibly
-partial) nested mapping on top; unknown keys are an error naming the full dotted key, so a
+partial) nested mapping on top (into free-form mapping fields such as ``extractor.options`` key
+by key, so an override of one option keeps the others); unknown keys are an error naming the full dotted key, so a
 typo in a YAML file or a ROS parameter never passes silently. ``to_dict`` / ``save_config``
 write the config actually used next to every result.
 """
@@ -38,9 +39,23 @@ def _apply(obj: Any, overrides: dict, prefix: str) -> Any:
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             changes[key] = _apply(current, value, dotted + ".")
+        elif isinstance(current, dict) and isinstance(value, dict):
+            changes[key] = _merge_mapping(current, value)
         else:
             changes[key] = _coerce(value, hints[key], dotted)
     return dataclasses.replace(obj, **changes)
+
+
+def _merge_mapping(current: dict, overrides: dict) -> dict:
+    """A free-form mapping field (e.g. ``extractor.options``) with ``overrides`` applied key by key, nested
+    mappings too: ``--set extractor.options.model_path=M`` keeps the config's ``max_keypoints``."""
+    merged = dict(current)
+    for key, value in overrides.items():
+        if isinstance(merged.get(key), dict) and isinstance(value, dict):
+            merged[key] = _merge_mapping(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _coerce(value: Any, hint: Any, dotted: str) -> Any:

@@ -23,6 +23,17 @@ def test_merge_does_not_mutate():
     assert base.odometry.pnp_threshold_px == 2.0
 
 
+def test_an_option_override_keeps_the_other_options():
+    """``--set extractor.options.model_path=M`` over a config with max_keypoints must keep max_keypoints
+    (it was dropped once, so KITTI runs of other models silently used 1000 keypoints instead of 2000)."""
+    base = merge(PipelineConfig(), {"extractor": {"name": "keypointnet", "options": {"max_keypoints": 2000,
+                                                                                      "nested": {"a": 1, "b": 2}}}})
+    changed = merge(base, {"extractor": {"options": {"model_path": "m.onnx", "nested": {"b": 3}}}})
+    assert changed.extractor.options == {"max_keypoints": 2000, "model_path": "m.onnx", "nested": {"a": 1, "b": 3}}
+    assert base.extractor.options == {"max_keypoints": 2000, "nested": {"a": 1, "b": 2}}     # not mutated
+    assert merge(base, {"extractor": {"name": "orb"}}).extractor.options["max_keypoints"] == 2000
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"odometry": {"windw_size": 3}}, "odometry.windw_size"),
     ({"odometry": {"window_size": "seven"}}, "expected an integer"),
