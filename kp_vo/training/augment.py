@@ -1,6 +1,7 @@
-"""Photometric augmentation of float images (numpy, per sample, seeded by the caller's RNG).
+"""Photometric augmentation of float images (numpy, per sample, seeded by the caller's RNG), and
+``item_rng``, the per-item generator the training datasets draw their augmentations from.
 
-All functions take and return (H, W, 3) float32 RGB in [0, 1].
+The augmentations take and return (H, W, 3) float32 RGB in [0, 1].
 """
 
 from __future__ import annotations
@@ -9,6 +10,16 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
+
+
+def item_rng(seed: int | None, index: int) -> np.random.Generator:
+    """The generator that augments one dataset item: ``seed`` None draws a fresh one from torch's RNG
+    (seeded runs and resumes repeat, every epoch differs); an int gives item ``index`` the same one
+    every time (fixed validation items)."""
+    if seed is None:
+        return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+    return np.random.default_rng([seed, int(index)])
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from torch import nn
 
 from kp_vo.errors import DatasetError, InvalidInputError
 from kp_vo.models import build_model
-from kp_vo.training.augment import PhotometricConfig, photometric
+from kp_vo.training.augment import PhotometricConfig, item_rng, photometric
 from kp_vo.training.homography import HomographyConfig, sample_homography, warp_image
 from kp_vo.training.losses_kp2d import KP2DLossConfig, kp2d_loss
 from kp_vo.training.recipe import TrainConfig, config_hash
@@ -111,10 +111,7 @@ class HomographyPairs(torch.utils.data.Dataset):
         return self._cache[k]
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        if self.seed is None:
-            rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-        else:
-            rng = np.random.default_rng([self.seed, int(i)])
+        rng = item_rng(self.seed, i)
         cfg = self.cfg
         k = int(rng.integers(len(self.files))) if self.seed is None else int(i) % len(self.files)
         crop = random_crop(self._image(k), cfg.crop_height, cfg.crop_width, rng, cfg.zoom)

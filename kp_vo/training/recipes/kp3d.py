@@ -37,7 +37,7 @@ from kp_vo.errors import DatasetError, InvalidInputError
 from kp_vo.export.onnx_export import export_module
 from kp_vo.models import build_model
 from kp_vo.models.checkpoints import load_initial_weights
-from kp_vo.training.augment import PhotometricConfig, photometric
+from kp_vo.training.augment import PhotometricConfig, item_rng, photometric
 from kp_vo.training.homography import HomographyConfig, sample_homography, warp_image
 from kp_vo.training.losses_kp2d import KP2DLossConfig, kp2d_loss
 from kp_vo.training.losses_kp3d import KeypointLossConfig, keypoint_pair_losses
@@ -222,10 +222,7 @@ class KeypointAugmentedSnippets(torch.utils.data.Dataset):
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         item = dict(self.snippets[k])
-        if self.seed is None:
-            rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-        else:
-            rng = np.random.default_rng([self.seed, int(k)])
+        rng = item_rng(self.seed, k)
         def chw(x: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)
         item["kpn_target"] = chw(self._jitter(item["target"], rng))
