@@ -2,9 +2,9 @@
 
 ``load_config(Cls, path_or_dict)`` builds ``Cls`` from its defaults and applies a (possibly
 partial) nested mapping on top (into free-form mapping fields such as ``extractor.options`` key
-by key, so an override of one option keeps the others); unknown keys are an error naming the full dotted key, so a
-typo in a YAML file or a ROS parameter never passes silently. ``to_dict`` / ``save_config``
-write the config actually used next to every result.
+by key, so an override of one option keeps the others); unknown keys are an error naming the
+full dotted key, so a typo in a YAML file or a ROS parameter never passes silently.
+``to_dict`` / ``save_config`` write the config actually used next to every result.
 """
 
 from __future__ import annotations

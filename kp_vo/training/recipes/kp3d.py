@@ -203,11 +203,11 @@ def _synthetic_streets(cfg: Kp3dDataConfig, split: str) -> torch.utils.data.Conc
 class KeypointAugmentedSnippets(torch.utils.data.Dataset):
     """Snippets (``SnippetDataset`` items) plus the KeypointNet's augmented inputs (KP3D §4.1).
 
-    Adds "kpn_target" (3, H, W) and "kpn_context" (2, 3, H, W): independently jittered copies of the
-    frames (the raw ones when ``cfg.jitter`` is off), and, when ``cfg.homography_weight`` > 0,
-    "homography_view" (3, H, W): the target warped by a random "H_tgt_src" (3, 3) float32 and jittered on
-    its own (pixels from outside the target are 0). ``seed`` None: random per call, from torch's RNG (so
-    seeded runs and resumes repeat); an int: item i is always augmented the same way (validation).
+    Adds, when ``cfg.jitter`` is on, "kpn_target" (3, H, W) and "kpn_context" (2, 3, H, W): independently
+    jittered copies of the frames (without them the KeypointNet sees the raw frames), and, when
+    ``cfg.homography_weight`` > 0, "homography_view" (3, H, W): the target warped by a random "H_tgt_src"
+    (3, 3) float32 and jittered on its own (pixels from outside the target are 0). ``seed``: as for
+    ``kp_vo.training.augment.item_rng`` (None = random per call; an int = fixed validation items).
     """
 
     def __init__(self, snippets: torch.utils.data.Dataset, cfg: Kp3dAugmentConfig, seed: int | None):
@@ -225,8 +225,9 @@ class KeypointAugmentedSnippets(torch.utils.data.Dataset):
         rng = item_rng(self.seed, k)
         def chw(x: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)
-        item["kpn_target"] = chw(self._jitter(item["target"], rng))
-        item["kpn_context"] = torch.stack([chw(self._jitter(c, rng)) for c in item["context"]])
+        if self.cfg.jitter:
+            item["kpn_target"] = chw(self._jitter(item["target"], rng))
+            item["kpn_context"] = torch.stack([chw(self._jitter(c, rng)) for c in item["context"]])
         if self.cfg.homography_weight > 0:
             h, w = item["target"].shape[-2:]
             H = sample_homography(h, w, rng, self.cfg.homography)
