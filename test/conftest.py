@@ -8,6 +8,11 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 KITTI_ROOT = SHARED_DATA / "kitti"
 
 
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "gpu: needs a CUDA device (skips without one); run them with "
+                                       "pytest -m gpu, as scripts/gpu_check.sh does")
+
+
 @pytest.fixture
 def kitti_root() -> Path:
     if not (KITTI_ROOT / "sequences" / "07" / "calib.txt").is_file():

@@ -154,3 +154,33 @@ def test_match_descriptors_agrees_with_a_loop_reference(seed):
     np.testing.assert_allclose(dist, d[m[:, 0], m[:, 1]], atol=1e-5)
     m, _ = match_descriptors(a, b, "l2", mutual=False, ratio=0.8)
     assert [tuple(r) for r in m] == ref_ratio
+
+
+def _reference_matches(a, b, metric, ratio):
+    """Mutual nearest neighbours with a ratio test, written out from the full distance matrix: a_i's
+    nearest b_j (lowest j on ties) is kept when no a is closer to b_j and no lower-index a with the same
+    nearest b_j is as close."""
+    d = descriptor_distances(a, b, metric).astype(np.float64)
+    nn = d.argmin(axis=1)
+    pairs = []
+    for i, j in enumerate(nn):
+        rivals = np.flatnonzero((nn == j) & (d[:, j] == d[i, j]))
+        if d[i, j] > d[:, j].min() or rivals[0] != i:
+            continue
+        if ratio is not None and not d[i, j] < ratio * np.sort(d[i])[1]:
+            continue
+        pairs.append((i, j))
+    return np.array(pairs, np.int64).reshape(-1, 2)
+
+
+@pytest.mark.parametrize("ratio", [None, 0.8])
+def test_hamming_matching_equals_the_full_matrix_reference_with_ties(ratio):
+    # 8-bit descriptors: many exactly equal distances, so the tie rules (lowest index) are exercised.
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        a = rng.integers(0, 256, (40, 1), dtype=np.uint8)
+        b = rng.integers(0, 256, (55, 1), dtype=np.uint8)
+        matches, dist = match_descriptors(a, b, "hamming", mutual=True, ratio=ratio)
+        np.testing.assert_array_equal(matches, _reference_matches(a, b, "hamming", ratio))
+        full = descriptor_distances(a, b, "hamming")
+        np.testing.assert_array_equal(dist, full[matches[:, 0], matches[:, 1]])

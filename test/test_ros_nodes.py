@@ -93,6 +93,8 @@ def test_vo_node_publishes_and_survives_bad_input(ros):
     assert odom.header.frame_id == "odom" and odom.child_frame_id == "base_link"
     assert len(got["path"][-1].poses) == len(got["odom"])
     assert node.core.problems["bad_encoding"] == 1
+    diag = node.core.diagnostics()          # drop_stale (default): a worker thread processed the newest inputs
+    assert node.worker is not None and diag.values["frames_received"] == 8 and "processing_rate_hz" in diag.values
     assert got["status"] and got["status"][-1].data.split()[0] in ("initializing", "tracking", "lost")
 
     client = harness.create_client(Trigger, "/vo_node/reset")

@@ -2,6 +2,7 @@
 
 conversions: message fields <-> numpy, intrinsics, poses; message builders.
 node_core:   the VO node's logic (sync, stamp order, loops, camera_info wait, outputs).
+latest_frame: the live-rate policy (newest frame wins, stale ones dropped) and its measurements.
 reloc_core:  the relocalization node's logic (pose + map -> odom).
 bagio:       rosbags reader/writer helpers.
 bag_runner:  ``kp-vo bag``: the node core over a recorded bag.

@@ -8,7 +8,7 @@ behaviour:
    images wait (throttled warning) until a good one arrived.
 2. RGB-D: image and depth are paired by stamp within ``sync_slop`` (or exactly when
    ``approx_sync`` is false); unpaired older messages are dropped. (The ROS node may instead use
-   message_filters and call ``process``.)
+   message_filters and call ``on_pair``.)
 3. stamps: a stamp more than ``loop_reset_threshold`` s before the previous one is a bag loop:
    the odometry resets and the frame is processed; any other stamp not after the previous one
    (repeated / out of order) is dropped with a warning.
@@ -17,6 +17,17 @@ behaviour:
 5. ``VisualOdometry.process``; its camera pose is turned into the base_link pose in odom:
    ``T_odom_base = T_base_cam @ T_world_cam @ inv(T_base_cam)``, covariance carried over with
    the adjoint of ``T_base_cam`` and inflated while LOST.
+6. live rate (``latest_only``, the nodes with ``ros.drop_stale``): ``on_image`` / ``on_depth`` /
+   ``on_pair`` only put the input (the RGB-D pair once synchronised) into a one-slot
+   ``LatestFrameSlot``, where a newer input replaces an unprocessed older one (counted as
+   ``dropped_stale``); a worker thread calls ``process_pending`` on the newest one. Without
+   ``latest_only`` (``kp-vo bag``, the tests) every input is processed in order as it arrives.
+   Either way the processing rate, time per frame and latency of the last ``ros.stats_window``
+   frames are measured (``kp_vo.bridge.latest_frame.ProcessingStats``) and shown in diagnostics.
+
+Threads: the receive side (``on_*``, ``on_camera_info``) runs in one thread and
+``process_pending`` in one other; processing, ``reset`` and the map services are serialised by
+a lock that the receive side never takes.
 
 Outputs are plain dataclasses (``VoOutput``, ``Diagnostics``) that the node and the bag writer
 both turn into messages with ``kp_vo.bridge.conversions``.
@@ -26,6 +37,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -39,6 +51,7 @@ from kp_vo.bridge.conversions import (
     image_to_numpy,
     stamp_to_ns,
 )
+from kp_vo.bridge.latest_frame import FrameTiming, LatestFrameSlot, PendingInput, ProcessingStats
 from kp_vo.errors import InvalidInputError, KpVoError
 from kp_vo.types import CameraIntrinsics, Frame
 
@@ -79,10 +92,16 @@ class NodeConfig:
     lost_position_variance: float = 100.0  # m^2 added to x, y, z variances while LOST
     lost_rotation_variance: float = 10.0   # rad^2 added to the rotation variances while LOST
     map_path: str = ""                 # file for the ~/save_map and ~/load_map services
+    drop_stale: bool = True            # nodes: odometry on the newest input in a worker thread, stale ones
+                                       # dropped; false: every message in the subscription callback
+                                       # (kp-vo bag always processes every message)
+    stats_window: int = 30             # processed frames over which rate, processing time, latency are measured
 
     def __post_init__(self) -> None:
         if self.mode not in ("mono", "rgbd"):
             raise InvalidInputError(f"ros.mode must be 'mono' or 'rgbd', got {self.mode!r}")
+        if self.stats_window < 2:
+            raise InvalidInputError(f"ros.stats_window must be >= 2 frames, got {self.stats_window}")
         if self.sync_slop < 0 or self.queue_size < 1 or self.path_max_length < 1:
             raise InvalidInputError("ros.sync_slop must be >= 0, ros.queue_size and ros.path_max_length >= 1")
         if self.qos.reliability not in ("best_effort", "reliable"):
@@ -170,6 +189,7 @@ def camera_to_base(T_world_cam: np.ndarray, covariance_cam: np.ndarray, T_base_c
 # ----------------------------------------------------------------------------- core
 
 ExtrinsicLookup = Callable[[str], "np.ndarray | None"]
+Clock = Callable[[], int]
 
 
 class VoNodeCore:
@@ -179,17 +199,29 @@ class VoNodeCore:
     ``lookup_extrinsic(camera_frame) -> T_base_cam (4, 4) | None`` gives the camera's pose in
     base_link (from TF); while it returns None frames wait with a throttled warning. With
     ``frames.base_link == ""`` the camera frame itself is published and no lookup happens.
+
+    ``clock() -> ns`` is the caller's clock: it stands in for every ``now_ns`` left out and
+    measures the processing time of each frame (default: ``time.monotonic_ns``; the node passes
+    its ROS clock). ``latest_only``: inputs wait in ``pending`` for ``process_pending`` (item 6).
     """
 
-    def __init__(self, config: NodeConfig, odometry: Any, lookup_extrinsic: ExtrinsicLookup | None = None):
+    def __init__(self, config: NodeConfig, odometry: Any, lookup_extrinsic: ExtrinsicLookup | None = None,
+                 clock: Clock | None = None, latest_only: bool = False):
         self.config = config
         self.odometry = odometry
         self.lookup_extrinsic = lookup_extrinsic or (lambda frame_id: np.eye(4))
+        self.clock: Clock = clock or time.monotonic_ns
+        self.latest_only = latest_only
+        self.pending: LatestFrameSlot[PendingInput] = LatestFrameSlot()
+        self.stats = ProcessingStats(config.stats_window)
         self.camera: CameraIntrinsics | None = None
         self.T_base_cam: np.ndarray | None = None
         self.state = "waiting"
         self.problems: collections.Counter = collections.Counter()   # problem kind -> count
+        self.received = 0    # inputs (images, or synchronised RGB-D pairs) handed on for processing
         self.processed = 0
+        self._lock = threading.RLock()        # processing, reset, maps
+        self._sync_lock = threading.Lock()    # the RGB-D sync queues
         self._throttle = Throttle(config.warn_period)
         self._bad_encodings: set[str] = set()
         self._images: collections.deque = collections.deque()
@@ -214,36 +246,49 @@ class VoNodeCore:
         self.camera = camera
 
     def on_image(self, msg: Any, now_ns: int | None = None) -> VoOutput | None:
-        """An image message; in mono mode it is processed now, in RGB-D mode it waits for a depth."""
+        """An image message. Mono: processed now (``latest_only``: made the pending input, None);
+        RGB-D: it waits for its depth."""
         now_ns = self._now(now_ns)
         self._last_image_ns = now_ns
         if self.config.mode == "mono":
-            return self.process(msg, None, now_ns)
-        self._images.append(msg)
+            return self._accept(msg, None, now_ns)
+        with self._sync_lock:
+            self._images.append(msg)
         return self._try_pair(now_ns)
 
     def on_depth(self, msg: Any, now_ns: int | None = None) -> VoOutput | None:
         """A depth message (RGB-D mode): waits for the image of the same instant."""
-        self._depths.append(msg)
+        with self._sync_lock:
+            self._depths.append(msg)
         return self._try_pair(self._now(now_ns))
+
+    def on_pair(self, image_msg: Any, depth_msg: Any, now_ns: int | None = None) -> VoOutput | None:
+        """An RGB-D pair synchronised by the caller (message_filters): processed now, or with
+        ``latest_only`` made the pending input (None)."""
+        now_ns = self._now(now_ns)
+        self._last_image_ns = now_ns
+        return self._accept(image_msg, depth_msg, now_ns)
 
     def reset(self, reason: str = "requested") -> None:
         """Forget the trajectory, the stamp history and the sync queues; reset the odometry."""
-        logger.warning("resetting odometry (%s)", reason)
-        self.odometry.reset()
-        self._images.clear()
-        self._depths.clear()
-        self._last_stamp_ns = None
-        self._path_stamps.clear()
-        self._path_poses.clear()
-        self.state = "waiting"
+        with self._lock:
+            logger.warning("resetting odometry (%s)", reason)
+            self.odometry.reset()
+            with self._sync_lock:
+                self._images.clear()
+                self._depths.clear()
+            self._last_stamp_ns = None
+            self._path_stamps.clear()
+            self._path_poses.clear()
+            self.state = "waiting"
 
     # ------------------------------------------------------------------ maps
     def save_map(self, path: str) -> str:
         """Write the odometry's keyframe map (archive + window) to ``path``; returns a status line."""
         if not path:
             raise KpVoError("parameter ros.map_path is empty")
-        repository = self.odometry.export_map()
+        with self._lock:
+            repository = self.odometry.export_map()
         repository.save(path)
         return f"map with {len(repository)} points from {repository.num_frames} keyframes saved to {path}"
 
@@ -254,13 +299,20 @@ class VoNodeCore:
         if not path:
             raise KpVoError("parameter ros.map_path is empty")
         repository = Repository.load(path)
-        self.reset(f"map {path} loaded")
-        self.odometry.load_map(repository)
+        with self._lock:
+            self.reset(f"map {path} loaded")
+            self.odometry.load_map(repository)
         return f"loaded {repository!r}; the next frames relocalize in it"
 
     # ------------------------------------------------------------------ sync
     def _try_pair(self, now_ns: int) -> VoOutput | None:
         """Pair the newest arrival with the closest partner within the slop; drop older unpaired ones."""
+        with self._sync_lock:
+            pair = self._pop_pair(now_ns)
+        return None if pair is None else self._accept(*pair, now_ns)
+
+    def _pop_pair(self, now_ns: int) -> tuple[Any, Any] | None:
+        """The (image, depth) pair of ``_try_pair`` taken out of the sync queues, or None."""
         slop_ns = int(self.config.sync_slop * 1e9) if self.config.approx_sync else 0
         for queue in (self._images, self._depths):
             while len(queue) > self.config.queue_size:
@@ -283,13 +335,48 @@ class VoNodeCore:
             self._depths.popleft()
         if i or j:
             logger.debug("RGB-D sync: dropped %d images and %d depths without a partner", i, j)
-        return self.process(image, depth, now_ns)
+        return image, depth
 
     # ------------------------------------------------------------------ processing
+    def _accept(self, image_msg: Any, depth_msg: Any | None, now_ns: int) -> VoOutput | None:
+        """One input for processing: processed now, or with ``latest_only`` made the pending input."""
+        if not self.latest_only:
+            return self.process(image_msg, depth_msg, now_ns)
+        self.received += 1
+        if self.pending.put(PendingInput(image_msg, depth_msg, now_ns)) and self._throttle.ready("stale", now_ns):
+            logger.warning("dropping stale frames: the odometry is slower than the camera (%d dropped so far)",
+                           self.pending.dropped)
+        return None
+
+    def process_pending(self, timeout_s: float | None = 0.0) -> VoOutput | None:
+        """Process the newest pending input (``latest_only``), waiting up to ``timeout_s`` s for one
+        (None: until one arrives or ``pending`` is closed); None when there is none or it is dropped."""
+        item = self.pending.take(timeout_s)
+        if item is None:
+            return None
+        return self._run(item.image, item.depth, item.received_ns, self.clock())
+
     def process(self, image_msg: Any, depth_msg: Any | None = None, now_ns: int | None = None) -> VoOutput | None:
-        """Run the odometry on one (image[, depth]) pair; None when the frame is dropped."""
+        """Run the odometry on one (image[, depth]) pair now; None when the frame is dropped."""
         now_ns = self._now(now_ns)
         self._last_image_ns = now_ns
+        self.received += 1
+        return self._run(image_msg, depth_msg, now_ns, now_ns)
+
+    def _run(self, image_msg: Any, depth_msg: Any | None, received_ns: int, now_ns: int) -> VoOutput | None:
+        """Process one input under the lock and record its timings: it arrived at ``received_ns`` and
+        processing starts at ``now_ns``; its output is ready ``clock()``-measured processing time later."""
+        with self._lock:
+            start_ns = self.clock()
+            out = self._process(image_msg, depth_msg, now_ns)
+            processing_ns = self.clock() - start_ns
+        if out is not None:
+            self.stats.record(FrameTiming(received_ns, now_ns + processing_ns, processing_ns, out.stamp_ns,
+                                          self.pending.dropped))
+        return out
+
+    def _process(self, image_msg: Any, depth_msg: Any | None, now_ns: int) -> VoOutput | None:
+        """Steps 1 and 3-5 of the module docstring for one input; None when the frame is dropped."""
         stamp_ns = stamp_to_ns(image_msg.header.stamp)
         if self.camera is None:
             self._problem("camera_info_missing", "waiting for camera_info: dropping image", now_ns)
@@ -379,10 +466,18 @@ class VoNodeCore:
 
     # ------------------------------------------------------------------ diagnostics
     def diagnostics(self, now_ns: int | None = None) -> Diagnostics:
-        """The node's health: camera_info missing, no image for N s, lost, or ok."""
+        """The node's health: camera_info missing, no image for N s, lost and/or dropping stale frames
+        (during the stats window), or ok.
+
+        values: state, frames_received, frames_processed, dropped_stale, dropped_<problem>, the
+        measured processing rate (Hz), processing time and latency (ms) of ``ProcessingStats.values``,
+        and the inliers of the last output.
+        """
         now_ns = self._now(now_ns)
-        values = {"state": self.state, "frames_processed": self.processed,
-                  **{f"dropped_{k}": v for k, v in sorted(self.problems.items())}}
+        dropped_stale = self.pending.dropped
+        values = {"state": self.state, "frames_received": self.received, "frames_processed": self.processed,
+                  "dropped_stale": dropped_stale, **{f"dropped_{k}": v for k, v in sorted(dict(self.problems).items())},
+                  **self.stats.values()}
         if self.last_output is not None:
             values["inliers"] = self.last_output.num_inliers
         if self.camera is None:
@@ -392,8 +487,12 @@ class VoNodeCore:
         idle_s = (now_ns - self._last_image_ns) * 1e-9
         if idle_s > self.config.no_image_timeout:
             return Diagnostics("warn", f"no image for {idle_s:.1f} s", values)
-        if self.state == "lost":
-            return Diagnostics("warn", "lost", values)
+        warnings = ["lost"] if self.state == "lost" else []
+        if self.stats.dropped_in_window(dropped_stale) > 0:
+            warnings.append(f"processing at {values.get('processing_rate_hz', 0.0):.1f} Hz, dropping stale frames: "
+                            "camera faster than the odometry")
+        if warnings:
+            return Diagnostics("warn", "; ".join(warnings), values)
         return Diagnostics("ok", self.state, values)
 
     # ------------------------------------------------------------------ utilities
@@ -402,9 +501,8 @@ class VoNodeCore:
         if not throttled or self._throttle.ready(kind, self._now(now_ns)):
             logger.warning(text)
 
-    @staticmethod
-    def _now(now_ns: int | None) -> int:
-        return time.monotonic_ns() if now_ns is None else int(now_ns)
+    def _now(self, now_ns: int | None) -> int:
+        return self.clock() if now_ns is None else int(now_ns)
 
 
 def split_node_parameters(params: dict) -> tuple[NodeConfig, dict]:

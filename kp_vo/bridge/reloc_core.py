@@ -77,12 +77,14 @@ class LocalizerAsOdometry:
         self._last = np.eye(4)
 
 
-def make_reloc_core(node_config: NodeConfig, localizer: Any, config: RelocConfig, lookup_extrinsic=None) -> VoNodeCore:
+def make_reloc_core(node_config: NodeConfig, localizer: Any, config: RelocConfig, lookup_extrinsic=None,
+                    latest_only: bool = False) -> VoNodeCore:
     """A VoNodeCore whose outputs are map poses (``odom_frame`` = ``frames.map``); no path growth
-    beyond the configured length and no TF of its own (the node publishes map -> odom)."""
+    beyond the configured length and no TF of its own (the node publishes map -> odom).
+    ``latest_only``: localize the newest input only (``VoNodeCore``, the node's ``ros.drop_stale``)."""
     frames = replace(node_config.frames, odom=node_config.frames.map)
     node_config = replace(node_config, frames=frames, publish_tf=False)
-    return VoNodeCore(node_config, LocalizerAsOdometry(localizer, config), lookup_extrinsic)
+    return VoNodeCore(node_config, LocalizerAsOdometry(localizer, config), lookup_extrinsic, latest_only=latest_only)
 
 
 def map_to_odom(T_map_base: np.ndarray, T_odom_base: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ monocular maps fix at least two (they fix the scale too).
 from __future__ import annotations
 
 import numpy as np
+from scipy import sparse
 
 from kp_vo.errors import InvalidInputError
 from kp_vo.geometry.se3 import se3_exp
@@ -66,42 +67,41 @@ def bundle_adjust(T_cam_world: np.ndarray, points: np.ndarray, obs_cam: np.ndarr
         raise InvalidInputError(f"bundle_adjust: bad shapes T {T.shape}, points {P.shape}")
     if not (len(cam) == len(pt) == len(uv)) or fixed.shape != (len(T),):
         raise InvalidInputError("bundle_adjust: observation arrays and the fixed mask must have matching lengths")
-    C, N = len(T), len(P)
+    C, N, M = len(T), len(P), len(uv)
     free = np.flatnonzero(~fixed)
-    slot = np.full(C, -1, np.int64)
-    slot[free] = np.arange(len(free))
+    is_free = ~fixed[cam]
+    keep = np.repeat(~fixed, 6)
+    # Sums over the observations of each point / each camera, as sparse (N, M) / (C, M) products.
+    by_point = sparse.csr_matrix((np.ones(M), (pt, np.arange(M))), shape=(N, M))
+    by_cam = sparse.csr_matrix((np.ones(M), (cam, np.arange(M))), shape=(C, M))
     lam = 1e-3
 
     r, Jc, Jp = _linearize(T, P, cam, pt, uv, K)
     cost = _cost(r, huber_px)
     for _ in range(max_iterations):
         w = _huber_weights(r, huber_px)[:, None, None]
-        Jc_w = np.where((slot[cam] >= 0)[:, None, None], Jc, 0.0) * w
+        Jc_w = Jc * (w * is_free[:, None, None])        # fixed cameras get no update
         Jp_w = Jp * w
-        # Per-point blocks V (N,3,3), g_p (N,3); per-camera blocks U (C,6,6), g_c (C,6); W per observation (M,6,3).
-        V = np.zeros((N, 3, 3))
-        np.add.at(V, pt, Jp_w.transpose(0, 2, 1) @ Jp)
-        g_p = np.zeros((N, 3))
-        np.add.at(g_p, pt, np.einsum("mki,mk->mi", Jp_w, r))
-        U = np.zeros((C, 6, 6))
-        np.add.at(U, cam, Jc_w.transpose(0, 2, 1) @ Jc)
-        g_c = np.zeros((C, 6))
-        np.add.at(g_c, cam, np.einsum("mki,mk->mi", Jc_w, r))
+        # Per-point blocks V (N,3,3), g_p (N,3); per-camera U (C,6,6), g_c (C,6); W per observation (M,6,3).
+        V = (by_point @ (Jp_w.transpose(0, 2, 1) @ Jp).reshape(M, 9)).reshape(N, 3, 3)
+        g_p = by_point @ np.einsum("mki,mk->mi", Jp_w, r)
+        U = (by_cam @ (Jc_w.transpose(0, 2, 1) @ Jc).reshape(M, 36)).reshape(C, 6, 6)
+        g_c = by_cam @ np.einsum("mki,mk->mi", Jc_w, r)
         W = Jc_w.transpose(0, 2, 1) @ Jp
 
-        V_damped = V + lam * (np.eye(3) * (np.einsum("nii->ni", V)[:, :, None] + 1e-9))
-        V_inv = np.linalg.inv(V_damped)
-        # Schur complement on the cameras, with dense per-point camera blocks (C is small).
-        W_dense = np.zeros((N, C, 6, 3))
-        W_dense[pt, cam] = W
-        WV = W_dense @ V_inv[:, None]                                           # (N, C, 6, 3)
-        # S -= sum_n WV[n] W_dense[n]^T, as one matrix product over the stacked (point, 3) axis.
-        S = -(WV.transpose(1, 2, 0, 3).reshape(6 * C, 3 * N) @ W_dense.transpose(1, 2, 0, 3).reshape(6 * C, 3 * N).T)
+        V_inv = np.linalg.inv(V + lam * (np.eye(3) * (np.einsum("nii->ni", V)[:, :, None] + 1e-9)))
+        # Schur complement on the cameras: S = U - sum_p W_p V_p^-1 W_p^T, with W_p the (6C, 3) column
+        # of point p, laid out as (C, 6, N, 3) so that the sum over points is one matrix product.
+        Y = W @ V_inv[pt]                                                       # (M, 6, 3)
+        W_cols = np.zeros((C, 6, N, 3))
+        Y_cols = np.zeros((C, 6, N, 3))
+        W_cols[cam, :, pt] = W
+        Y_cols[cam, :, pt] = Y
+        S = -(Y_cols.reshape(6 * C, 3 * N) @ W_cols.reshape(6 * C, 3 * N).T)
         U_damped = U + lam * (np.eye(6) * (np.einsum("cii->ci", U)[:, :, None] + 1e-9))
         for c in range(C):
             S[6 * c:6 * c + 6, 6 * c:6 * c + 6] += U_damped[c]
-        b = -g_c.reshape(-1) + np.einsum("ncik,nk->ci", WV, g_p).reshape(-1)
-        keep = np.repeat(slot >= 0, 6)
+        b = -g_c.reshape(-1) + (by_cam @ np.einsum("mij,mj->mi", Y, g_p[pt])).reshape(-1)
         delta_c = np.zeros(6 * C)
         try:
             delta_c[keep] = np.linalg.solve(S[np.ix_(keep, keep)], b[keep])
@@ -109,7 +109,8 @@ def bundle_adjust(T_cam_world: np.ndarray, points: np.ndarray, obs_cam: np.ndarr
             lam *= 10
             continue
         delta_c = delta_c.reshape(C, 6)
-        delta_p = -np.einsum("nij,nj->ni", V_inv, g_p + np.einsum("ncik,ci->nk", W_dense, delta_c))
+        back = by_point @ np.einsum("mji,mj->mi", W, delta_c[cam])            # sum_c W_cp^T delta_c  (N, 3)
+        delta_p = -np.einsum("nij,nj->ni", V_inv, g_p + back)
 
         T_new = T.copy()
         for c in free:

@@ -28,10 +28,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import cv2
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from kp_vo.errors import InvalidInputError
 from kp_vo.features.base import DepthEstimator, Extractor, Features
@@ -51,6 +51,7 @@ from kp_vo.geometry.se3 import (
 from kp_vo.geometry.triangulation import triangulate
 from kp_vo.odometry.depth import DepthSource
 from kp_vo.odometry.local_map import LocalMap, new_keyframe
+from kp_vo.odometry.mapping_worker import BlasLimit, MappingWorker
 from kp_vo.odometry.types import Keyframe, TrackingResult, TrackingState
 from kp_vo.reloc.localizer import LocalizationResult, Localizer, LocalizerConfig
 from kp_vo.reloc.repository import Repository
@@ -99,6 +100,9 @@ class OdometryConfig:
     seed: int = 0                       # RANSAC seed (PnP and the monocular essential matrix); reset() restarts it
     blas_threads: int = 1               # numpy BLAS threads while tracking (0 = unchanged): the matrices are
                                         # small, and threaded BLAS on them was 3x slower on a busy 2-core CPU
+    async_mapping: bool = True          # triangulate and bundle-adjust a new keyframe in a worker thread while
+                                        # the next frame's keypoints are extracted (joined before its pose is
+                                        # solved, so the poses are the same as with false: deterministic)
 
 
 @dataclass
@@ -122,12 +126,14 @@ class VisualOdometry:
         self.depth_source = DepthSource(self.config.depth_source, depth_estimator, self.config.network_scale,
                                         self.config.network_every_frame)
         self._map = LocalMap(self.config.window_size)
-        self._threadpools = ThreadpoolController()
+        self._blas = BlasLimit(self.config.blas_threads)
+        self._mapping = MappingWorker(self.config.async_mapping, self._blas)
         self.reset()
 
     # -- public state ---------------------------------------------------------------------
     @property
     def keyframes(self) -> list[Keyframe]:
+        self._mapping.wait()
         return list(self._map.keyframes)
 
     @property
@@ -139,6 +145,7 @@ class VisualOdometry:
 
         The RANSAC generator restarts from ``config.seed`` too, so the same frames give the same poses
         whatever ran before (another tracker, a bag loop)."""
+        self._mapping.wait()
         self._map.clear()
         self._rng = np.random.default_rng(self.config.seed)
         self._archive: Repository | None = None
@@ -155,10 +162,11 @@ class VisualOdometry:
     def process(self, frame: Frame) -> TrackingResult:
         """Estimate the pose of ``frame``. Raises InvalidInputError on a bad frame (state untouched)."""
         frame.validate()
-        if self.config.blas_threads <= 0:
+        self._blas.acquire()
+        try:
             return self._process(frame)
-        with self._threadpools.limit(limits=self.config.blas_threads, user_api="blas"):
-            return self._process(frame)
+        finally:
+            self._blas.release()
 
     def _process(self, frame: Frame) -> TrackingResult:
         t0 = time.perf_counter()
@@ -167,6 +175,8 @@ class VisualOdometry:
         t = time.perf_counter()
         self.depth_source.on_frame(frame)
         timings["depth"] = time.perf_counter() - t
+        # The previous keyframe's mapping ran while this frame was extracted; the map is read from here on.
+        timings["map"] = self._mapping.wait()
 
         if self._state == TrackingState.INITIALIZING:
             result = self._initialize(frame, features, timings)
@@ -188,7 +198,7 @@ class VisualOdometry:
             ok = self._start_map_with_depth(frame, features, depth)
         else:
             ok = self._start_map_two_view(frame, features)
-        timings["map"] = time.perf_counter() - t
+        timings["map"] += time.perf_counter() - t
         if ok:
             self._state = TrackingState.TRACKING
             return self._result(frame, TrackingState.TRACKING, self._pose_covariance_default(), features,
@@ -277,13 +287,13 @@ class VisualOdometry:
 
         t = time.perf_counter()
         is_kf = self._need_keyframe(len(solution.point_ids))
-        if is_kf:
-            self._make_keyframe(frame, features, solution)
-        timings["map"] = time.perf_counter() - t
         result = self._result(frame, TrackingState.TRACKING, solution.covariance, features, is_keyframe=is_kf)
         result.num_matches = solution.num_matches
         result.num_inliers = len(solution.point_ids)
         result.matches = np.stack([solution.keypoints, solution.point_ids], axis=1)
+        if is_kf:
+            self._mapping.submit(self._insert_keyframe(frame, features, solution))
+        timings["map"] += time.perf_counter() - t
         return result
 
     def _solve_pose(self, features: Features, K: np.ndarray, T_pred: np.ndarray, camera) -> _PoseSolution | None:
@@ -372,8 +382,9 @@ class VisualOdometry:
         return (num_tracked < cfg.keyframe_inlier_ratio * self._tracked_at_keyframe
                 or self._frames_since_keyframe >= cfg.keyframe_max_interval)
 
-    def _make_keyframe(self, frame: Frame, features: Features, solution: _PoseSolution) -> None:
-        cfg = self.config
+    def _insert_keyframe(self, frame: Frame, features: Features, solution: _PoseSolution) -> Callable[[], None]:
+        """Add the frame to the window with its tracked points (and depth-lifted new ones); return the
+        local-mapping job that completes the keyframe (see :meth:`_map_keyframe`)."""
         depth = self.depth_source.keyframe_depth(frame)
         kf = new_keyframe(frame.index, frame.stamp_ns, solution.T_world_cam, features, depth)
         ids = np.full(len(features), -1, np.int64)
@@ -382,15 +393,23 @@ class VisualOdometry:
             points_cam, valid = self._lift(features, depth, frame)
             fresh = valid & (ids < 0)
             ids[fresh] = self._map.add_points(transform(solution.T_world_cam, points_cam[fresh]))
-            self._add_keyframe(kf, ids)
-        else:
-            self._add_keyframe(kf, ids)
-            for previous in self._map.keyframes[-1 - cfg.triangulation_keyframes:-1][::-1]:
-                self._triangulate_new_points(previous, kf, frame.camera.K)
-        if cfg.bundle_adjustment and self.depth_source.kind_for(frame) != "sensor":
-            self._local_bundle_adjustment(frame.camera.K)
-            self._T_world_cam = kf.T_world_cam.copy()
+        self._add_keyframe(kf, ids)
         self._after_keyframe(int((kf.point_ids >= 0).sum()))
+        refine = self.config.bundle_adjustment and self.depth_source.kind_for(frame) != "sensor"
+        K = frame.camera.K
+        return lambda: self._map_keyframe(kf, K, triangulate=depth is None, refine=refine)
+
+    def _map_keyframe(self, kf: Keyframe, K: np.ndarray, triangulate: bool, refine: bool) -> None:
+        """Local mapping of the newest keyframe (runs in the mapping worker; nothing else touches the map
+        meanwhile): triangulate its new points against the previous keyframes, bundle-adjust the window
+        and continue tracking from the adjusted keyframe pose."""
+        if triangulate:
+            for previous in self._map.keyframes[-1 - self.config.triangulation_keyframes:-1][::-1]:
+                self._triangulate_new_points(previous, kf, K)
+        if refine:
+            self._local_bundle_adjustment(K)
+            self._T_world_cam = kf.T_world_cam.copy()
+        self._tracked_at_keyframe = int((kf.point_ids >= 0).sum())
 
     def _local_bundle_adjustment(self, K: np.ndarray) -> None:
         """Refine the window's free keyframe poses and its points seen twice or more; drop bad observations."""
@@ -460,6 +479,7 @@ class VisualOdometry:
     # -- relocalization -------------------------------------------------------------------
     def export_map(self) -> Repository:
         """The archive plus the current window as one 3D keypoint repository (for ``save_map``)."""
+        self._mapping.wait()
         window = [kf for kf in self._map.keyframes if np.isfinite(kf.points_world[:, 0]).any()]
         if not window and self._archive is None:
             raise InvalidInputError("no map yet: nothing has been tracked")

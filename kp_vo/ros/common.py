@@ -1,4 +1,4 @@
-"""What both nodes share: parameters as a nested dict, QoS, logging into ROS, and spinning.
+"""What both nodes share: parameters as a nested dict, QoS, logging into ROS, the frame worker, spinning.
 
 Like every file in kp_vo/ros/, this imports rclpy and runs only where ROS 2 is installed.
 """
@@ -15,7 +15,8 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from kp_vo.bridge.node_core import NodeConfig, unflatten
+from kp_vo.bridge.latest_frame import FrameWorker
+from kp_vo.bridge.node_core import NodeConfig, VoNodeCore, VoOutput, unflatten
 from kp_vo.errors import KpVoError
 
 
@@ -83,6 +84,24 @@ def answer_trigger(response, action: Callable[[], str]):
     except KpVoError as exc:
         response.success, response.message = False, str(exc)
     return response
+
+
+def start_frame_worker(node: Node, core: VoNodeCore, publish: Callable[[VoOutput], None]) -> FrameWorker | None:
+    """With ``ros.drop_stale`` (``core`` built with ``latest_only``): start the thread that runs the
+    odometry on the newest received input and calls ``publish``; None otherwise. Stop it in
+    ``destroy_node``.
+
+    A thread of its own rather than a timer in a MutuallyExclusiveCallbackGroup under a
+    MultiThreadedExecutor: it wakes as soon as an input arrives (no timer period added to the
+    latency), works under whatever executor spins the node (``rclpy.spin``, the tests'
+    SingleThreadedExecutor), and never occupies an executor thread, so subscriptions, TF,
+    services and diagnostics stay responsive while a frame is processed.
+    """
+    if not core.latest_only:
+        return None
+    worker = FrameWorker(core, publish, name=f"{node.get_name()}_frames")
+    worker.start()
+    return worker
 
 
 def subscribe_images(node: Node, config: NodeConfig, on_image: Callable, on_rgbd: Callable):

@@ -4,7 +4,8 @@ Logic: ``kp_vo.bridge.reloc_core`` (the VO node core driven by ``kp_vo.reloc.Loc
 Publishes ``pose`` (geometry_msgs/PoseWithCovarianceStamped, base_link in map) and, with
 ``reloc.publish_map_to_odom``, TF map -> odom computed from TF odom -> base_link at the
 image stamp. Parameters: ``ros.*`` (NodeConfig), ``reloc.*`` (RelocConfig), the rest is the
-pipeline config (its extractor must be the one the map was built with).
+pipeline config (its extractor must be the one the map was built with). ``ros.drop_stale``
+works as in vo_node: a worker thread localizes the newest input.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from kp_vo.ros.common import (
     node_parameters,
     qos_profile,
     spin,
+    start_frame_worker,
     subscribe_images,
 )
 
@@ -47,7 +49,8 @@ class RelocNode(Node):
         extractor = build_extractor(pipeline.extractor)
         self.repository = Repository.load(self.reloc_config.map_path)
         localizer = Localizer(self.repository, extractor, load_config(LocalizerConfig, self.reloc_config.localizer))
-        self.core = make_reloc_core(self.config, localizer, self.reloc_config, self._lookup_extrinsic)
+        self.core = make_reloc_core(self.config, localizer, self.reloc_config, self._lookup_extrinsic,
+                                    latest_only=self.config.drop_stale)
         self.tf_buffer = Buffer()
         self.tf_listener = TransformListener(self.tf_buffer, self)
         self.tf_broadcaster = TransformBroadcaster(self)
@@ -55,10 +58,17 @@ class RelocNode(Node):
         qos = qos_profile(self.config)
         self.create_subscription(CameraInfo, "camera_info", self.core.on_camera_info, qos)
         self.sync = subscribe_images(self, self.config, lambda msg: self._publish(self.core.on_image(msg)),
-                                     lambda image, depth: self._publish(self.core.process(image, depth)))
+                                     lambda image, depth: self._publish(self.core.on_pair(image, depth)))
         self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, "pose", 10)
         self.create_service(Trigger, "~/reset", self._on_reset)
+        self.worker = start_frame_worker(self, self.core, self._publish)
         self.get_logger().info(f"reloc_node ready: {self.repository!r}")
+
+    def destroy_node(self) -> None:
+        """Stop the frame worker (the frame in progress finishes) before the node goes."""
+        if self.worker is not None:
+            self.worker.stop()
+        super().destroy_node()
 
     def _lookup(self, parent: str, child: str, stamp: Time):
         try:

@@ -2,7 +2,10 @@
 
 All logic lives in ``kp_vo.bridge.node_core.VoNodeCore`` (tested without ROS). This file only
 wires ROS: subscriptions (message_filters for RGB-D), TF lookup of base_link -> camera,
-publishers, services and the diagnostics timer. See kp_vo/ros/README.md for the interface.
+publishers, services and the diagnostics timer. With ``ros.drop_stale`` (default) the
+subscription callbacks only hand the input to the core's one-slot holder and a worker thread
+(``kp_vo.ros.common.start_frame_worker``) runs the odometry on the newest one and publishes;
+otherwise the callbacks process every message. See kp_vo/ros/README.md for the interface.
 
 Parameters: the nested names of config/*.yaml under ``ros__parameters`` (``ros.*`` for this
 node, everything else is kp_vo.pipeline.PipelineConfig), declared from overrides.
@@ -29,6 +32,7 @@ from kp_vo.ros.common import (
     node_parameters,
     qos_profile,
     spin,
+    start_frame_worker,
     subscribe_images,
 )
 
@@ -43,7 +47,8 @@ class VoNode(Node):
         self.config, pipeline_params = split_node_parameters(node_parameters(self))
         self.pipeline_config = load_config(PipelineConfig, pipeline_params)
         self.odometry = build_odometry(self.pipeline_config)
-        self.core = VoNodeCore(self.config, self.odometry, self._lookup_extrinsic)
+        self.core = VoNodeCore(self.config, self.odometry, self._lookup_extrinsic, clock=self._now_ns,
+                               latest_only=self.config.drop_stale)
         self.tf_buffer = Buffer()
         self.tf_listener = TransformListener(self.tf_buffer, self)
         self.tf_broadcaster = TransformBroadcaster(self)
@@ -61,17 +66,25 @@ class VoNode(Node):
         self.create_service(Trigger, "~/save_map", self._on_save_map)
         self.create_service(Trigger, "~/load_map", self._on_load_map)
         self.create_timer(1.0, self._publish_diagnostics)
-        self.get_logger().info(f"vo_node ready: mode {self.config.mode}, extractor {self.pipeline_config.extractor.name}")
+        self.worker = start_frame_worker(self, self.core, self._publish)
+        self.get_logger().info(f"vo_node ready: mode {self.config.mode}, extractor {self.pipeline_config.extractor.name}"
+                               f", drop_stale {self.config.drop_stale}")
+
+    def destroy_node(self) -> None:
+        """Stop the frame worker (the frame in progress finishes) before the node goes."""
+        if self.worker is not None:
+            self.worker.stop()
+        super().destroy_node()
 
     # ------------------------------------------------------------------ callbacks
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
 
     def _on_image(self, msg: Image) -> None:
-        self._publish(self.core.on_image(msg, self._now_ns()))
+        self._publish(self.core.on_image(msg))   # None with drop_stale: the worker publishes
 
     def _on_rgbd(self, image: Image, depth: Image) -> None:
-        self._publish(self.core.process(image, depth, self._now_ns()))
+        self._publish(self.core.on_pair(image, depth))
 
     def _lookup_extrinsic(self, camera_frame: str):
         try:
@@ -97,8 +110,9 @@ class VoNode(Node):
             self.debug_pub.publish(cv.image_msg(f, out.stamp_ns, out.camera_frame, debug, "rgb8"))
 
     def _publish_diagnostics(self) -> None:
-        d = self.core.diagnostics(self._now_ns())
-        self.diag_pub.publish(cv.diagnostic_array_msg(cv.ros_factory, self._now_ns(), "kp_vo: visual odometry",
+        now_ns = self._now_ns()
+        d = self.core.diagnostics(now_ns)
+        self.diag_pub.publish(cv.diagnostic_array_msg(cv.ros_factory, now_ns, "kp_vo: visual odometry",
                                                       self.get_name(), d.level, d.message, d.values))
 
     # ------------------------------------------------------------------ services

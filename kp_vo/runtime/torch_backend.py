@@ -52,6 +52,12 @@ class TorchModel:
         self._torch = torch
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """x (B, C, H, W) float32 normalised -> {output name: float32 array on the host}."""
+        return {k: v.float().cpu().numpy() for k, v in self.run_on_device(x).items()}
+
+    def run_on_device(self, x: np.ndarray) -> dict:
+        """x (B, C, H, W) float32 normalised -> {output name: torch.Tensor on ``self.device``}, left where the
+        network ran (float16 where half-precision autocast made them so) for selection on the device."""
         m = self.meta
         if x.ndim != 4 or x.shape[1] != m.channels or x.shape[2] % m.size_multiple or x.shape[3] % m.size_multiple:
             raise InvalidInputError(f"torch {m.kind}: input must be (B, {m.channels}, H, W) with H, W multiples of "
@@ -59,4 +65,4 @@ class TorchModel:
         torch = self._torch
         with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
             out = self.model({"image": torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)})
-        return {k: out[k].float().cpu().numpy() for k in self.output_names}
+        return {k: out[k] for k in self.output_names}
