@@ -75,17 +75,21 @@ def _pair_distances(a: np.ndarray, b: np.ndarray, ia: np.ndarray, ib: np.ndarray
     return np.sqrt(np.einsum("ij,ij->i", diff, diff)).astype(np.float32)
 
 
-def _sort_by_group_then_distance(group: np.ndarray, d: np.ndarray, tie: np.ndarray) -> np.ndarray:
-    """Permutation sorting by (group, d, tie); same as ``np.lexsort((tie, d, group))``, faster.
+def _best_per_group(group: np.ndarray, d: np.ndarray, tie: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best pair of every group: the smallest d, on equal d the smallest tie; pairs (P,) are unique.
 
-    Two stable argsorts on single keys: first by ``tie``, then by group * 1024 + d, which is exact
-    in float64 when 0 <= d < 1024 (L2 distances of unit vectors are <= 2, Hamming distances of
-    descriptors up to 1023 bits).
+    Returns (index (G,) of each group's best pair, in increasing group order; the group's second-smallest
+    d (G,) float32, inf for a group of one). One stable sort by group, then O(P) segment minima.
     """
-    if len(d) and d.max() >= 1024:
-        return np.lexsort((tie, d, group))
-    by_tie = np.argsort(tie, kind="stable")
-    return by_tie[np.argsort(group[by_tie] * 1024.0 + d[by_tie], kind="stable")]
+    order = np.argsort(group, kind="stable")
+    g, dd, tt = group[order], d[order].astype(np.float32), tie[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    sizes = np.diff(np.r_[starts, len(g)])
+    is_min = dd == np.repeat(np.minimum.reduceat(dd, starts), sizes)
+    lowest_tie = np.minimum.reduceat(np.where(is_min, tt, np.iinfo(np.int64).max), starts)
+    chosen = is_min & (tt == np.repeat(lowest_tie, sizes))       # exactly one pair per group
+    second = np.minimum.reduceat(np.where(chosen, np.float32(np.inf), dd), starts)
+    return order[chosen], second
 
 
 def _empty() -> tuple[np.ndarray, np.ndarray]:
@@ -194,30 +198,18 @@ def match_by_projection(desc_a: np.ndarray, uv_a_pred: np.ndarray, desc_b: np.nd
     ib = rows_b[pairs["j"]]
     d = _pair_distances(a, b, ia, ib, metric)
 
-    # 2. Best (and second-best) candidate for each a: sort by (a, distance, b).
-    order = _sort_by_group_then_distance(ia, d, ib)
-    ia, ib, d = ia[order], ib[order], d[order]
-    first = np.ones(len(ia), dtype=bool)
-    first[1:] = ia[1:] != ia[:-1]
-    starts = np.flatnonzero(first)
-    keep = np.ones(len(starts), dtype=bool)
+    # 2. Best (and second-best) candidate for each a; ties go to the lowest index_b.
+    best, second = _best_per_group(ia, d, ib)
+    keep = np.ones(len(best), dtype=bool)
     if ratio is not None:
-        has_second = np.zeros(len(starts), dtype=bool)
-        nxt = starts + 1
-        has_second[nxt < len(ia)] = ia[nxt[nxt < len(ia)]] == ia[starts[nxt < len(ia)]]
-        second = np.full(len(starts), np.inf, dtype=np.float32)
-        second[has_second] = d[nxt[has_second]]
-        keep &= d[starts] < ratio * second
+        keep &= d[best] < ratio * second
     if max_distance is not None:
-        keep &= d[starts] <= max_distance
-    ia, ib, d = ia[starts[keep]], ib[starts[keep]], d[starts[keep]]
+        keep &= d[best] <= max_distance
+    ia, ib, d = ia[best[keep]], ib[best[keep]], d[best[keep]]
 
     # 3. One-to-one: each b keeps its best a (ties -> lowest index_a).
-    order = _sort_by_group_then_distance(ib, d, ia)
-    ia, ib, d = ia[order], ib[order], d[order]
-    first = np.ones(len(ib), dtype=bool)
-    first[1:] = ib[1:] != ib[:-1]
-    ia, ib, d = ia[first], ib[first], d[first]
+    best, _ = _best_per_group(ib, d, ia)
+    ia, ib, d = ia[best], ib[best], d[best]
 
     order = np.argsort(ia, kind="stable")
     matches = np.stack([ia[order], ib[order]], axis=1).astype(np.int64)

@@ -42,15 +42,17 @@ class LocalMap:
         self.window_size = window_size
         self.keyframes: list[Keyframe] = []
         self._xyz = np.zeros((0, 3))
+        self._ids = np.zeros(0, np.int64)   # id of each row of _xyz, increasing (new ids are always larger)
         self._next_id = 0
-        self._id_to_row: dict[int, int] = {}
+        self._version = 0                   # bumped by every change of points or observations
+        self._window_cache: tuple[int, WindowPoints] | None = None
 
     def __len__(self) -> int:
         return len(self.keyframes)
 
     @property
     def num_points(self) -> int:
-        return len(self._id_to_row)
+        return len(self._ids)
 
     def clear(self) -> None:
         self.__init__(self.window_size)
@@ -59,22 +61,32 @@ class LocalMap:
     def add_points(self, xyz: np.ndarray) -> np.ndarray:
         """Store new world points (P, 3); return their ids (P,)."""
         ids = np.arange(self._next_id, self._next_id + len(xyz), dtype=np.int64)
-        start = len(self._xyz)
         self._xyz = np.vstack([self._xyz, np.asarray(xyz, np.float64).reshape(-1, 3)])
-        for k, pid in enumerate(ids):
-            self._id_to_row[int(pid)] = start + k
+        self._ids = np.concatenate([self._ids, ids])
         self._next_id += len(xyz)
+        self._version += 1
         return ids
+
+    def _rows(self, ids: np.ndarray) -> np.ndarray:
+        """Rows of _xyz holding ``ids`` (binary search in the increasing id column); KeyError for unknown ids."""
+        ids = np.asarray(ids, np.int64).reshape(-1)
+        rows = np.searchsorted(self._ids, ids)
+        known = rows < len(self._ids)
+        known[known] = self._ids[rows[known]] == ids[known]
+        if not known.all():
+            raise KeyError(f"unknown map point ids {ids[~known][:5].tolist()}")
+        return rows
 
     def points(self, ids: np.ndarray) -> np.ndarray:
         """(len(ids), 3) world coordinates of known ids."""
-        rows = np.array([self._id_to_row[int(i)] for i in ids], dtype=np.int64)
+        rows = self._rows(ids)
         return self._xyz[rows] if len(rows) else np.zeros((0, 3))
 
     def set_points(self, ids: np.ndarray, xyz: np.ndarray) -> None:
-        rows = np.array([self._id_to_row[int(i)] for i in ids], dtype=np.int64)
+        rows = self._rows(ids)
         if len(rows):
             self._xyz[rows] = xyz
+        self._version += 1
         for kf in self.keyframes:
             self._sync(kf)
 
@@ -122,18 +134,26 @@ class LocalMap:
         has = ids >= 0
         pts[has] = self.points(ids[has])
         keyframe.points_world = pts
+        self._version += 1
 
     def _forget_unobserved(self) -> None:
-        alive = set()
-        for kf in self.keyframes:
-            alive.update(int(i) for i in kf.point_ids[kf.point_ids >= 0])
-        ids = sorted(alive)
-        xyz = self.points(np.array(ids, np.int64))
-        self._xyz = xyz.reshape(-1, 3)
-        self._id_to_row = {pid: row for row, pid in enumerate(ids)}
+        observed = [kf.point_ids[kf.point_ids >= 0] for kf in self.keyframes]
+        ids = np.unique(np.concatenate(observed)) if observed else np.zeros(0, np.int64)
+        self._xyz = self.points(ids).reshape(-1, 3)
+        self._ids = ids
+        self._version += 1
 
     def window_points(self) -> WindowPoints:
-        """Unique points of the window with the descriptor of their newest observation."""
+        """Unique points of the window with the descriptor of their newest observation.
+
+        Cached until the map changes (frames between keyframes match against the same window); the
+        returned arrays are shared and must not be modified.
+        """
+        if self._window_cache is None or self._window_cache[0] != self._version:
+            self._window_cache = (self._version, self._collect_window_points())
+        return self._window_cache[1]
+
+    def _collect_window_points(self) -> WindowPoints:
         ids, owners, keypoints = [], [], []
         for w in range(len(self.keyframes) - 1, -1, -1):  # newest first: np.unique keeps first occurrences
             k = np.flatnonzero(self.keyframes[w].point_ids >= 0)
@@ -146,7 +166,8 @@ class LocalMap:
         ids_all, owners_all, kp_all = np.concatenate(ids), np.concatenate(owners), np.concatenate(keypoints)
         unique_ids, first = np.unique(ids_all, return_index=True)
         owners_u, kp_u = owners_all[first], kp_all[first]
-        desc = np.stack([self.keyframes[w].features.descriptors[k] for w, k in zip(owners_u, kp_u)])
+        first_row = np.cumsum([0] + [len(kf.features) for kf in self.keyframes[:-1]])  # of each keyframe's rows
+        desc = np.concatenate([kf.features.descriptors for kf in self.keyframes])[first_row[owners_u] + kp_u]
         return WindowPoints(unique_ids, self.points(unique_ids), desc, owners_u)
 
 

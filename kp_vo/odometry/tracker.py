@@ -423,7 +423,8 @@ class VisualOdometry:
         if use.sum() < 3 * cfg.min_inliers:
             return
         ids_used, point_of_obs = np.unique(pid[use], return_inverse=True)
-        uv = np.stack([keyframes[w].features.keypoints[k] for w, k in zip(kf_idx[use], kp_idx[use])])
+        first_row = np.cumsum([0] + [len(kf.features) for kf in keyframes[:-1]])  # of each keyframe's keypoints
+        uv = np.concatenate([kf.features.keypoints for kf in keyframes])[first_row[kf_idx[use]] + kp_idx[use]]
         T_cw = np.stack([invert(kf.T_world_cam) for kf in keyframes])
         fixed = np.arange(len(keyframes)) < cfg.ba_fixed_keyframes
         T_cw, points, residual = bundle_adjust(T_cw, self._map.points(ids_used), kf_idx[use], point_of_obs,
