@@ -146,6 +146,7 @@ def run_frames(frames: Iterable[Frame], odometry: VisualOdometry, total: int | N
         gts.append(frame.T_world_cam_gt)
         timings.append({"decode": decode_s, **result.timings})
         bar.set_postfix(state=result.state.value, inliers=result.num_inliers, refresh=False)
+    odometry.flush()
     bar.close()
     has_gt = bool(gts) and all(g is not None for g in gts)
     return RunResult(np.array(indices, np.int64), np.array(stamps, np.int64),

@@ -44,7 +44,7 @@ class LocalMap:
         self._xyz = np.zeros((0, 3))
         self._ids = np.zeros(0, np.int64)   # id of each row of _xyz, increasing (new ids are always larger)
         self._next_id = 0
-        self._version = 0                   # bumped by every change of points or observations
+        self._version = 0                   # bumped by _sync, which every change of the window goes through
         self._window_cache: tuple[int, WindowPoints] | None = None
 
     def __len__(self) -> int:
@@ -64,7 +64,6 @@ class LocalMap:
         self._xyz = np.vstack([self._xyz, np.asarray(xyz, np.float64).reshape(-1, 3)])
         self._ids = np.concatenate([self._ids, ids])
         self._next_id += len(xyz)
-        self._version += 1
         return ids
 
     def _rows(self, ids: np.ndarray) -> np.ndarray:
@@ -86,7 +85,6 @@ class LocalMap:
         rows = self._rows(ids)
         if len(rows):
             self._xyz[rows] = xyz
-        self._version += 1
         for kf in self.keyframes:
             self._sync(kf)
 
@@ -141,7 +139,6 @@ class LocalMap:
         ids = np.unique(np.concatenate(observed)) if observed else np.zeros(0, np.int64)
         self._xyz = self.points(ids).reshape(-1, 3)
         self._ids = ids
-        self._version += 1
 
     def window_points(self) -> WindowPoints:
         """Unique points of the window with the descriptor of their newest observation.

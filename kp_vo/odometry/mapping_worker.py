@@ -7,8 +7,10 @@ the map again. The job always runs on the same inputs and is always joined at th
 next ``process`` call, so the results do not depend on thread timing: offline runs stay
 deterministic for a fixed seed.
 
-:class:`BlasLimit` keeps numpy's BLAS at a fixed thread count for as long as the tracking thread or
-a mapping job needs it (reference-counted, so one never restores the other's setting mid-job).
+:class:`BlasLimit` keeps numpy's BLAS at a fixed thread count for as long as the tracking call or a
+mapping job needs it (reference-counted, so one never restores the other's setting mid-job). It is
+acquired and released on the tracking thread only: OpenBLAS ignores a thread count restored from
+another thread, so a job's share is released by the :meth:`MappingWorker.wait` that joins it.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ class MappingWorker:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kp_vo_mapping")
         self._blas.acquire()
-        self._pending = self._executor.submit(self._run, job)
+        self._pending = self._executor.submit(job)
 
     def wait(self) -> float:
         """Block until the pending job is done (re-raising its exception); returns the seconds waited."""
@@ -80,15 +82,12 @@ class MappingWorker:
             return 0.0
         t = time.perf_counter()
         pending, self._pending = self._pending, None
-        pending.result()
+        try:
+            pending.result()
+        finally:
+            self._blas.release()
         return time.perf_counter() - t
 
     @property
     def busy(self) -> bool:
         return self._pending is not None
-
-    def _run(self, job: Callable[[], None]) -> None:
-        try:
-            job()
-        finally:
-            self._blas.release()

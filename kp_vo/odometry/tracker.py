@@ -133,8 +133,13 @@ class VisualOdometry:
     # -- public state ---------------------------------------------------------------------
     @property
     def keyframes(self) -> list[Keyframe]:
-        self._mapping.wait()
+        self.flush()
         return list(self._map.keyframes)
+
+    def flush(self) -> None:
+        """Wait for the last keyframe's mapping job (it runs on after ``process`` returns); after it the
+        map is complete and numpy's BLAS has its thread count back."""
+        self._mapping.wait()
 
     @property
     def state(self) -> TrackingState:
@@ -145,7 +150,7 @@ class VisualOdometry:
 
         The RANSAC generator restarts from ``config.seed`` too, so the same frames give the same poses
         whatever ran before (another tracker, a bag loop)."""
-        self._mapping.wait()
+        self.flush()
         self._map.clear()
         self._rng = np.random.default_rng(self.config.seed)
         self._archive: Repository | None = None
@@ -480,7 +485,7 @@ class VisualOdometry:
     # -- relocalization -------------------------------------------------------------------
     def export_map(self) -> Repository:
         """The archive plus the current window as one 3D keypoint repository (for ``save_map``)."""
-        self._mapping.wait()
+        self.flush()
         window = [kf for kf in self._map.keyframes if np.isfinite(kf.points_world[:, 0]).any()]
         if not window and self._archive is None:
             raise InvalidInputError("no map yet: nothing has been tracked")

@@ -1,0 +1,123 @@
+"""Local mapping off the tracking path (odometry/mapping_worker.py) and the window cache of the local map."""
+
+import threading
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+from kp_vo.datasets import SyntheticSequence
+from kp_vo.features import create_extractor
+from kp_vo.features.base import Features
+from kp_vo.odometry.local_map import LocalMap, new_keyframe
+from kp_vo.odometry.mapping_worker import BlasLimit, MappingWorker
+from kp_vo.odometry.tracker import OdometryConfig, VisualOdometry
+
+
+def _poses(frames, **config):
+    vo = VisualOdometry(OdometryConfig(depth_source="triangulation", **config),
+                        create_extractor("orb", max_keypoints=1000))
+    results = [vo.process(f) for f in frames]
+    return vo, np.array([r.T_world_cam for r in results]), results
+
+
+def test_asynchronous_mapping_gives_the_synchronous_poses_bit_for_bit():
+    """Triangulation and bundle adjustment run in the worker while the next frame is extracted and are
+    joined before its pose: the trajectory must not depend on it (nor on thread timing)."""
+    frames = list(SyntheticSequence("street", num_frames=24, width=640, height=192, seed=2))
+    vo, sync, _ = _poses(frames, async_mapping=False)
+    assert not vo._mapping.asynchronous
+    vo, asynchronous, results = _poses(frames, async_mapping=True)
+    assert vo._mapping.asynchronous
+    assert sum(r.is_keyframe for r in results) >= 3  # keyframes, so jobs really ran in the worker
+    np.testing.assert_array_equal(asynchronous, sync)
+    # The map a caller reads waits for the last job: the same window both ways.
+    assert [kf.frame_index for kf in vo.keyframes] == [kf.frame_index for kf in _poses(frames)[0].keyframes]
+
+
+def test_the_job_runs_in_another_thread_and_its_error_reaches_the_caller():
+    worker = MappingWorker(asynchronous=True, blas=BlasLimit(0))
+    seen = {}
+    release = threading.Event()
+
+    def job():
+        seen["thread"] = threading.current_thread().name
+        release.wait(5)
+
+    worker.submit(job)
+    assert worker.busy
+    release.set()
+    assert worker.wait() >= 0.0 and not worker.busy
+    assert seen["thread"] != threading.current_thread().name
+
+    def failing():
+        raise RuntimeError("mapping failed")
+
+    worker.submit(failing)
+    with pytest.raises(RuntimeError, match="mapping failed"):
+        worker.wait()
+    assert worker.wait() == 0.0  # nothing pending any more
+
+
+def test_synchronous_worker_runs_the_job_inline():
+    worker = MappingWorker(asynchronous=False, blas=BlasLimit(0))
+    ran = []
+    worker.submit(lambda: ran.append(threading.current_thread().name))
+    assert ran == [threading.current_thread().name] and not worker.busy
+
+
+def _blas_threads():
+    """Threads of numpy's own BLAS (the one bundle adjustment multiplies with)."""
+    return [info["num_threads"] for info in threadpool_info()
+            if info["user_api"] == "blas" and "numpy" in info["filepath"]]
+
+
+def test_blas_limit_is_held_while_a_job_runs_and_given_back_by_the_wait():
+    before = _blas_threads()
+    if not before or max(before) == 1:
+        pytest.skip("BLAS already runs on one thread here: nothing to observe")
+    limit = BlasLimit(1)
+    worker = MappingWorker(asynchronous=True, blas=limit)
+    seen = []
+    release = threading.Event()
+    limit.acquire()                                   # the tracking call
+    worker.submit(lambda: (release.wait(5), seen.append(_blas_threads())))
+    limit.release()                                   # the tracking call returns while the job runs
+    assert set(_blas_threads()) == {1}
+    release.set()
+    worker.wait()                                     # joined on the tracking thread: limit given back
+    assert seen and set(seen[0]) == {1}
+    assert _blas_threads() == before
+
+
+def _features(n, rng):
+    return Features(rng.uniform(0, 100, (n, 2)).astype(np.float32), np.ones(n, np.float32),
+                    rng.integers(0, 256, (n, 32), dtype=np.uint8), "hamming")
+
+
+def test_window_points_follow_every_change_of_the_map():
+    rng = np.random.default_rng(0)
+    local = LocalMap(window_size=3)
+    kf = new_keyframe(0, 0, np.eye(4), _features(5, rng), None)
+    ids = local.add_points(rng.normal(size=(3, 3)))
+    local.add_keyframe(kf, np.r_[ids, -1, -1])
+    first = local.window_points()
+    assert local.window_points() is first                          # unchanged map: cached
+    np.testing.assert_array_equal(first.ids, ids)
+    local.set_points(ids[:1], np.array([[7.0, 8.0, 9.0]]))         # bundle adjustment moves a point
+    np.testing.assert_array_equal(local.window_points().xyz[0], [7.0, 8.0, 9.0])
+    new = local.add_points(rng.normal(size=(1, 3)))                 # triangulation adds one
+    local.assign(kf, np.array([3]), new)
+    assert new[0] in local.window_points().ids
+    np.testing.assert_array_equal(local.window_points().descriptors[-1], kf.features.descriptors[3])
+    kf.point_ids[0] = -1                                            # an outlier observation dropped
+    local.sync_all()
+    assert ids[0] not in local.window_points().ids
+
+
+def test_unknown_point_ids_raise():
+    local = LocalMap(window_size=2)
+    ids = local.add_points(np.zeros((2, 3)))
+    np.testing.assert_array_equal(local.points(ids[::-1]), np.zeros((2, 3)))
+    with pytest.raises(KeyError):
+        local.points(np.array([ids[-1] + 1]))
