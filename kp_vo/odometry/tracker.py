@@ -14,7 +14,9 @@ One call of ``VisualOdometry.process(frame)`` does, in order:
 6. decide whether the frame becomes a keyframe; if so, give its new keypoints 3D points
    (lifted with depth, or triangulated against the previous keyframes), slide the window, and,
    unless the depth came from a sensor, bundle-adjust the window (DepthNet depth is only
-   approximately right: the adjustment keeps its scale and removes its per-keyframe errors);
+   approximately right: the adjustment keeps its scale and removes its per-keyframe errors).
+   Triangulation and adjustment run in the mapping worker (odometry/mapping_worker.py) while the
+   next frame is extracted, and are joined before that frame's pose is solved;
 7. when no pose can be solved against the window, relocalize against the keyframe archive
    (every keyframe that left the window, or a map loaded with ``load_map``) through the
    3D keypoint repository of ``kp_vo.reloc``, and resume there; failing that, report LOST
