@@ -121,3 +121,14 @@ def test_unknown_point_ids_raise():
     np.testing.assert_array_equal(local.points(ids[::-1]), np.zeros((2, 3)))
     with pytest.raises(KeyError):
         local.points(np.array([ids[-1] + 1]))
+
+
+def test_the_prior_guided_pass_takes_the_most_recently_observed_points():
+    from kp_vo.odometry.local_map import WindowPoints
+    from kp_vo.odometry.tracker import _most_recent
+
+    window = WindowPoints(np.arange(6), np.zeros((6, 3)), np.zeros((6, 32), np.uint8),
+                          keyframe_of=np.array([0, 2, 1, 2, 0, 1]))
+    np.testing.assert_array_equal(_most_recent(window, 3), [1, 2, 3])   # keyframe 2, then the first of keyframe 1
+    np.testing.assert_array_equal(_most_recent(window, 4), [1, 2, 3, 5])
+    assert _most_recent(window, 6) is None                                # all fit: no subset

@@ -72,6 +72,8 @@ class OdometryConfig:
     window_size: int = 7                # keyframes kept in the window
     match_ratio: float = 0.9            # Lowe ratio for descriptor matching (1.0 disables)
     guided_radius_px: float = 20.0      # search radius around the motion-prior projections
+    guided_max_points: int = 2000       # ... matched there: at most this many window points, the most recently
+                                        # observed first (the second pass, with the solved pose, takes them all)
     refine_radius_px: float = 6.0       # search radius around the projections with the solved pose
     pnp_threshold_px: float = 2.0       # RANSAC inlier threshold on reprojection error
     pnp_iterations: int = 300           # RANSAC iteration cap
@@ -314,7 +316,8 @@ class VisualOdometry:
 
         candidates = []
         if self._state == TrackingState.TRACKING:
-            matches = self._guided(window, features, T_pred, K, camera, cfg.guided_radius_px, ratio)
+            matches = self._guided(window, features, T_pred, K, camera, cfg.guided_radius_px, ratio,
+                                   rows=_most_recent(window, cfg.guided_max_points))
             candidates.append(matches)
         best = None
         for matches in candidates + [None]:
@@ -356,14 +359,19 @@ class VisualOdometry:
         return _PoseSolution(T_world_cam, cov, window.ids[matches[inl, 0]], matches[inl, 1], num_matches)
 
     def _guided(self, window, features: Features, T_world_cam: np.ndarray, K: np.ndarray, camera,
-                radius: float, ratio: float | None) -> np.ndarray:
-        pts_cam = transform(invert(T_world_cam), window.xyz)
+                radius: float, ratio: float | None, rows: np.ndarray | None = None) -> np.ndarray:
+        """Projection-guided matches (K, 2) [window row, keypoint] of the window points (or of its ``rows``)."""
+        xyz, descriptors = (window.xyz, window.descriptors) if rows is None else (window.xyz[rows],
+                                                                                 window.descriptors[rows])
+        pts_cam = transform(invert(T_world_cam), xyz)
         uv_pred, in_front = project(pts_cam, K)
         inside = in_front & (uv_pred[:, 0] >= 0) & (uv_pred[:, 0] < camera.width) \
             & (uv_pred[:, 1] >= 0) & (uv_pred[:, 1] < camera.height)
         uv_pred = np.where(inside[:, None], uv_pred, np.nan)
-        matches, _ = match_by_projection(window.descriptors, uv_pred, features.descriptors,
+        matches, _ = match_by_projection(descriptors, uv_pred, features.descriptors,
                                          features.keypoints.astype(np.float64), features.metric, radius, ratio)
+        if rows is not None:
+            matches[:, 0] = rows[matches[:, 0]]
         return matches
 
     def _plausible_step(self, T_world_cam: np.ndarray, T_pred: np.ndarray) -> bool:
@@ -587,6 +595,14 @@ class VisualOdometry:
                 is_keyframe: bool = False, message: str = "") -> TrackingResult:
         return TrackingResult(frame.index, frame.stamp_ns, state, self._T_world_cam.copy(), covariance,
                               is_keyframe=is_keyframe, features=features, message=message)
+
+
+def _most_recent(window, limit: int) -> np.ndarray | None:
+    """Rows (increasing) of the ``limit`` window points whose newest observation is the most recent
+    (ties: the window's order); None when the window holds no more than ``limit`` points."""
+    if len(window) <= limit:
+        return None
+    return np.sort(np.argsort(-window.keyframe_of, kind="stable")[:limit])
 
 
 def _reprojection_errors(T_cam_world: np.ndarray, P: np.ndarray, uv: np.ndarray, K: np.ndarray) -> np.ndarray:
