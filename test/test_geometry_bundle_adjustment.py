@@ -65,3 +65,13 @@ def test_bad_shapes_raise():
         bundle_adjust(np.eye(4), np.zeros((3, 3)), [0], [0], [[0, 0]], K, [True])
     with pytest.raises(InvalidInputError):
         bundle_adjust(np.eye(4)[None], np.zeros((3, 3)), [0, 0], [0], [[0, 0]], K, [True])
+
+
+def test_batched_3x3_inverse_matches_numpy():
+    from kp_vo.geometry.bundle_adjustment import _inverse_3x3
+
+    rng = np.random.default_rng(4)
+    M = rng.normal(size=(50, 3, 3))
+    A = M @ M.transpose(0, 2, 1) + 0.1 * np.eye(3)  # the damped point blocks are symmetric positive definite
+    np.testing.assert_allclose(_inverse_3x3(A), np.linalg.inv(A), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(_inverse_3x3(A) @ A, np.broadcast_to(np.eye(3), A.shape), atol=1e-9)

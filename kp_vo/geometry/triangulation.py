@@ -27,7 +27,7 @@ def triangulate(T_c1_w: np.ndarray, T_c2_w: np.ndarray, uv1: np.ndarray, uv2: np
     """Triangulate N pixel pairs seen by cameras with poses T_c1_w, T_c2_w (world -> camera, 4x4).
 
     uv1, uv2: (N, 2) pixels in camera 1 and 2; K: (3, 3) shared intrinsics.
-    DLT on normalised image coordinates (batched 4x4 SVD). Returns ``points_world`` (N, 3) float64
+    DLT on normalised image coordinates (batched 4x4 eigen-decomposition). Returns ``points_world`` (N, 3) float64
     and ``valid`` (N,) bool: finite, depth > 0 in both cameras, reprojection error below
     ``max_reprojection_px`` in both images and parallax at least ``min_parallax_deg``.
     Invalid rows may hold NaN.
@@ -56,7 +56,9 @@ def triangulate(T_c1_w: np.ndarray, T_c2_w: np.ndarray, uv1: np.ndarray, uv2: np
         x2[:, 1:2] * P2[2] - P2[1],
     ], axis=1)  # (N, 4, 4)
     A /= np.maximum(np.linalg.norm(A, axis=2, keepdims=True), 1e-300)
-    Xh = np.linalg.svd(A)[2][:, -1, :]  # (N, 4) null vector
+    # Least-squares null vector: the eigenvector of A^T A with the smallest eigenvalue (the last right
+    # singular vector of A; batched 4x4 eigh is ~2x faster than batched SVD).
+    Xh = np.linalg.eigh(A.transpose(0, 2, 1) @ A)[1][:, :, 0]  # (N, 4)
     w = Xh[:, 3]
     at_finite = finite & (np.abs(w) > 1e-12)
     X = np.full((n, 3), np.nan)
