@@ -9,7 +9,7 @@ One call of ``VisualOdometry.process(frame)`` does, in order:
 4. match the window's 3D points to the frame, guided by the prediction (fall back to plain
    reciprocal descriptor matching against each keyframe when that fails);
 5. RANSAC-PnP + Gauss-Newton, then a second guided matching pass with the solved pose over
-   all window points, Gauss-Newton again, and the KP3D Procrustes refinement (kept when it
+   the window points, Gauss-Newton again, and the KP3D Procrustes refinement (kept when it
    does not increase the reprojection error);
 6. decide whether the frame becomes a keyframe; if so, give its new keypoints 3D points
    (lifted with depth, or triangulated against the previous keyframes), slide the window, and,
@@ -73,8 +73,11 @@ class OdometryConfig:
     match_ratio: float = 0.9            # Lowe ratio for descriptor matching (1.0 disables)
     guided_radius_px: float = 20.0      # search radius around the motion-prior projections
     guided_max_points: int = 2000       # ... matched there: at most this many window points, the most recently
-                                        # observed first (the second pass, with the solved pose, takes them all)
+                                        # observed first
     refine_radius_px: float = 6.0       # search radius around the projections with the solved pose
+    refine_max_points: int = 3000       # ... matched there: at most this many window points, most recent first
+                                        # (an RGB-D window re-lifts the same surfaces: ~7000 points, the older
+                                        # copies add time, not accuracy)
     pnp_threshold_px: float = 2.0       # RANSAC inlier threshold on reprojection error
     pnp_iterations: int = 300           # RANSAC iteration cap
     huber_px: float = 2.0               # Huber threshold of the Gauss-Newton refinement
@@ -339,8 +342,10 @@ class VisualOdometry:
         pnp, num_matches = best
         T_world_cam = invert(pnp.T_cam_world)
 
-        # Second pass: every window point, guided by the solved pose, then GN + Procrustes.
-        matches = self._guided(window, features, T_world_cam, K, camera, cfg.refine_radius_px, ratio)
+        # Second pass: the window points (the refine_max_points newest), guided by the solved pose, then
+        # GN + Procrustes.
+        matches = self._guided(window, features, T_world_cam, K, camera, cfg.refine_radius_px, ratio,
+                               rows=_most_recent(window, cfg.refine_max_points))
         if len(matches) < cfg.min_inliers:
             return None
         P, q = window.xyz[matches[:, 0]], uv[matches[:, 1]]
