@@ -116,7 +116,8 @@ def _covariance(T: np.ndarray, Pw: np.ndarray, uv: np.ndarray, K: np.ndarray,
     if n < 3:
         return FAILED_COVARIANCE * np.eye(6)
     w = _huber_weights(np.sum(e**2, axis=1), huber_px)
-    H = np.einsum("n,nki,nkj->ij", w, J, J)
+    J_rows = J.reshape(-1, 6)                                 # (2n, 6): the u and v rows of every point
+    H = (J_rows * np.repeat(w, 2)[:, None]).T @ J_rows        # sum_n w_n J_n^T J_n
     dof = max(2 * n - 6, 1)
     sigma2 = max(float(np.sum(w * np.sum(e**2, axis=1))) / dof, MIN_SIGMA2_PX2)
     try:
@@ -153,15 +154,16 @@ def refine_pose_gauss_newton(T_cam_world: np.ndarray, points_world: np.ndarray, 
     if len(Pw) < 3:
         return T.copy(), FAILED_COVARIANCE * np.eye(6), float("inf")
 
+    e2 = _squared_errors(T, Pw, uv, K)
     if iterations > 0:
         pose, _ = poselib.refine_absolute_pose(_deskew(uv, K), Pw, _to_poselib(T), _poselib_camera(K),
                                                _bundle_options(huber_px, iterations))
         T_new = _from_poselib(pose)
-        cost = _robust_cost(_squared_errors(T, Pw, uv, K), huber_px)
-        if np.isfinite(T_new).all() and _robust_cost(_squared_errors(T_new, Pw, uv, K), huber_px) <= cost:
-            T = T_new
+        if np.isfinite(T_new).all():
+            e2_new = _squared_errors(T_new, Pw, uv, K)
+            if _robust_cost(e2_new, huber_px) <= _robust_cost(e2, huber_px):
+                T, e2 = T_new, e2_new
 
-    e2 = _squared_errors(T, Pw, uv, K)
     front = e2 < _BEHIND_PX**2
     rmse = float(np.sqrt(e2[front].mean())) if front.any() else float("inf")
     return T, _covariance(T, Pw, uv, K, huber_px), rmse
