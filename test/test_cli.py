@@ -77,7 +77,8 @@ def test_seeds_rerun_the_tracker_on_features_extracted_once(tmp_path, monkeypatc
     assert spread["seeds"] == [0, 1, 2]
     ate = spread["ate_rmse_m"]
     assert ate["values"][0] == metrics["ate_rmse_m"] and len(ate["values"]) == 3
-    assert min(ate["values"]) <= ate["mean"] <= max(ate["values"])
+    # (the mean of equal values may differ from them in the last bit)
+    assert min(ate["values"]) - 1e-12 <= ate["mean"] <= max(ate["values"]) + 1e-12
     assert "over 3 RANSAC seeds" in capsys.readouterr().out
 
 
