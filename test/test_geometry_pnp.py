@@ -166,3 +166,16 @@ def test_covariance_floor_on_noise_free_data():
     # sigma^2 is floored at 0.25 px^2, so a perfect fit does not claim a zero covariance.
     assert np.linalg.eigvalsh(C_clean).min() > 0
     np.testing.assert_allclose(C_clean, C_noisy, rtol=1e-2, atol=1e-2 * np.abs(C_noisy).max())
+
+
+def test_only_the_motion_prior_can_solve_a_mostly_outlier_problem():
+    """12 true correspondences among 300: one random minimal sample almost never holds 3 of them, so
+    with a single RANSAC iteration only the scored prior T_init finds the pose."""
+    T_true, Pw, uv, _ = make_scene(21, n=300, outlier_frac=0.96, noise_px=0.3)
+    blind = solve_pnp_ransac(Pw, uv, K, iterations=1, min_inliers=10, rng=np.random.default_rng(0))
+    assert not blind.success or pose_errors(blind.T_cam_world, T_true)[1] > 0.1
+    T_prior = se3_exp(np.r_[0.002, -0.001, 0.001, 0.02, 0.01, -0.02]) @ T_true  # a prior close to the truth
+    res = solve_pnp_ransac(Pw, uv, K, iterations=1, min_inliers=10, T_init=T_prior, rng=np.random.default_rng(0))
+    assert res.success and res.num_inliers >= 10
+    rot, trans = pose_errors(res.T_cam_world, T_true)
+    assert rot < 0.2 and trans < 0.05
