@@ -55,6 +55,14 @@ def test_metrics_known_answers():
     assert dt == 0 and dr == 0
     assert np.isclose(pose_error(T2, T2 @ np.diag([1, 1, 1, 1.0]))[0], 0)
     assert np.isclose(pose_error(T3, T3 @ np.eye(4))[1], 0)
+    # Non-zero known answers: a (3, 4, 0) m offset, and a 30 deg turn about z at the same centre.
+    shifted = T2.copy()
+    shifted[:3, 3] += [3.0, 4.0, 0.0]
+    assert np.allclose(pose_error(shifted, T2), (5.0, 0.0))
+    c, s = np.cos(np.radians(30.0)), np.sin(np.radians(30.0))
+    turned = T2.copy()
+    turned[:3, :3] = T2[:3, :3] @ np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    assert np.allclose(pose_error(turned, T2), (0.0, 30.0))
     assert mma(np.array([0.05, 0.2, 0.4, 1.0, np.nan])) == {"0.1": 0.25, "0.25": 0.5, "0.5": 0.75}
     acc = localization_accuracy([(0.1, 1.0), (0.8, 3.0), (3.0, 9.0), None])
     assert acc == {"0.5m_2deg": 0.25, "1m_5deg": 0.5, "5m_10deg": 0.75}
