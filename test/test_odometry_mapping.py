@@ -132,3 +132,26 @@ def test_the_prior_guided_pass_takes_the_most_recently_observed_points():
     np.testing.assert_array_equal(_most_recent(window, 3), [1, 2, 3])   # keyframe 2, then the first of keyframe 1
     np.testing.assert_array_equal(_most_recent(window, 4), [1, 2, 3, 5])
     assert _most_recent(window, 6) is None                                # all fit: no subset
+
+
+def _static_camera(num_frames):
+    """The same RGB-D view over and over: every frame tracks all of the last keyframe's points."""
+    from kp_vo.types import Frame
+
+    view = next(iter(SyntheticSequence("room", num_frames=1, width=320, height=240, seed=1)))
+    return [Frame(i, i * 100_000_000, view.image, view.camera, depth=view.depth) for i in range(num_frames)]
+
+
+@pytest.mark.parametrize("max_interval", [3, 8])
+def test_a_static_camera_makes_a_keyframe_exactly_every_max_interval_frames(max_interval):
+    vo = VisualOdometry(OdometryConfig(keyframe_max_interval=max_interval), create_extractor("orb", max_keypoints=500))
+    keyframes = [r.frame_index for r in (vo.process(f) for f in _static_camera(20)) if r.is_keyframe]
+    assert keyframes == list(range(0, 20, max_interval))  # frame 0 starts the map
+
+
+def test_keyframes_never_come_closer_than_min_interval():
+    # A share above 1 asks for a keyframe on every frame; the minimum interval alone spaces them.
+    vo = VisualOdometry(OdometryConfig(keyframe_inlier_ratio=1.5, keyframe_min_interval=3, keyframe_max_interval=50),
+                        create_extractor("orb", max_keypoints=500))
+    keyframes = [r.frame_index for r in (vo.process(f) for f in _static_camera(13)) if r.is_keyframe]
+    assert keyframes == [0, 3, 6, 9, 12]
