@@ -202,3 +202,41 @@ def test_triangulation_bad_inputs():
         triangulate(T1, T2, uv, uv, np.zeros((3, 3)))
     X, valid = triangulate(T1, T2, np.zeros((0, 2)), np.zeros((0, 2)), K)
     assert X.shape == (0, 3) and valid.shape == (0,)
+
+
+@pytest.mark.parametrize("camera_ahead", [1, 2])
+def test_forward_motion_triangulation_checks_each_view_on_its_own(camera_ahead):
+    """Under a 3 m forward step DLT puts most of a bad match's error into the view of the camera ahead:
+    7.5 px off in the camera behind leaves 1.8 px there and 10.3 px ahead, so a check of only one view
+    passes it whenever the bad pixel is on that view's side."""
+    ahead = invert(make_pose(np.eye(3), np.array([0.0, 0.0, 3.0])))
+    T1, T2 = (ahead, np.eye(4)) if camera_ahead == 1 else (np.eye(4), ahead)
+    X = np.array([[4.0, 2.0, 8.0], [-3.0, 0.5, 12.0]])
+    uv1, _ = project(transform(T1, X), K)
+    uv2, _ = project(transform(T2, X), K)
+    _, valid = triangulate(T1, T2, uv1, uv2, K, min_parallax_deg=0.5)
+    assert valid.all()
+    # Move the first point's pixel in the camera behind by 7.5 px across its epipolar line (which runs
+    # radially from the principal point, the epipole of a straight forward step).
+    uv = uv2 if camera_ahead == 1 else uv1
+    radial = (uv[0] - K[:2, 2]) / np.linalg.norm(uv[0] - K[:2, 2])
+    uv[0] += 7.5 * np.array([-radial[1], radial[0]])
+    _, valid = triangulate(T1, T2, uv1, uv2, K, min_parallax_deg=0.5)
+    assert valid.tolist() == [False, True]
+
+
+@pytest.mark.parametrize("with_scale", [False, True])
+def test_mirrored_procrustes_scale_is_the_least_squares_scale_of_its_rotation(with_scale):
+    """For mirrored data the best proper rotation leaves a residual; Umeyama's scale (with the reflection
+    sign) is then the least-squares scale given that rotation: sum(xd . R xs) / sum(|xs|^2)."""
+    rng = np.random.default_rng(8)
+    src = rng.normal(size=(30, 3)) * [3.0, 2.0, 1.0]
+    dst = 1.7 * src * [1.0, 1.0, -1.0] + [0.5, -1.0, 2.0]
+    T, s = weighted_procrustes(src, dst, with_scale=with_scale)
+    if not with_scale:
+        assert s == 1.0
+        return
+    xs, xd = src - src.mean(axis=0), dst - dst.mean(axis=0)
+    expected = float(np.sum(xd * (xs @ T[:3, :3].T)) / np.sum(xs * xs))
+    assert s == pytest.approx(expected, rel=1e-9)
+    assert 0 < s < 1.7  # the mirrored axis cannot be matched, so the fit shrinks
