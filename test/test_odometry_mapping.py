@@ -127,7 +127,7 @@ def test_the_prior_guided_pass_takes_the_most_recently_observed_points():
     from kp_vo.odometry.local_map import WindowPoints
     from kp_vo.odometry.tracker import _most_recent
 
-    window = WindowPoints(np.arange(6), np.zeros((6, 3)), np.zeros((6, 32), np.uint8),
+    window = WindowPoints(np.arange(6), np.zeros((6, 3)), np.zeros((6, 32), np.uint8), uv=np.zeros((6, 2)),
                           keyframe_of=np.array([0, 2, 1, 2, 0, 1]))
     np.testing.assert_array_equal(_most_recent(window, 3), [1, 2, 3])   # keyframe 2, then the first of keyframe 1
     np.testing.assert_array_equal(_most_recent(window, 4), [1, 2, 3, 5])
@@ -155,3 +155,24 @@ def test_keyframes_never_come_closer_than_min_interval():
                         create_extractor("orb", max_keypoints=500))
     keyframes = [r.frame_index for r in (vo.process(f) for f in _static_camera(13)) if r.is_keyframe]
     assert keyframes == [0, 3, 6, 9, 12]
+
+
+def test_inlier_matches_carry_where_their_points_were_seen_and_the_debug_image_draws_them():
+    from kp_vo.bridge.debug_image import draw_debug_image
+
+    vo = VisualOdometry(OdometryConfig(), create_extractor("orb", max_keypoints=500))
+    static = [vo.process(f) for f in _static_camera(3)]
+    # The same view again: every inlier's map point was seen at exactly the matched keypoint.
+    last = static[-1]
+    assert last.num_inliers > 50 and len(last.match_keyframe_uv) == len(last.matches)
+    np.testing.assert_allclose(last.match_keyframe_uv, last.features.keypoints[last.matches[:, 0]])
+
+    frames = list(SyntheticSequence("room", num_frames=6, width=320, height=240, seed=1))
+    vo = VisualOdometry(OdometryConfig(keyframe_max_interval=50), create_extractor("orb", max_keypoints=500))
+    result = [vo.process(f) for f in frames][-1]
+    flow = np.linalg.norm(result.match_keyframe_uv - result.features.keypoints[result.matches[:, 0]], axis=1)
+    assert np.median(flow) > 1.0  # the camera moved since the keyframe
+    canvas = draw_debug_image(frames[-1].image, result)
+    assert canvas.shape == frames[-1].image.shape[:2] + (3,) and canvas.dtype == np.uint8
+    green = np.all(canvas == [0, 220, 0], axis=2).sum()
+    assert green > result.num_inliers  # a line (and a ring) per inlier

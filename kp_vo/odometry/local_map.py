@@ -21,13 +21,15 @@ class WindowPoints:
     """Unique points observed by the window, for matching a new frame against.
 
     ids (P,) int64; xyz (P, 3) world coordinates; descriptors (P, D) of the newest observation;
-    keyframe_of (P,) index into the window of that newest observing keyframe.
+    keyframe_of (P,) index into the window of that newest observing keyframe; uv (P, 2) float32
+    pixel of that observation.
     """
 
     ids: np.ndarray
     xyz: np.ndarray
     descriptors: np.ndarray
     keyframe_of: np.ndarray
+    uv: np.ndarray
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -159,13 +161,16 @@ class LocalMap:
             keypoints.append(k)
         if not self.keyframes or sum(len(i) for i in ids) == 0:
             d = self.keyframes[-1].features.descriptors if self.keyframes else np.zeros((0, 32), np.uint8)
-            return WindowPoints(np.zeros(0, np.int64), np.zeros((0, 3)), d[:0], np.zeros(0, np.int64))
+            return WindowPoints(np.zeros(0, np.int64), np.zeros((0, 3)), d[:0], np.zeros(0, np.int64),
+                                np.zeros((0, 2), np.float32))
         ids_all, owners_all, kp_all = np.concatenate(ids), np.concatenate(owners), np.concatenate(keypoints)
         unique_ids, first = np.unique(ids_all, return_index=True)
         owners_u, kp_u = owners_all[first], kp_all[first]
         first_row = np.cumsum([0] + [len(kf.features) for kf in self.keyframes[:-1]])  # of each keyframe's rows
-        desc = np.concatenate([kf.features.descriptors for kf in self.keyframes])[first_row[owners_u] + kp_u]
-        return WindowPoints(unique_ids, self.points(unique_ids), desc, owners_u)
+        rows = first_row[owners_u] + kp_u
+        desc = np.concatenate([kf.features.descriptors for kf in self.keyframes])[rows]
+        uv = np.concatenate([kf.features.keypoints for kf in self.keyframes])[rows].astype(np.float32)
+        return WindowPoints(unique_ids, self.points(unique_ids), desc, owners_u, uv)
 
 
 def new_keyframe(frame_index: int, stamp_ns: int, T_world_cam: np.ndarray, features: Features,

@@ -120,6 +120,7 @@ class _PoseSolution:
     covariance: np.ndarray
     point_ids: np.ndarray      # (M,) map point ids of the inlier matches
     keypoints: np.ndarray      # (M,) current keypoint indices of the inlier matches
+    keyframe_uv: np.ndarray    # (M, 2) pixels of those map points in their newest observing keyframe
     num_matches: int
 
 
@@ -305,6 +306,7 @@ class VisualOdometry:
         result.num_matches = solution.num_matches
         result.num_inliers = len(solution.point_ids)
         result.matches = np.stack([solution.keypoints, solution.point_ids], axis=1)
+        result.match_keyframe_uv = solution.keyframe_uv
         if is_kf:
             self._mapping.submit(self._insert_keyframe(frame, features, solution))
         timings["map"] += time.perf_counter() - t
@@ -363,7 +365,8 @@ class VisualOdometry:
         if not self._plausible_step(T_world_cam, T_pred):
             log.debug("rejected a pose jump against the motion prior")
             return None
-        return _PoseSolution(T_world_cam, cov, window.ids[matches[inl, 0]], matches[inl, 1], num_matches)
+        return _PoseSolution(T_world_cam, cov, window.ids[matches[inl, 0]], matches[inl, 1],
+                             window.uv[matches[inl, 0]], num_matches)
 
     def _guided(self, window, features: Features, T_world_cam: np.ndarray, K: np.ndarray, camera,
                 radius: float, ratio: float | None, rows: np.ndarray | None = None) -> np.ndarray:

@@ -44,7 +44,9 @@ class TrackingResult:
         camera is the origin). While LOST it is the motion-prior prediction.
     covariance: (6, 6) pose covariance in the camera frame, order (x, y, z, rot_x, rot_y, rot_z)
         as in ROS messages; inflated while INITIALIZING or LOST.
-    matches: (M, 2) int indices (current keypoint, keyframe keypoint) of the inlier matches.
+    matches: (M, 2) int (current keypoint index, map point id) of the inlier matches.
+    match_keyframe_uv: (M, 2) float32 pixel of each inlier match's map point in the newest keyframe
+        that observes it (row i belongs to matches[i]; the debug image draws the flow from it).
     timings: seconds per stage ("extract", "match", "pose", "map", "total").
     """
 
@@ -58,6 +60,6 @@ class TrackingResult:
     is_keyframe: bool = False
     features: Features | None = None
     matches: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
-    keyframe_keypoints: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    match_keyframe_uv: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
     timings: dict = field(default_factory=dict)
     message: str = ""
