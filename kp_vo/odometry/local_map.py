@@ -46,7 +46,7 @@ class LocalMap:
         self._xyz = np.zeros((0, 3))
         self._ids = np.zeros(0, np.int64)   # id of each row of _xyz, increasing (new ids are always larger)
         self._next_id = 0
-        self._version = 0                   # bumped by _sync, which every change of the window goes through
+        self._version = 0                   # bumped by every change of the window's points or observations
         self._window_cache: tuple[int, WindowPoints] | None = None
 
     def __len__(self) -> int:
@@ -84,11 +84,11 @@ class LocalMap:
         return self._xyz[rows] if len(rows) else np.zeros((0, 3))
 
     def set_points(self, ids: np.ndarray, xyz: np.ndarray) -> None:
+        """Move known points; the keyframes' ``points_world`` follow at the next :meth:`sync_all`."""
         rows = self._rows(ids)
         if len(rows):
             self._xyz[rows] = xyz
-        for kf in self.keyframes:
-            self._sync(kf)
+        self._version += 1
 
     # -- keyframes ------------------------------------------------------------------------
     def add_keyframe(self, keyframe: Keyframe, point_ids: np.ndarray) -> Keyframe | None:
