@@ -300,6 +300,7 @@ class VoNodeCore:
             raise KpVoError("parameter ros.map_path is empty")
         repository = Repository.load(path)
         with self._lock:
+            self.odometry.check_map(repository)   # a refused map leaves the running odometry as it is
             self.reset(f"map {path} loaded")
             self.odometry.load_map(repository)
         return f"loaded {repository!r}; the next frames relocalize in it"

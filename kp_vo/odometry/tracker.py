@@ -138,6 +138,7 @@ class VisualOdometry:
         self._map = LocalMap(self.config.window_size)
         self._blas = BlasLimit(self.config.blas_threads)
         self._mapping = MappingWorker(self.config.async_mapping, self._blas)
+        self._descriptor_width: int | None = None   # of the extractor's descriptors, from the first frame
         self.reset()
 
     # -- public state ---------------------------------------------------------------------
@@ -187,6 +188,7 @@ class VisualOdometry:
         t0 = time.perf_counter()
         features = self.extractor.extract(frame.image)
         timings = {"extract": time.perf_counter() - t0}
+        self._descriptor_width = features.descriptors.shape[1]
         t = time.perf_counter()
         self.depth_source.on_frame(frame)
         timings["depth"] = time.perf_counter() - t
@@ -516,11 +518,20 @@ class VisualOdometry:
             return current
         return self._archive.merge(current) if current is not None else self._archive
 
-    def load_map(self, repository: Repository) -> None:
-        """Start over inside ``repository``'s world frame: the next frames relocalize against it first."""
+    def check_map(self, repository: Repository) -> None:
+        """Raise InvalidInputError when ``repository``'s descriptors are not this extractor's: another
+        metric, or another width (known once a frame has been extracted). Changes nothing."""
         if repository.metric != self.extractor.metric:
             raise InvalidInputError(f"the map holds {repository.metric!r} descriptors but extractor "
                                     f"{self.extractor.name!r} gives {self.extractor.metric!r}")
+        if self._descriptor_width is not None and repository.descriptor_dim != self._descriptor_width:
+            raise InvalidInputError(f"the map holds {repository.descriptor_dim}-wide descriptors but extractor "
+                                    f"{self.extractor.name!r} gives {self._descriptor_width}-wide ones")
+
+    def load_map(self, repository: Repository) -> None:
+        """Start over inside ``repository``'s world frame: the next frames relocalize against it first.
+        A map this extractor cannot match is refused before anything is reset (:meth:`check_map`)."""
+        self.check_map(repository)
         self.reset()
         self._archive = repository
 
@@ -528,6 +539,11 @@ class VisualOdometry:
         """Localize against the archive; on success rebuild the window at that pose and resume tracking."""
         cfg = self.config
         if not cfg.relocalization or self._archive is None or len(self._archive) < cfg.min_inliers:
+            return None
+        if self._archive.descriptor_dim != features.descriptors.shape[1]:  # a loaded map of another extractor
+            log.error("dropping the loaded map: it holds %d-wide descriptors, the extractor gives %d-wide ones",
+                      self._archive.descriptor_dim, features.descriptors.shape[1])
+            self._archive = None
             return None
         localizer = Localizer(self._archive, None, LocalizerConfig(threshold_px=cfg.pnp_threshold_px,
                                                                    min_inliers=2 * cfg.min_inliers))
