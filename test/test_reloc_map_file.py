@@ -231,3 +231,47 @@ def test_growing_repository_switches_from_exact_to_ivf_index_when_it_outgrows_ex
     _, ids = repo.index.search(second.descriptors[:50], 1)
     found = np.all(np.isclose(np.asarray(repo.descriptors)[ids[:, 0]], second.descriptors[:50], atol=1e-6), axis=1)
     assert found.mean() >= 0.9
+
+
+def _raw_map(path, header_text: str) -> None:
+    """A file with the map layout around an arbitrary header, its data section padded to the header's
+    data_end (4096) and a correct checksum, as a hostile writer would make it."""
+    import hashlib
+
+    header = header_text.encode("utf-8")
+    body = map_file._PREFIX.pack(map_file.MAGIC, map_file.FORMAT_VERSION, len(header)) + header
+    body += b"\0" * max(0, 4096 - len(body))
+    path.write_bytes(body + hashlib.sha256(body).digest())
+
+
+@pytest.mark.parametrize("header", [
+    "[" * 100_000 + "]" * 100_000,                                               # nesting deep enough to recurse
+    '{"arrays": 5, "metadata": {}, "data_end": 4096}',                          # table not a list
+    '{"arrays": [], "metadata": [1, 2], "data_end": 4096}',                     # metadata not an object
+    '{"arrays": [7], "metadata": {}, "data_end": 4096}',                        # entry not an object
+    '{"arrays": [{"name": "a", "dtype": "uint8", "shape": [-4, -8], "offset": 1024, "nbytes": 32}], '
+    '"metadata": {}, "data_end": 4096}',                                         # negative dimensions
+    '{"arrays": [{"name": "a", "dtype": "uint8", "shape": [4294967296, 4294967296, 0], "offset": 1024, '
+    '"nbytes": 0}, {"name": "b", "dtype": "uint8", "shape": [4294967296, 4294967296], "offset": 1024, '
+    '"nbytes": 0}], "metadata": {}, "data_end": 4096}',                          # a size overflowing int64
+])
+def test_hostile_headers_with_a_valid_checksum_are_one_line_errors(tmp_path, header):
+    path = tmp_path / "hostile.kpmap"
+    _raw_map(path, header)
+    with pytest.raises(MapFileError):
+        read_map_file(path)
+    with pytest.raises(MapFileError):
+        Repository.load(path)
+
+
+def test_a_stored_index_of_another_width_is_refused_at_load(tmp_path):
+    repo = _repo("hamming", frames=1, n=40)
+    other = DescriptorIndex.build(np.zeros((len(repo), 64), np.uint8), "hamming", IndexConfig(kind="flat"))
+    arrays = {name: getattr(repo, name) for name in ("points_world", "descriptors", "scores", "keypoints",
+                                                     "frame_ids", "frame_indices", "frame_stamps_ns", "frame_poses")}
+    arrays["faiss_index"] = other.serialize()
+    meta = {"kind": "kp_vo.keypoint_map", "metric": "hamming", "descriptor_dim": 32,
+            "index": {"kind": "flat", "ntotal": len(repo)}}
+    write_map_file(tmp_path / "wide.kpmap", arrays, meta)
+    with pytest.raises(MapFileError, match="64-wide"):
+        Repository.load(tmp_path / "wide.kpmap")

@@ -182,6 +182,11 @@ class DescriptorIndex:
     @classmethod
     def deserialize(cls, data: np.ndarray, metric: str, kind: str, dim: int,
                     config: IndexConfig | None = None) -> "DescriptorIndex":
+        """An index from ``serialize``'s bytes; InvalidInputError when it indexes descriptors of another
+        width than ``dim`` (FAISS would only assert at the first search)."""
         data = np.ascontiguousarray(data, dtype=np.uint8)
         index = faiss.deserialize_index(data) if metric == "l2" else faiss.deserialize_index_binary(data)
+        width = index.d if metric == "l2" else index.d // 8
+        if width != dim:
+            raise InvalidInputError(f"the stored index holds {width}-wide descriptors, the map {dim}-wide ones")
         return cls(index, metric, kind, dim, config or IndexConfig())

@@ -11,8 +11,9 @@ Layout (all integers little-endian)::
                bytes at its recorded (64-byte aligned) absolute offset
     data_end   sha256       32 bytes, SHA-256 of every byte before it
 
-A reader checks magic, version, header, array bounds, file size and (unless told not to)
-the checksum before handing out arrays; anything wrong raises ``MapFileError`` with one line.
+A reader checks magic, version, the checksum (unless told not to; before it parses anything
+else), header, array table, array bounds and file size before handing out arrays; anything wrong
+raises ``MapFileError`` with one line.
 Writes go to a temporary file in the destination folder, are fsync'ed and then renamed over
 the destination with ``os.replace``, so an interrupted save leaves the previous file intact.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import struct
 from pathlib import Path
@@ -144,34 +146,23 @@ def read_map_file(path: str | Path, mmap: bool = True, verify: bool = True) -> t
             raise MapFileError(f"{path} is not a kp_vo map (bad magic {magic[:8]!r})")
         if version != FORMAT_VERSION:
             raise MapFileError(f"{path} has map format version {version}; this kp_vo reads version {FORMAT_VERSION}")
-        if _PREFIX.size + header_len > size:
+        if _PREFIX.size + header_len + _DIGEST > size:
             raise MapFileError(f"{path} is truncated: header needs {header_len} bytes, file has {size}")
-        try:
-            header = json.loads(fh.read(header_len).decode("utf-8"))
-            table, data_end, metadata = header["arrays"], int(header["data_end"]), header["metadata"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise MapFileError(f"{path} has a corrupt header: {exc}") from None
+        if verify:  # the digest closes the file: check it before trusting a byte of the header
+            fh.seek(size - _DIGEST)
+            if _file_sha256(path, size - _DIGEST) != fh.read(_DIGEST):
+                raise MapFileError(f"{path} is corrupt: SHA-256 checksum mismatch")
+        fh.seek(_PREFIX.size)
+        table, data_end, metadata = _parse_header(path, fh.read(header_len))
     if size < data_end + _DIGEST:
         raise MapFileError(f"{path} is truncated: {size} bytes, expected {data_end + _DIGEST}")
     if size > data_end + _DIGEST:
         raise MapFileError(f"{path} has {size - data_end - _DIGEST} unexpected trailing bytes")
-    if verify:
-        with open(path, "rb") as fh:
-            fh.seek(data_end)
-            stored = fh.read(_DIGEST)
-        if _file_sha256(path, data_end) != stored:
-            raise MapFileError(f"{path} is corrupt: SHA-256 checksum mismatch")
     arrays: dict[str, np.ndarray] = {}
     for entry in table:
-        try:
-            name, dtype_name = str(entry["name"]), str(entry["dtype"])
-            shape, offset, nbytes = tuple(int(s) for s in entry["shape"]), int(entry["offset"]), int(entry["nbytes"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise MapFileError(f"{path} has a corrupt array table: {exc}") from None
-        if dtype_name not in _DTYPES:
-            raise MapFileError(f"{path}: array {name!r} has unsupported dtype {dtype_name}")
-        dtype = np.dtype(dtype_name).newbyteorder("<")
-        if int(np.prod(shape)) * dtype.itemsize != nbytes or offset < 0 or offset + nbytes > data_end:
+        name, dtype, shape, offset, nbytes = _parse_array_entry(path, entry)
+        if (math.prod(shape) * dtype.itemsize != nbytes or offset < 0 or offset + nbytes > data_end
+                or max(shape, default=0) > data_end):  # no dimension of a stored array exceeds the file
             raise MapFileError(f"{path}: array {name!r} does not fit the file (shape {shape}, offset {offset})")
         if nbytes == 0:
             arrays[name] = np.zeros(shape, dtype)
@@ -182,3 +173,31 @@ def read_map_file(path: str | Path, mmap: bool = True, verify: bool = True) -> t
                 fh.seek(offset)
                 arrays[name] = np.frombuffer(fh.read(nbytes), dtype=dtype).reshape(shape).copy()
     return arrays, metadata
+
+
+def _parse_header(path: Path, raw: bytes) -> tuple[list, int, dict]:
+    """(array table, data_end, metadata) of a header, or MapFileError naming what is wrong with it."""
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise MapFileError(f"{path} has a corrupt header: {type(exc).__name__}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("arrays"), list) \
+            or not isinstance(header.get("metadata"), dict) or not isinstance(header.get("data_end"), int):
+        raise MapFileError(f"{path} has a corrupt header: expected {{arrays: list, metadata: object, data_end: int}}")
+    return header["arrays"], header["data_end"], header["metadata"]
+
+
+def _parse_array_entry(path: Path, entry) -> tuple[str, np.dtype, tuple[int, ...], int, int]:
+    """(name, little-endian dtype, shape, offset, nbytes) of one array-table entry, checked."""
+    try:
+        name, dtype_name, shape = entry["name"], entry["dtype"], entry["shape"]
+        offset, nbytes = entry["offset"], entry["nbytes"]
+    except (KeyError, TypeError) as exc:
+        raise MapFileError(f"{path} has a corrupt array table: missing {exc}") from None
+    if not (isinstance(name, str) and isinstance(dtype_name, str) and isinstance(shape, list)
+            and all(isinstance(s, int) and s >= 0 for s in shape)
+            and isinstance(offset, int) and isinstance(nbytes, int)):
+        raise MapFileError(f"{path} has a corrupt array table entry for {str(name)[:40]!r}")
+    if dtype_name not in _DTYPES:
+        raise MapFileError(f"{path}: array {name!r} has unsupported dtype {dtype_name}")
+    return name, np.dtype(dtype_name).newbyteorder("<"), tuple(shape), offset, nbytes

@@ -221,11 +221,12 @@ class Repository:
             raise MapFileError(f"{path}: frame table is inconsistent with {f} frames")
         for name in _POINT_ARRAYS + _FRAME_ARRAYS:
             setattr(repo, name, arrays[name])
-        if "faiss_index" in arrays and meta.get("index", {}).get("ntotal") == n:
+        stored = meta.get("index")
+        if "faiss_index" in arrays and isinstance(stored, dict) and stored.get("ntotal") == n:
             try:
-                repo._index = DescriptorIndex.deserialize(arrays["faiss_index"], repo.metric, meta["index"]["kind"],
+                repo._index = DescriptorIndex.deserialize(arrays["faiss_index"], repo.metric, str(stored.get("kind")),
                                                           repo.descriptor_dim, repo.index_config)
-            except RuntimeError as exc:
+            except (RuntimeError, InvalidInputError) as exc:
                 raise MapFileError(f"{path}: stored FAISS index does not load: {exc}") from None
         logger.info("loaded %r from %s", repo, path)
         return repo
