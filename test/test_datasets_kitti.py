@@ -132,3 +132,15 @@ def test_read_kitti_poses_rejects_short_lines(tmp_path):
     path.write_text("1 0 0 0 0 1 0 0 0 0 1 0\n1 0 0\n")
     with pytest.raises(DatasetError, match=":2:"):
         read_kitti_poses(path)
+
+
+def test_an_unreadable_frame_is_skipped_and_the_run_goes_on(tmp_path, caplog):
+    _write_fake_sequence(tmp_path, n=4)
+    (tmp_path / "sequences" / "03" / "image_0" / "000002.png").write_bytes(b"not a png")
+    seq = KittiOdometry(tmp_path, 3)
+    with caplog.at_level("ERROR"):
+        frames = list(seq)
+    assert [f.index for f in frames] == [0, 1, 3]
+    assert "skipping frame 2" in caplog.text and "000002.png" in caplog.text
+    with pytest.raises(DatasetError, match="cannot read image"):
+        seq[2]  # direct access still says what is wrong

@@ -143,8 +143,15 @@ class IndexedSequence:
                      depth=depth, T_world_cam_gt=pose, meta=self._frame_meta(raw))
 
     def __iter__(self) -> Iterator[Frame]:
+        """Every readable frame in order; a frame whose files cannot be read is skipped with one
+        logged line (the run goes on, as for a frame the odometry refuses)."""
         for i in range(len(self)):
-            yield self[i]
+            try:
+                frame = self[i]
+            except DatasetError as exc:
+                logger.error("skipping frame %d: %s", i, exc)
+                continue
+            yield frame
 
     def ground_truth(self) -> np.ndarray | None:
         return None if self._poses is None else self._poses.copy()
