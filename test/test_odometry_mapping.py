@@ -176,3 +176,21 @@ def test_inlier_matches_carry_where_their_points_were_seen_and_the_debug_image_d
     assert canvas.shape == frames[-1].image.shape[:2] + (3,) and canvas.dtype == np.uint8
     green = np.all(canvas == [0, 220, 0], axis=2).sum()
     assert green > result.num_inliers  # a line (and a ring) per inlier
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("pnp_iterations", 0, "pnp_iterations must be >= 1"),
+    ("min_inliers", -1, "min_inliers must be >= 4"),
+    ("max_depth_m", float("nan"), "max_depth_m must be > 0"),
+    ("min_depth_m", 100.0, "min_depth_m must be in"),
+    ("match_ratio", 1.5, "match_ratio must be in"),
+    ("window_size", 1, "window_size must be >= 2"),
+    ("ba_fixed_keyframes", 7, "ba_fixed_keyframes must be in"),
+    ("keyframe_min_interval", 9, "keyframe_min_interval must be in"),
+    ("guided_radius_px", -3.0, "guided_radius_px must be > 0"),
+])
+def test_out_of_range_odometry_settings_are_one_line_config_errors(key, value, message):
+    from kp_vo.config import ConfigError, merge
+
+    with pytest.raises(ConfigError, match=f"odometry.{message}"):
+        merge(OdometryConfig(), {key: value})

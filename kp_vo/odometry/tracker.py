@@ -35,6 +35,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from kp_vo.config import ConfigError
 from kp_vo.errors import InvalidInputError
 from kp_vo.features.base import DepthEstimator, Extractor, Features
 from kp_vo.geometry.bundle_adjustment import bundle_adjust
@@ -112,6 +113,47 @@ class OdometryConfig:
     async_mapping: bool = True          # triangulate and bundle-adjust a new keyframe in a worker thread while
                                         # the next frame's keypoints are extracted (joined before its pose is
                                         # solved, so the poses are the same as with false: deterministic)
+
+    def __post_init__(self) -> None:
+        """One ConfigError naming the first out-of-range knob (NaN fails every check)."""
+        rules = [
+            ("window_size", self.window_size >= 2, ">= 2"),
+            ("network_scale", self.network_scale > 0, "> 0"),
+            ("match_ratio", 0 < self.match_ratio <= 1, "in (0, 1]"),
+            ("guided_radius_px", self.guided_radius_px > 0, "> 0"),
+            ("guided_max_points", self.guided_max_points >= 1, ">= 1"),
+            ("refine_radius_px", self.refine_radius_px > 0, "> 0"),
+            ("refine_max_points", self.refine_max_points >= 1, ">= 1"),
+            ("pnp_threshold_px", self.pnp_threshold_px > 0, "> 0"),
+            ("pnp_iterations", self.pnp_iterations >= 1, ">= 1"),
+            ("huber_px", self.huber_px > 0, "> 0"),
+            ("min_inliers", self.min_inliers >= 4, ">= 4 (a pose needs 4 correspondences)"),
+            ("max_step_ratio", self.max_step_ratio > 0, "> 0"),
+            ("keyframe_inlier_ratio", self.keyframe_inlier_ratio > 0, "> 0"),
+            ("keyframe_max_interval", self.keyframe_max_interval >= 1, ">= 1"),
+            ("keyframe_min_interval", 0 <= self.keyframe_min_interval <= self.keyframe_max_interval,
+             "in [0, keyframe_max_interval]"),
+            ("min_parallax_deg", 0 <= self.min_parallax_deg < 90, "in [0, 90)"),
+            ("max_reprojection_px", self.max_reprojection_px > 0, "> 0"),
+            ("triangulation_keyframes", self.triangulation_keyframes >= 1, ">= 1"),
+            ("ba_fixed_keyframes", 1 <= self.ba_fixed_keyframes < self.window_size, "in [1, window_size)"),
+            ("ba_iterations", self.ba_iterations >= 0, ">= 0"),
+            ("ba_tolerance", self.ba_tolerance >= 0, ">= 0"),
+            ("max_depth_m", self.max_depth_m > 0, "> 0"),
+            ("min_depth_m", 0 <= self.min_depth_m < self.max_depth_m, "in [0, max_depth_m)"),
+            ("init_min_matches", self.init_min_matches >= 8, ">= 8 (the essential matrix needs them)"),
+            ("init_min_flow_px", self.init_min_flow_px >= 0, ">= 0"),
+            ("init_min_points", self.init_min_points >= 1, ">= 1"),
+            ("init_baseline", self.init_baseline > 0, "> 0"),
+            ("archive_points_per_keyframe", self.archive_points_per_keyframe >= 1, ">= 1"),
+            ("archive_max_keyframes", self.archive_max_keyframes >= 0, ">= 0"),
+            ("max_lost_frames", self.max_lost_frames >= 0, ">= 0"),
+            ("lost_covariance", self.lost_covariance > 0, "> 0"),
+            ("blas_threads", self.blas_threads >= 0, ">= 0"),
+        ]
+        for name, ok, expected in rules:
+            if not ok:
+                raise ConfigError(f"odometry.{name} must be {expected}, got {getattr(self, name)!r}")
 
 
 @dataclass
