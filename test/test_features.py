@@ -61,3 +61,14 @@ def test_registry():
     assert {"orb", "sift"} <= set(available_extractors())
     with pytest.raises(InvalidInputError, match="unknown extractor 'surf'"):
         create_extractor("surf")
+
+
+@pytest.mark.parametrize("name", ["orb", "sift"])
+@pytest.mark.parametrize("options", [{"max_keypoints": -5}, {"max_keypoints": 0}, {"max_keypoints": 2.5},
+                                     {"grid_cell": 0}])
+def test_out_of_range_classical_extractor_options_are_one_line_errors(name, options):
+    from kp_vo.errors import InvalidInputError
+    from kp_vo.features import create_extractor
+
+    with pytest.raises(InvalidInputError, match="must be a positive integer"):
+        create_extractor(name, **options)
