@@ -18,6 +18,7 @@ import importlib
 import json
 import logging
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -28,6 +29,7 @@ from kp_vo.config import save_config
 from kp_vo.errors import InvalidInputError
 from kp_vo.features import create_extractor
 from kp_vo.features.base import Extractor, Features, create_depth_estimator
+from kp_vo.fileio import atomic_path
 from kp_vo.odometry.tracker import OdometryConfig, VisualOdometry
 from kp_vo.types import Frame
 
@@ -200,28 +202,41 @@ def write_outputs(result: RunResult, output_dir: str | Path, config: PipelineCon
     """Write trajectories, metrics.json, config.yaml and trajectory.png into ``output_dir``; return the metrics.
 
     ``result`` is the run with ``config.odometry.seed``; ``reruns`` (seed -> result) are the same frames
-    tracked with other RANSAC seeds, summarised under ``metrics["seed_spread"]``."""
+    tracked with other RANSAC seeds, summarised under ``metrics["seed_spread"]``.
+    Everything that can fail is computed before the first file is written, and every file is
+    replaced atomically: a failed run leaves the previous results of ``output_dir`` as they were."""
     from kp_vo.eval.plots import plot_trajectory_top_view
     from kp_vo.eval.trajectory import align_se3, align_sim3
     from kp_vo.trajio import write_kitti_poses, write_tum_trajectory
 
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_kitti_poses(out / "trajectory_kitti.txt", result.T_world_cam)
-    write_tum_trajectory(out / "trajectory_tum.txt", result.stamps_ns, result.T_world_cam)
-    save_config(config, out / "config.yaml")
+    if len(result.frame_indices) == 0:
+        raise InvalidInputError(f"no frame was tracked: nothing written to {out}")
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"output {out} exists and is not a folder")
     metrics = compute_metrics(result)
     if reruns:
         metrics["seed_spread"] = seed_spread([config.odometry.seed, *reruns],
                                              [metrics, *(compute_metrics(r) for r in reruns.values())])
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
-    if len(result.frame_indices) >= 3:
-        gt, est = None, result.T_world_cam
-        if result.T_world_cam_gt is not None:
-            gt = np.linalg.inv(result.T_world_cam_gt[0]) @ result.T_world_cam_gt
-            est = (align_sim3 if result.monocular else align_se3)(est, gt)[0]
-        title = f"{config.extractor.name} {'monocular' if result.monocular else 'RGB-D'}"
-        plot_trajectory_top_view(out / "trajectory.png", est, gt, title, states=result.states)
+    metrics_text = json.dumps(metrics, indent=2, default=_json_default)
+    out.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as replace_last:
+        if len(result.frame_indices) >= 3:   # the plot is rendered before any file is replaced
+            gt, est = None, result.T_world_cam
+            if result.T_world_cam_gt is not None:
+                gt = np.linalg.inv(result.T_world_cam_gt[0]) @ result.T_world_cam_gt
+                est = (align_sim3 if result.monocular else align_se3)(est, gt)[0]
+            title = f"{config.extractor.name} {'monocular' if result.monocular else 'RGB-D'}"
+            png = replace_last.enter_context(atomic_path(out / "trajectory.png"))
+            plot_trajectory_top_view(png, est, gt, title, states=result.states)
+        write_kitti_poses(out / "trajectory_kitti.txt", result.T_world_cam)
+        write_tum_trajectory(out / "trajectory_tum.txt", result.stamps_ns, result.T_world_cam)
+        with atomic_path(out / "config.yaml") as tmp:
+            save_config(config, tmp)
+        with atomic_path(out / "metrics.json") as tmp:
+            tmp.write_text(metrics_text)
+    if len(result.frame_indices) < 3:
+        (out / "trajectory.png").unlink(missing_ok=True)  # a previous run's plot would not match
     return metrics
 
 

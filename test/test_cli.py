@@ -114,3 +114,29 @@ def test_corrupt_kitti_calib_is_reported(tmp_path, capsys):
     (seq / "times.txt").write_text("0.0\n")
     assert main(["run", str(tmp_path), "--sequence", "00", "--output", str(tmp_path / "o")]) == 2
     assert "calib.txt" in capsys.readouterr().err
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_failing_run_leaves_the_previous_outputs_as_they_were(tmp_path, monkeypatch, capsys):
+    from kp_vo import pipeline
+    from kp_vo.errors import InvalidInputError
+
+    out = tmp_path / "run"
+    assert main(["run", "synthetic:room", "--max-frames", "5", "--output", str(out), "--no-progress"]) == 0
+    before = _snapshot(out)
+    assert {"trajectory_kitti.txt", "trajectory_tum.txt", "metrics.json", "config.yaml", "trajectory.png"} <= set(before)
+
+    def fail(result):
+        raise InvalidInputError("Sim(3) scale undefined")
+
+    monkeypatch.setattr(pipeline, "compute_metrics", fail)   # metrics fail after tracking, as when nothing initialises
+    assert main(["run", "synthetic:room", "--max-frames", "6", "--output", str(out), "--no-progress"]) == 2
+    assert "Sim(3) scale undefined" in capsys.readouterr().err
+    assert _snapshot(out) == before                            # no new trajectory beside old metrics
+    monkeypatch.undo()
+    assert main(["run", "synthetic:room", "--start", "1000", "--output", str(out), "--no-progress"]) == 2
+    assert "no frame was tracked" in capsys.readouterr().err   # zero frames selected: nothing replaced
+    assert _snapshot(out) == before
