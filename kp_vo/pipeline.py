@@ -150,7 +150,11 @@ def run_frames(frames: Iterable[Frame], odometry: VisualOdometry, total: int | N
         bar.set_postfix(state=result.state.value, inliers=result.num_inliers, refresh=False)
     odometry.flush()
     bar.close()
-    has_gt = bool(gts) and all(g is not None for g in gts)
+    known = [g is not None and bool(np.isfinite(g).all()) for g in gts]
+    has_gt = bool(gts) and all(known)
+    if not has_gt and any(g is not None for g in gts):
+        log.warning("ground truth missing for %d of %d frames (e.g. beyond the loader's gap tolerance): "
+                    "trajectories are written without metrics", known.count(False), len(known))
     return RunResult(np.array(indices, np.int64), np.array(stamps, np.int64),
                      np.array(poses).reshape(-1, 4, 4), states,
                      np.array(gts).reshape(-1, 4, 4) if has_gt else None, timings, monocular, skipped)

@@ -140,3 +140,18 @@ def test_a_failing_run_leaves_the_previous_outputs_as_they_were(tmp_path, monkey
     assert main(["run", "synthetic:room", "--start", "1000", "--output", str(out), "--no-progress"]) == 2
     assert "no frame was tracked" in capsys.readouterr().err   # zero frames selected: nothing replaced
     assert _snapshot(out) == before
+
+
+def test_real_tum_frames_beyond_the_ground_truth_gap_give_trajectories_without_metrics(tmp_path, caplog):
+    from conftest import SHARED_DATA
+
+    tum = SHARED_DATA / "tum" / "rgbd_dataset_freiburg3_cabinet"
+    if not (tum / "rgb.txt").is_file():
+        pytest.skip(f"real TUM data not found at {tum} (../shared/data beside the repository)")
+    out = tmp_path / "tum"
+    with caplog.at_level("WARNING"):   # the default gap tolerance is shorter than this sequence's 0.67 s
+        assert main(["run", str(tum), "--max-frames", "6", "--output", str(out), "--no-progress"]) == 0
+    assert "ground truth missing" in caplog.text
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_frames"] == 6 and "ate_rmse_m" not in metrics
+    assert len([line for line in (out / "trajectory_tum.txt").read_text().splitlines() if not line.startswith("#")]) == 6
