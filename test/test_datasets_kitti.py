@@ -144,3 +144,10 @@ def test_an_unreadable_frame_is_skipped_and_the_run_goes_on(tmp_path, caplog):
     assert "skipping frame 2" in caplog.text and "000002.png" in caplog.text
     with pytest.raises(DatasetError, match="cannot read image"):
         seq[2]  # direct access still says what is wrong
+
+
+@pytest.mark.parametrize("sequence", ["../../x", "a/b", "..", ""])
+def test_a_sequence_name_cannot_reach_another_folder(tmp_path, sequence):
+    _write_fake_sequence(tmp_path)
+    with pytest.raises(DatasetError, match="KITTI sequence must be a name"):
+        KittiOdometry(tmp_path, sequence)

@@ -275,3 +275,12 @@ def test_a_stored_index_of_another_width_is_refused_at_load(tmp_path):
     write_map_file(tmp_path / "wide.kpmap", arrays, meta)
     with pytest.raises(MapFileError, match="64-wide"):
         Repository.load(tmp_path / "wide.kpmap")
+
+
+@pytest.mark.parametrize("top_k", [0, -5])
+def test_building_a_map_with_a_non_positive_top_k_is_refused(top_k):
+    from kp_vo.features import create_extractor
+    from kp_vo.reloc.repository import build_repository
+
+    with pytest.raises(InvalidInputError, match="top_k must be >= 1"):
+        build_repository([], create_extractor("orb"), top_k=top_k)

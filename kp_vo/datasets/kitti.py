@@ -94,6 +94,8 @@ class KittiOdometry(IndexedSequence):
                 raise DatasetError(f"{root}: a KITTI odometry root needs a sequence name (e.g. '07')")
         else:
             sequence = f"{int(sequence):02d}" if str(sequence).isdigit() else str(sequence)
+            if not sequence or any(c in sequence for c in "/\\") or sequence in (".", ".."):
+                raise DatasetError(f"KITTI sequence must be a name such as '07', got {sequence!r}")
             seq_dir = root / "sequences" / sequence
             if not seq_dir.is_dir() and root.name == sequence and (root / "calib.txt").is_file():
                 seq_dir = root

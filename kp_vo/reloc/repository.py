@@ -242,6 +242,8 @@ def build_repository(frames: Iterable[Frame], extractor: Extractor, top_k: int |
     """
     if every < 1:
         raise InvalidInputError(f"every must be >= 1, got {every}")
+    if top_k is not None and top_k < 1:
+        raise InvalidInputError(f"top_k must be >= 1 (or None for every keypoint), got {top_k}")
     repo: Repository | None = None
     for i, frame in enumerate(frames):
         if i % every:
