@@ -38,8 +38,6 @@ class OpenCVExtractor:
     input_kind = "image"
 
     def __init__(self, name: str, detector, metric: str, descriptor_dim: int, max_keypoints: int, grid_cell: int):
-        _check_positive(f"extractor.options.max_keypoints ({name})", max_keypoints)
-        _check_positive(f"extractor.options.grid_cell ({name})", grid_cell)
         self.name = name
         self.metric = metric
         self.max_keypoints = max_keypoints
@@ -66,16 +64,17 @@ class OpenCVExtractor:
         return Features(uv[order], scores[order], descriptors[order], self.metric)
 
 
-def _check_positive(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+def _check_positive(extractor: str, **options) -> None:
+    """One line naming the first of ``options`` that is not a positive integer (checked before OpenCV sees it)."""
+    for key, value in options.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidInputError(f"extractor.options.{key} ({extractor}) must be a positive integer, got {value!r}")
 
 
 @register_extractor("orb")
 def make_orb(max_keypoints: int = 2000, grid_cell: int = 32, fast_threshold: int = 10, n_levels: int = 8) -> OpenCVExtractor:
     """ORB (FAST + rotated BRIEF, 256-bit, Hamming). Detects 4x ``max_keypoints`` then buckets."""
-    _check_positive("extractor.options.max_keypoints (orb)", max_keypoints)
-    _check_positive("extractor.options.n_levels (orb)", n_levels)
+    _check_positive("orb", max_keypoints=max_keypoints, grid_cell=grid_cell, n_levels=n_levels)
     orb = cv2.ORB_create(nfeatures=4 * max_keypoints, scaleFactor=1.2, nlevels=n_levels,
                          edgeThreshold=19, patchSize=31, fastThreshold=fast_threshold)
     return OpenCVExtractor("orb", orb, "hamming", 32, max_keypoints, grid_cell)
@@ -84,5 +83,6 @@ def make_orb(max_keypoints: int = 2000, grid_cell: int = 32, fast_threshold: int
 @register_extractor("sift")
 def make_sift(max_keypoints: int = 2000, grid_cell: int = 32, contrast_threshold: float = 0.02) -> OpenCVExtractor:
     """SIFT (128-D, L2-normalised float descriptors)."""
+    _check_positive("sift", max_keypoints=max_keypoints, grid_cell=grid_cell)
     sift = cv2.SIFT_create(nfeatures=0, contrastThreshold=contrast_threshold)
     return OpenCVExtractor("sift", sift, "l2", 128, max_keypoints, grid_cell)

@@ -166,11 +166,16 @@ class LocalMap:
         ids_all, owners_all, kp_all = np.concatenate(ids), np.concatenate(owners), np.concatenate(keypoints)
         unique_ids, first = np.unique(ids_all, return_index=True)
         owners_u, kp_u = owners_all[first], kp_all[first]
-        first_row = np.cumsum([0] + [len(kf.features) for kf in self.keyframes[:-1]])  # of each keyframe's rows
-        rows = first_row[owners_u] + kp_u
-        desc = np.concatenate([kf.features.descriptors for kf in self.keyframes])[rows]
-        uv = np.concatenate([kf.features.keypoints for kf in self.keyframes])[rows].astype(np.float32)
+        desc = self.gather("descriptors", owners_u, kp_u)
+        uv = self.gather("keypoints", owners_u, kp_u).astype(np.float32)
         return WindowPoints(unique_ids, self.points(unique_ids), desc, owners_u, uv)
+
+    def gather(self, field: str, keyframe_index: np.ndarray, keypoint_index: np.ndarray) -> np.ndarray:
+        """Rows of the window keyframes' ``features.<field>`` (e.g. "keypoints", "descriptors") for the
+        (window keyframe index, keypoint index) pairs (M,), (M,): one indexing of the stacked arrays."""
+        first_row = np.cumsum([0] + [len(kf.features) for kf in self.keyframes[:-1]])
+        stacked = np.concatenate([getattr(kf.features, field) for kf in self.keyframes])
+        return stacked[first_row[keyframe_index] + keypoint_index]
 
 
 def new_keyframe(frame_index: int, stamp_ns: int, T_world_cam: np.ndarray, features: Features,

@@ -492,8 +492,7 @@ class VisualOdometry:
         if use.sum() < 3 * cfg.min_inliers:
             return
         ids_used, point_of_obs = np.unique(pid[use], return_inverse=True)
-        first_row = np.cumsum([0] + [len(kf.features) for kf in keyframes[:-1]])  # of each keyframe's keypoints
-        uv = np.concatenate([kf.features.keypoints for kf in keyframes])[first_row[kf_idx[use]] + kp_idx[use]]
+        uv = self._map.gather("keypoints", kf_idx[use], kp_idx[use])
         T_cw = np.stack([invert(kf.T_world_cam) for kf in keyframes])
         fixed = np.arange(len(keyframes)) < cfg.ba_fixed_keyframes
         T_cw, points, residual = bundle_adjust(T_cw, self._map.points(ids_used), kf_idx[use], point_of_obs,
@@ -582,9 +581,10 @@ class VisualOdometry:
         cfg = self.config
         if not cfg.relocalization or self._archive is None or len(self._archive) < cfg.min_inliers:
             return None
-        if self._archive.descriptor_dim != features.descriptors.shape[1]:  # a loaded map of another extractor
-            log.error("dropping the loaded map: it holds %d-wide descriptors, the extractor gives %d-wide ones",
-                      self._archive.descriptor_dim, features.descriptors.shape[1])
+        try:  # a map loaded before the first frame, when the extractor's width was not known yet
+            self.check_map(self._archive)
+        except InvalidInputError as exc:
+            log.error("dropping the loaded map: %s", exc)
             self._archive = None
             return None
         localizer = Localizer(self._archive, None, LocalizerConfig(threshold_px=cfg.pnp_threshold_px,
