@@ -119,3 +119,98 @@ def test_bad_folders(tmp_path):
     (tmp_path / "rgb.txt").write_text("abc rgb/x.png\n")
     with pytest.raises(DatasetError, match=":1:"):
         TumRgbd(tmp_path)
+
+
+# ----------------------------------------------------------------------------- the real TUM frames
+
+from decimal import Decimal  # noqa: E402
+
+from conftest import SHARED_DATA  # noqa: E402
+
+TUM_CABINET = SHARED_DATA / "tum" / "rgbd_dataset_freiburg3_cabinet"
+
+
+@pytest.fixture(scope="module")
+def cabinet() -> Path:
+    if not (TUM_CABINET / "rgb.txt").is_file():
+        pytest.skip(f"real TUM data not found at {TUM_CABINET} (../shared/data beside the repository)")
+    return TUM_CABINET
+
+
+def _decimal_stamps(path: Path) -> list[tuple[Decimal, str]]:
+    """(stamp, filename) of a TUM list file parsed independently of the loader (exact decimals)."""
+    rows = [ln.split() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    return [(Decimal(r[0]), r[1]) for r in rows]
+
+
+def test_real_cabinet_frames_intrinsics_and_depth_scale(cabinet):
+    """freiburg3 cabinet as the data README describes it: 58 RGB-D frames of 640x480, fr3 intrinsics
+    (535.4, 539.2, 320.1, 247.6) picked from the folder name, depth = 16-bit PNG / 5000."""
+    seq = TumRgbd(cabinet)
+    assert len(seq) == 58 and seq.has_depth and seq.depth_scale == 5000.0
+    c = seq.camera
+    assert (c.fx, c.fy, c.cx, c.cy, c.width, c.height) == (535.4, 539.2, 320.1, 247.6, 640, 480)
+    for i in (0, 29, 57):
+        frame = seq[i]
+        frame.validate()
+        assert frame.image.shape == (480, 640, 3) and frame.image.dtype == np.uint8
+        raw = cv2.imread(frame.meta["depth_path"], cv2.IMREAD_UNCHANGED)
+        assert raw.dtype == np.uint16 and frame.depth.dtype == np.float32
+        # Known answer per pixel: raw / 5000 (0 stays 0 = no depth).
+        np.testing.assert_array_equal(frame.depth, raw.astype(np.float32) / np.float32(5000.0))
+        valid = frame.depth > 0
+        assert valid.mean() > 0.5
+        # An indoor cabinet seen by a Kinect: valid depths between 0.3 m and 10 m, median ~1-3 m.
+        assert 0.3 < frame.depth[valid].min() and frame.depth[valid].max() < 10.0
+        assert 0.8 < float(np.median(frame.depth[valid])) < 4.0
+        # The colour image is returned as RGB: channel order reversed from the BGR cv2 reads.
+        bgr = cv2.imread(frame.meta["path"], cv2.IMREAD_COLOR)
+        np.testing.assert_array_equal(frame.image, bgr[..., ::-1])
+
+
+def test_real_cabinet_timestamps_and_association(cabinet):
+    """Each frame pairs the rgb and depth files of the same stamp (the lists share stamps), in time
+    order, and its stamp is the rgb.txt stamp to within 1 us (the loader goes through float64 seconds,
+    which holds ~0.24 us at 1.3e9 s)."""
+    seq = TumRgbd(cabinet)
+    rgb = _decimal_stamps(cabinet / "rgb.txt")
+    depth = dict(_decimal_stamps(cabinet / "depth.txt"))
+    assert len(rgb) == 58
+    stamps = seq.stamps_ns()
+    assert np.all(np.diff(stamps) > 0)
+    for k, (t, name) in enumerate(rgb):
+        frame = seq[k]
+        assert frame.stamp_ns == stamps[k]
+        assert abs(frame.stamp_ns - int(t * 10**9)) < 1000, (k, frame.stamp_ns, t)
+        assert Path(frame.meta["path"]) == cabinet / name
+        assert Path(frame.meta["depth_path"]) == cabinet / depth[t]
+    # ~0.67 s apart (every ~20th frame at 30 Hz): a 0.7057 s gap is the longest.
+    gaps = np.diff(stamps) * 1e-9
+    assert 0.6 < float(np.median(gaps)) < 0.7 and float(gaps.max()) < 0.71
+
+
+def test_real_cabinet_ground_truth(cabinet):
+    """groundtruth.txt is sampled at the frame stamps themselves (0.67-0.706 s apart): with the
+    default 0.1 s gap tolerance no frame has ground truth; with a tolerance above the longest gap every
+    frame has a finite rigid pose equal to its groundtruth.txt row (interpolation at the sample itself)."""
+    assert np.isnan(TumRgbd(cabinet).ground_truth()).all()
+    gt = TumRgbd(cabinet, max_gt_gap=0.75).ground_truth()
+    assert gt.shape == (58, 4, 4) and np.all(np.isfinite(gt))
+    R = gt[:, :3, :3]
+    np.testing.assert_allclose(R @ R.transpose(0, 2, 1), np.broadcast_to(np.eye(3), R.shape), atol=1e-9)
+    np.testing.assert_allclose(np.linalg.det(R), 1.0, atol=1e-9)
+    np.testing.assert_array_equal(gt[:, 3], np.broadcast_to([0, 0, 0, 1.0], (58, 4)))
+    rows = np.loadtxt(cabinet / "groundtruth.txt", comments="#")
+    np.testing.assert_allclose(gt[:, :3, 3], rows[:, 1:4], atol=1e-6)
+    q = Rotation.from_matrix(R).as_quat()
+    q_file = rows[:, 4:8] / np.linalg.norm(rows[:, 4:8], axis=1, keepdims=True)
+    np.testing.assert_allclose(np.abs(np.sum(q * q_file, axis=1)), 1.0, atol=1e-6)   # same rotation (q ~ -q)
+    # First row by hand: position (-2.5508, 0.9872, 1.1019).
+    np.testing.assert_allclose(gt[0, :3, 3], [-2.5508, 0.9872, 1.1019])
+    # At 0.7 s (the data README's figure) the 4 frames that open a gap over 0.7 s have none: each frame
+    # is interpolated from the sample at or before it to the next one, and those two are too far apart.
+    partial = TumRgbd(cabinet, max_gt_gap=0.7).ground_truth()
+    opens_long_gap = np.append(np.diff(rows[:, 0]) > 0.7, False)
+    assert opens_long_gap.sum() == 4
+    np.testing.assert_array_equal(np.isnan(partial[:, 0, 0]), opens_long_gap)
+    np.testing.assert_allclose(partial[~opens_long_gap], gt[~opens_long_gap])
