@@ -1,15 +1,22 @@
-"""reloc_core: the VO node core driven by a stand-in localizer."""
+"""reloc_core: the VO node core driven by a stand-in localizer, then by the real Localizer on a real map."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
+import kp_vo.features.classical  # noqa: F401  (registers orb)
 from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.bagio import factory
-from kp_vo.bridge.node_core import NodeConfig
+from kp_vo.bridge.node_core import FramesConfig, NodeConfig
 from kp_vo.bridge.reloc_core import RelocConfig, localization_covariance, make_reloc_core, map_to_odom
+from kp_vo.features.base import create_extractor
+from kp_vo.reloc.evaluation import pose_error, render_room_frames, room_trajectory
+from kp_vo.reloc.index import IndexConfig
+from kp_vo.reloc.localizer import Localizer, LocalizerConfig
+from kp_vo.reloc.repository import Repository, build_repository
 from kp_vo.types import CameraIntrinsics
 
 F = factory()
@@ -70,18 +77,6 @@ def test_map_to_odom():
 # saved and loaded as the reloc node does, and queries from a different circle (other radius,
 # height, pitch, headings between the mapped ones). Known answer: the query's ground-truth pose.
 # The localizer alone measures <= 1 cm / 0.25 deg on these queries; the bounds are 3 cm / 1 deg.
-
-import dataclasses  # noqa: E402
-
-import pytest  # noqa: E402
-
-import kp_vo.features.classical  # noqa: E402,F401  (registers orb)
-from kp_vo.bridge.node_core import FramesConfig  # noqa: E402
-from kp_vo.features.base import create_extractor  # noqa: E402
-from kp_vo.reloc.evaluation import pose_error, render_room_frames, room_trajectory  # noqa: E402
-from kp_vo.reloc.index import IndexConfig  # noqa: E402
-from kp_vo.reloc.localizer import Localizer, LocalizerConfig  # noqa: E402
-from kp_vo.reloc.repository import Repository, build_repository  # noqa: E402
 
 POS_TOL_M, ROT_TOL_DEG = 0.03, 1.0
 # base_link: x forward = optical z, y left = -optical x, z up = -optical y; camera 0.3 m ahead, 0.5 m up.

@@ -1,5 +1,6 @@
-"""TUM RGB-D loader on a tiny fake sequence written to tmp_path."""
+"""TUM RGB-D loader on a tiny fake sequence written to tmp_path, then on the real freiburg3 cabinet frames."""
 
+from decimal import Decimal
 from pathlib import Path
 
 import cv2
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from conftest import SHARED_DATA
 from kp_vo.datasets import TumRgbd
 from kp_vo.datasets.tum import TUM_INTRINSICS, associate_nearest, tum_intrinsics_key
 from kp_vo.errors import DatasetError
@@ -122,10 +124,6 @@ def test_bad_folders(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the real TUM frames
-
-from decimal import Decimal  # noqa: E402
-
-from conftest import SHARED_DATA  # noqa: E402
 
 TUM_CABINET = SHARED_DATA / "tum" / "rgbd_dataset_freiburg3_cabinet"
 
