@@ -49,8 +49,43 @@ def test_bad_values_name_the_key(overrides, message):
 def test_unreadable_yaml_is_one_error(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("odometry: [unclosed\n")
-    with pytest.raises(ConfigError, match="cannot read config"):
+    with pytest.raises(ConfigError, match=r"bad.yaml is not valid YAML: expected ',' or '\]'.* at line 2") as info:
         load_config(PipelineConfig, path)
+    assert "\n" not in str(info.value)
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefg", "bcdefgh"))
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"- odometry\n- extractor\n", "must be a mapping at the top level, got list"),
+    (b"just words\n", "must be a mapping at the top level, got str"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", "is not UTF-8 text"),
+    (b"odometry:\n  window_size: 5\nodomtery: {}\n", "unknown config key 'odomtery'"),
+    (b"odometry: 5\n", "odometry: expected a mapping, got int"),
+    (b"extractor:\n  options: 12\n", "extractor.options: expected a mapping, got 12"),
+    (b"odometry: {window_size: [1, 2]}\n", "odometry.window_size: expected an integer"),
+    (("extractor:\n  options:\n    bomb: *h\n" ).encode(), "is not valid YAML: found undefined alias"),
+    ((BOMB + "extractor:\n  options:\n    bomb: *h\n").encode(), "YAML nodes once its aliases are expanded"),
+    (b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+    (b"a: 1\n" + b"#" * (1 << 20), "larger than"),
+])
+def test_bad_config_files_are_one_line_errors(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(PipelineConfig, path)
+    assert "\n" not in str(info.value)
+
+
+def test_harmless_aliases_are_read(tmp_path):
+    path = tmp_path / "aliases.yaml"
+    path.write_text("extractor:\n  options: &opts {max_keypoints: 700}\ndepth:\n  options: *opts\n")
+    config = load_config(PipelineConfig, path)
+    assert config.extractor.options == config.depth.options == {"max_keypoints": 700}
+    with pytest.raises(ConfigError, match="cannot read config .*missing.yaml: No such file"):
+        load_config(PipelineConfig, tmp_path / "missing.yaml")
 
 
 def test_saved_config_loads_back_equal(tmp_path):

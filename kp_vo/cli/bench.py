@@ -15,17 +15,13 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
-import yaml
-
 from kp_vo.cli.run import (
     add_config_arguments,
     add_source_arguments,
     open_source,
     pipeline_config,
 )
-from kp_vo.config import ConfigError, merge, to_dict
-from kp_vo.pipeline import STAGES, build_odometry, run_frames, timing_summary
+from kp_vo.config import ConfigError, merge, read_yaml, to_dict
 
 
 def register(subparsers) -> None:
@@ -45,16 +41,15 @@ def bench_rows(args: argparse.Namespace) -> dict[str, dict]:
     """Named partial configs to compare, in order."""
     if not args.rows:
         return {name: {"extractor": {"name": name}} for name in args.extractors}
-    try:
-        rows = (yaml.safe_load(Path(args.rows).read_text()) or {}).get("rows")
-    except (OSError, yaml.YAMLError, AttributeError) as exc:
-        raise ConfigError(f"cannot read bench rows from {args.rows}: {exc}") from exc
+    rows = read_yaml(args.rows, "bench rows").get("rows")
     if not isinstance(rows, dict) or not rows:
         raise ConfigError(f"{args.rows}: expected a non-empty mapping under 'rows'")
     return rows
 
 
 def bench(args: argparse.Namespace) -> int:
+    from kp_vo.pipeline import STAGES, build_odometry, run_frames, timing_summary
+
     base = pipeline_config(args)
     rows_config = bench_rows(args)
     # Decode once, timed on its own, so every configuration then runs on identical in-memory frames.
@@ -106,6 +101,8 @@ def providers(odometry) -> dict[str, str]:
 
 
 def _default(value):
+    import numpy as np
+
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(type(value).__name__)

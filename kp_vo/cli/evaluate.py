@@ -105,7 +105,8 @@ def register(subparsers) -> None:
     v.add_argument("--top-k", type=int, default=300, help="keypoints kept per mapped frame (ViewSynth paper: 50)")
     v.add_argument("--query-top-k", type=int, default=None, help="query keypoints used (default all)")
     v.add_argument("--every", type=int, default=1, help="map every N-th map frame")
-    v.add_argument("--match-mode", choices=("mutual", "ratio", "topk"), default="mutual")
+    v.add_argument("--match-mode", choices=("mutual", "ratio", "topk"), default="mutual",
+                   help="mutual nearest neighbours (default), Lowe ratio, or every top-k candidate")
     v.add_argument("--no-depth", action="store_true", help="ignore query depth (RANSAC-PnP only)")
     v.add_argument("--threshold-m", type=float, default=0.05, help="3D-3D RANSAC inlier threshold (metres)")
     v.add_argument("--threshold-px", type=float, default=3.0, help="PnP RANSAC inlier threshold (pixels)")

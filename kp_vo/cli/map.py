@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+from kp_vo.config import ConfigError
 from kp_vo.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
@@ -24,27 +25,37 @@ def open_source(source: str, sequence: str | None = None, start: int = 0, stride
 
 
 def parse_options(items: list[str] | None, flag: str) -> dict:
-    """``KEY=VALUE`` items (YAML values) as a dict; InvalidInputError naming ``flag`` for a malformed one."""
+    """``KEY=VALUE`` items (YAML values) as a dict; ConfigError naming ``flag`` and the key for a malformed one."""
     import yaml
+
+    from kp_vo.config import yaml_problem
 
     options = {}
     for item in items or []:
         key, sep, value = item.partition("=")
+        key = key.strip()
         if not sep or not key:
-            raise InvalidInputError(f"{flag} expects KEY=VALUE, got {item!r}")
-        options[key] = yaml.safe_load(value)
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
+        try:
+            options[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{flag} {key}: value {value!r} is not a YAML value ({yaml_problem(exc)})") from None
     return options
 
 
 def parse_settings(items: list[str] | None, flag: str) -> dict:
     """``SECTION.KEY=VALUE`` items (YAML values) as one nested dict: ["train.steps=10", "model=vgg"] ->
-    {"train": {"steps": 10}, "model": "vgg"}; InvalidInputError naming ``flag`` for a malformed one."""
+    {"train": {"steps": 10}, "model": "vgg"}; ConfigError naming ``flag`` for a malformed one."""
     nested: dict = {}
     for dotted, value in parse_options(items, flag).items():
-        *sections, key = dotted.strip().split(".")
+        *sections, key = dotted.split(".")
+        if not all(sections) or not key:
+            raise ConfigError(f"{flag} {dotted}: empty part in the dotted key")
         node = nested
-        for section in sections:
+        for depth, section in enumerate(sections):
             node = node.setdefault(section, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{flag} {dotted}: {'.'.join(sections[:depth + 1])} is also set to a value")
         node[key] = value
     return nested
 
@@ -131,18 +142,19 @@ def register(subparsers) -> None:
     build.set_defaults(func=_build)
 
     query = sub.add_parser("query", help="localize every frame of SOURCE against MAP and score it")
-    query.add_argument("map", type=Path)
-    query.add_argument("source")
+    query.add_argument("map", type=Path, help="map file written by `kp-vo map build` or a node's ~/save_map")
+    query.add_argument("source", help="sequence to localize (with ground-truth poses for the scores)")
     _add_source_options(query)
     query.add_argument("--output", "-o", type=Path, default=None, help="folder for metrics.json and poses_tum.txt")
     query.add_argument("--extractor", default=None, help="default: the map's extractor")
-    query.add_argument("--max-keypoints", type=int, default=None)
+    query.add_argument("--max-keypoints", type=int, default=None, help="keypoints extracted per query frame")
     query.add_argument("--query-top-k", type=int, default=None, help="query keypoints used (ViewSynth: 50)")
-    query.add_argument("--match-mode", choices=("mutual", "ratio", "topk"), default="mutual")
+    query.add_argument("--match-mode", choices=("mutual", "ratio", "topk"), default="mutual",
+                       help="mutual nearest neighbours (default), Lowe ratio, or every top-k candidate")
     query.add_argument("--no-depth", action="store_true", help="ignore query depth (RANSAC-PnP only)")
     query.set_defaults(func=_query)
 
     info = sub.add_parser("info", help="print a map file's metadata")
-    info.add_argument("map", type=Path)
+    info.add_argument("map", type=Path, help="map file")
     info.add_argument("--no-verify", action="store_true", help="skip the checksum")
     info.set_defaults(func=_info)

@@ -7,10 +7,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-import yaml
-
-from kp_vo.config import ConfigError, load_config, merge
-from kp_vo.pipeline import MemoizedExtractor, PipelineConfig, build_odometry, run_frames, write_outputs
+from kp_vo.config import ConfigError, load_config, merge, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +38,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                              "odometry.keyframe_max_interval=1 or extractor.options.max_keypoints=3000; repeatable")
 
 
-def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
+def pipeline_config(args: argparse.Namespace):
     """The config from defaults, ``--config`` and the command-line overrides, in that order."""
     return apply_overrides(load_configs(args.config)[0], args)
 
@@ -51,15 +48,11 @@ def load_configs(path: str | None):
     (``vo_node: ros__parameters: {ros: ..., extractor: ..., odometry: ...}``; another node's
     section is used when there is no vo_node)."""
     from kp_vo.bridge.node_core import NodeConfig, split_node_parameters
+    from kp_vo.pipeline import PipelineConfig
 
     if path is None:
         return PipelineConfig(), NodeConfig()
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"config {path} is not a mapping")
+    data = read_yaml(path)
     nodes = {k: v for k, v in data.items() if isinstance(v, dict) and "ros__parameters" in v}
     if nodes:
         data = (nodes.get("vo_node") or next(iter(nodes.values())))["ros__parameters"] or {}
@@ -67,7 +60,7 @@ def load_configs(path: str | None):
     return load_config(PipelineConfig, rest), node_config
 
 
-def apply_overrides(config: PipelineConfig, args: argparse.Namespace) -> PipelineConfig:
+def apply_overrides(config, args: argparse.Namespace):
     """``config`` with ``--set``, ``--extractor`` and ``--depth-source`` applied, in that order (``network``
     with no estimator configured: the shipped DepthNet)."""
     from kp_vo.cli.map import parse_settings
@@ -106,6 +99,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kp_vo.pipeline import MemoizedExtractor, build_odometry, run_frames, write_outputs
+
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
     config = pipeline_config(args)
