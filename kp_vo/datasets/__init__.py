@@ -5,6 +5,8 @@ Layouts recognised by ``open_sequence(path, sequence=None, **options)``:
     "synthetic:random_room" (option seed=K)              room K of random layout (SyntheticSequence)
     ROOT with sequences/ (KITTI odometry root)           KittiOdometry(ROOT, sequence)
     ROOT/sequences/SS (a KITTI sequence folder)          KittiOdometry(ROOT/sequences/SS)
+    KITTI raw day folder (calib_cam_to_cam.txt)          KittiRaw(DAY/DAY_drive_NNNN_sync), sequence = NNNN
+    KITTI raw drive folder (image_0K/data, oxts)         KittiRaw(folder) (options camera, lidar_depth)
     7-Scenes scene folder (seq-XX/frame-*.color.png)     SevenScenes(SCENE, sequence) ("seq-01", "train", ...)
     7-Scenes seq-XX folder                               SevenScenes(SCENE/seq-XX)
     folder with rgb.txt and a *_gt.txt (CoRBS)           CoRBS(folder)
@@ -26,6 +28,7 @@ from kp_vo.datasets.base import IndexedSequence, Sequence, select_indices
 from kp_vo.datasets.corbs import CoRBS, looks_like_corbs
 from kp_vo.datasets.image_folder import ImageFolder, list_images
 from kp_vo.datasets.kitti import KittiOdometry, parse_kitti_calib
+from kp_vo.datasets.kitti_raw import KittiRaw, drive_names, find_drive, is_day_folder, is_drive_folder
 from kp_vo.datasets.sevenscenes import SevenScenes, is_scene_folder, is_sequence_folder
 from kp_vo.datasets.synthetic import (
     SyntheticSequence,
@@ -38,7 +41,7 @@ from kp_vo.errors import DatasetError
 from kp_vo.trajio import read_kitti_poses
 from kp_vo.types import CameraIntrinsics
 
-__all__ = ["CoRBS", "ImageFolder", "IndexedSequence", "KittiOdometry", "Sequence", "SevenScenes",
+__all__ = ["CoRBS", "ImageFolder", "IndexedSequence", "KittiOdometry", "KittiRaw", "Sequence", "SevenScenes",
            "SyntheticSequence", "TumRgbd", "make_scene", "open_sequence", "parse_kitti_calib", "read_kitti_poses",
            "room_trajectory", "select_indices", "street_trajectory"]
 
@@ -92,6 +95,12 @@ def open_sequence(path: str, sequence: str | None = None, **options) -> Sequence
         if sequence is not None and str(sequence).zfill(2) != root.name:
             raise DatasetError(f"{root}: path is KITTI sequence {root.name} but sequence={sequence!r} was given")
         return KittiOdometry(root, None, **options)
+    if is_day_folder(root):
+        return KittiRaw(find_drive(root, sequence), **options)
+    if is_drive_folder(root):
+        if sequence is not None and str(sequence) not in drive_names(root):
+            raise DatasetError(f"{root}: path is KITTI raw drive {root.name} but sequence={sequence!r} was given")
+        return KittiRaw(root, **options)
     if is_sequence_folder(root) or is_scene_folder(root):
         return SevenScenes(root, sequence, **options)
     if looks_like_corbs(root):
@@ -102,4 +111,5 @@ def open_sequence(path: str, sequence: str | None = None, **options) -> Sequence
         camera = _image_folder_camera(root, options)
         return ImageFolder(root, camera, **options)
     raise DatasetError(f"{root}: unknown dataset layout (expected 'sequences/' (KITTI), seq-XX/frame-*.color.png "
-                       f"(7-Scenes), rgb.txt/depth.txt (TUM RGB-D, CoRBS) or png/jpg images)")
+                       f"(7-Scenes), calib_cam_to_cam.txt (KITTI raw day), rgb.txt/depth.txt (TUM RGB-D, CoRBS) "
+                       f"or png/jpg images)")
