@@ -75,3 +75,48 @@ def test_batched_3x3_inverse_matches_numpy():
     A = M @ M.transpose(0, 2, 1) + 0.1 * np.eye(3)  # the damped point blocks are symmetric positive definite
     np.testing.assert_allclose(_inverse_3x3(A), np.linalg.inv(A), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(_inverse_3x3(A) @ A, np.broadcast_to(np.eye(3), A.shape), atol=1e-9)
+
+
+def test_observation_order_and_which_cameras_are_fixed_do_not_matter():
+    """Observations in any order, each point seen by a subset of the cameras, fixed cameras anywhere in
+    the window: the same solution, and the residuals come back in the caller's order."""
+    rng = np.random.default_rng(5)
+    T_cw, points, cam, pt, uv = _scene(rng, num_cams=6, num_points=200)
+    seen = rng.random(len(cam)) < 0.6
+    seen[cam == 0] = seen[cam == 3] = True               # the fixed cameras see every point (scale and gauge)
+    cam, pt, uv = cam[seen], pt[seen], uv[seen] + rng.normal(0, 0.3, (seen.sum(), 2))
+    fixed = np.array([True, False, False, True, False, False])
+    T0, P0 = _perturbed(rng, T_cw, points, fixed)
+    T_a, P_a, r_a = bundle_adjust(T0, P0, cam, pt, uv, K, fixed, max_iterations=30)
+    shuffle = rng.permutation(len(cam))
+    T_b, P_b, r_b = bundle_adjust(T0, P0, cam[shuffle], pt[shuffle], uv[shuffle], K, fixed, max_iterations=30)
+    np.testing.assert_allclose(T_b, T_a, atol=1e-9)
+    np.testing.assert_allclose(P_b, P_a, atol=1e-7)
+    np.testing.assert_allclose(r_b, r_a[shuffle], atol=1e-7)
+    np.testing.assert_array_equal(T_b[fixed], T0[fixed])
+    own = np.linalg.norm(np.stack([project(transform(T_a[c], P_a[p][None]), K)[0][0] for c, p in zip(cam, pt)]) - uv,
+                         axis=1)
+    np.testing.assert_allclose(r_a, own, atol=1e-9)    # each residual is its own observation's
+    centre_err = [np.linalg.norm(invert(a)[:3, 3] - invert(b)[:3, 3]) for a, b in zip(T_a, T_cw)]
+    assert max(centre_err) < 0.01
+
+
+def test_jacobians_match_finite_differences():
+    from kp_vo.geometry.bundle_adjustment import _linearize
+
+    rng = np.random.default_rng(6)
+    T_cw, points, cam, pt, uv = _scene(rng, num_cams=3, num_points=20)
+    slices = [slice(c * 20, (c + 1) * 20) for c in range(3)]   # _scene lists the observations camera by camera
+    r, Jc, Jp = _linearize(T_cw, points, slices, pt, uv, K)
+    eps = 1e-6
+    for k in range(6):
+        step = np.zeros(6)
+        step[k] = eps
+        T_step = np.stack([se3_exp(step) @ T for T in T_cw])
+        numeric = (_linearize(T_step, points, slices, pt, uv, K)[0] - r) / eps
+        np.testing.assert_allclose(Jc[:, :, k], numeric, rtol=1e-4, atol=1e-3)
+    for k in range(3):
+        P_step = points.copy()
+        P_step[:, k] += eps
+        numeric = (_linearize(T_cw, P_step, slices, pt, uv, K)[0] - r) / eps
+        np.testing.assert_allclose(Jp[:, :, k], numeric, rtol=1e-4, atol=1e-3)

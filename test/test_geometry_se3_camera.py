@@ -165,3 +165,19 @@ def test_lift_keypoints():
     assert valid.tolist() == [True, False, False]
     np.testing.assert_allclose(P[0], [(150 - 320) / 500 * 4, (150 - 240) / 480 * 4, 4.0])
     assert np.isnan(P[1:]).all()
+
+
+def test_se3_exp_many_equals_se3_exp_row_by_row():
+    from kp_vo.geometry.se3 import se3_exp_many
+
+    rng = np.random.default_rng(7)
+    xi = rng.normal(size=(40, 6))
+    xi[:10, :3] *= 1e-6          # below the small-angle threshold: the Taylor branch
+    xi[10:12, :3] = 0.0
+    xi[12:20, :3] *= 1.5         # large rotations
+    np.testing.assert_allclose(se3_exp_many(xi), np.stack([se3_exp(x) for x in xi]), atol=1e-14)
+    assert se3_exp_many(np.zeros((0, 6))).shape == (0, 4, 4)
+    with pytest.raises(InvalidInputError):
+        se3_exp_many(np.zeros((3, 5)))
+    with pytest.raises(InvalidInputError):
+        se3_exp_many(np.full((1, 6), np.nan))

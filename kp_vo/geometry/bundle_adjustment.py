@@ -14,27 +14,37 @@ import numpy as np
 from scipy import sparse
 
 from kp_vo.errors import InvalidInputError
-from kp_vo.geometry.se3 import se3_exp
+from kp_vo.geometry.se3 import se3_exp_many
 
 
-def _linearize(T: np.ndarray, P: np.ndarray, cam: np.ndarray, pt: np.ndarray, uv: np.ndarray, K: np.ndarray):
-    """Residuals (M, 2), d r / d xi_cam (M, 2, 6) and d r / d P (M, 2, 3) of every observation."""
-    R, t = T[cam, :3, :3], T[cam, :3, 3]
-    Pc = np.einsum("mij,mj->mi", R, P[pt]) + t
-    X, Y, Z = Pc[:, 0], Pc[:, 1], np.maximum(Pc[:, 2], 1e-6)
+def _linearize(T: np.ndarray, P: np.ndarray, cam_slices: list[slice], pt: np.ndarray, uv: np.ndarray,
+               K: np.ndarray):
+    """Residuals (M, 2), d r / d xi_cam (M, 2, 6) and d r / d P (M, 2, 3) of every observation.
+
+    The observations are sorted by camera; ``cam_slices[c]`` holds camera c's, so the rotations are
+    applied per camera (one matrix product each) instead of gathered per observation. The pose
+    Jacobian is written out in closed form: for Pc = (X, Y, Z) and the left perturbation
+    exp(xi) T, d Pc / d xi = [-[Pc]x, I], so d u / d xi = fx [-XY/Z^2, 1 + X^2/Z^2, -Y/Z, 1/Z, 0, -X/Z^2]
+    and d v / d xi = fy [-(1 + Y^2/Z^2), XY/Z^2, X/Z, 0, 1/Z, -Y/Z^2].
+    """
+    Pw = P[pt]
+    Pc = np.empty_like(Pw)
+    for c, rows in enumerate(cam_slices):
+        Pc[rows] = Pw[rows] @ T[c, :3, :3].T + T[c, :3, 3]
+    X, Y = Pc[:, 0], Pc[:, 1]
+    iz = 1.0 / np.maximum(Pc[:, 2], 1e-6)
+    x, y = X * iz, Y * iz                                 # normalised image coordinates
     fx, fy = K[0, 0], K[1, 1]
-    r = np.stack([fx * X / Z + K[0, 2] - uv[:, 0], fy * Y / Z + K[1, 2] - uv[:, 1]], axis=1)
-    J_proj = np.zeros((len(uv), 2, 3))
-    J_proj[:, 0, 0] = fx / Z
-    J_proj[:, 0, 2] = -fx * X / Z**2
-    J_proj[:, 1, 1] = fy / Z
-    J_proj[:, 1, 2] = -fy * Y / Z**2
-    J_pose = np.zeros((len(uv), 3, 6))  # d Pc / d xi for exp(xi) T: [-[Pc]x, I]
-    J_pose[:, 0, 1], J_pose[:, 0, 2] = Pc[:, 2], -Pc[:, 1]
-    J_pose[:, 1, 0], J_pose[:, 1, 2] = -Pc[:, 2], Pc[:, 0]
-    J_pose[:, 2, 0], J_pose[:, 2, 1] = Pc[:, 1], -Pc[:, 0]
-    J_pose[:, 0, 3] = J_pose[:, 1, 4] = J_pose[:, 2, 5] = 1.0
-    return r, J_proj @ J_pose, J_proj @ R
+    r = np.stack([fx * x + K[0, 2] - uv[:, 0], fy * y + K[1, 2] - uv[:, 1]], axis=1)
+    Jc = np.empty((len(uv), 2, 6))
+    Jc[:, 0, 0], Jc[:, 0, 1], Jc[:, 0, 2] = -fx * x * y, fx * (1.0 + x * x), -fx * y
+    Jc[:, 0, 3], Jc[:, 0, 4], Jc[:, 0, 5] = fx * iz, 0.0, -fx * x * iz
+    Jc[:, 1, 0], Jc[:, 1, 1], Jc[:, 1, 2] = -fy * (1.0 + y * y), fy * x * y, fy * x
+    Jc[:, 1, 3], Jc[:, 1, 4], Jc[:, 1, 5] = 0.0, fy * iz, -fy * y * iz
+    Jp = np.empty((len(uv), 2, 3))                       # d r / d Pc (the last three pose columns) times R
+    for c, rows in enumerate(cam_slices):
+        Jp[rows] = (Jc[rows, :, 3:].reshape(-1, 3) @ T[c, :3, :3]).reshape(-1, 2, 3)
+    return r, Jc, Jp
 
 
 def _inverse_3x3(A: np.ndarray) -> np.ndarray:
@@ -81,15 +91,26 @@ def bundle_adjust(T_cam_world: np.ndarray, points: np.ndarray, obs_cam: np.ndarr
     if not (len(cam) == len(pt) == len(uv)) or fixed.shape != (len(T),):
         raise InvalidInputError("bundle_adjust: observation arrays and the fixed mask must have matching lengths")
     C, N, M = len(T), len(P), len(uv)
+    # Work on the observations sorted by camera (each camera's rows are one slice); residuals are
+    # returned in the caller's order.
+    order = np.argsort(cam, kind="stable")
+    cam, pt, uv = cam[order], pt[order], uv[order]
+    bounds = np.searchsorted(cam, np.arange(C + 1))
+    cam_slices = [slice(bounds[c], bounds[c + 1]) for c in range(C)]
     free = np.flatnonzero(~fixed)
     is_free = ~fixed[cam]
-    keep = np.repeat(~fixed, 6)
+    F = len(free)
+    free_obs = np.flatnonzero(is_free)
+    free_cam = (np.cumsum(~fixed) - 1)[cam[free_obs]]    # index among the free cameras
+    # Flat positions of each free observation's (6, 3) block in an (F, 6, N, 3) array (below).
+    block_at = ((free_cam[:, None, None] * 6 + np.arange(6)[:, None]) * N + pt[free_obs, None, None]) * 3 \
+        + np.arange(3)
     # Sums over the observations of each point / each camera, as sparse (N, M) / (C, M) products.
     by_point = sparse.csr_matrix((np.ones(M), (pt, np.arange(M))), shape=(N, M))
     by_cam = sparse.csr_matrix((np.ones(M), (cam, np.arange(M))), shape=(C, M))
     lam = 1e-3
 
-    r, Jc, Jp = _linearize(T, P, cam, pt, uv, K)
+    r, Jc, Jp = _linearize(T, P, cam_slices, pt, uv, K)
     cost = _cost(r, huber_px)
     for _ in range(max_iterations):
         w = _huber_weights(r, huber_px)[:, None, None]
@@ -98,38 +119,37 @@ def bundle_adjust(T_cam_world: np.ndarray, points: np.ndarray, obs_cam: np.ndarr
         # Per-point blocks V (N,3,3), g_p (N,3); per-camera U (C,6,6), g_c (C,6); W per observation (M,6,3).
         V = (by_point @ (Jp_w.transpose(0, 2, 1) @ Jp).reshape(M, 9)).reshape(N, 3, 3)
         g_p = by_point @ np.einsum("mki,mk->mi", Jp_w, r)
-        U = (by_cam @ (Jc_w.transpose(0, 2, 1) @ Jc).reshape(M, 36)).reshape(C, 6, 6)
-        g_c = by_cam @ np.einsum("mki,mk->mi", Jc_w, r)
+        U = np.stack([Jc_w[rows].reshape(-1, 6).T @ Jc[rows].reshape(-1, 6) for rows in cam_slices])
+        g_c = np.stack([Jc_w[rows].reshape(-1, 6).T @ r[rows].reshape(-1) for rows in cam_slices])
         W = Jc_w.transpose(0, 2, 1) @ Jp
 
         V_inv = _inverse_3x3(V + lam * (np.eye(3) * (np.einsum("nii->ni", V)[:, :, None] + 1e-9)))
-        # Schur complement on the cameras: S = U - sum_p W_p V_p^-1 W_p^T, with W_p the (6C, 3) column
-        # of point p, laid out as (C, 6, N, 3) so that the sum over points is one matrix product.
+        # Schur complement on the free cameras: S = U - sum_p W_p V_p^-1 W_p^T, with W_p the (6F, 3)
+        # column of point p, laid out as (F, 6, N, 3) so that the sum over points is one matrix product
+        # (one dense product beat summing 6x6 blocks over the pairs of observations of each point).
         Y = W @ V_inv[pt]                                                       # (M, 6, 3)
-        W_cols = np.zeros((C, 6, N, 3))
-        Y_cols = np.zeros((C, 6, N, 3))
-        W_cols[cam, :, pt] = W
-        Y_cols[cam, :, pt] = Y
-        S = -(Y_cols.reshape(6 * C, 3 * N) @ W_cols.reshape(6 * C, 3 * N).T)
-        U_damped = U + lam * (np.eye(6) * (np.einsum("cii->ci", U)[:, :, None] + 1e-9))
-        for c in range(C):
-            S[6 * c:6 * c + 6, 6 * c:6 * c + 6] += U_damped[c]
-        b = -g_c.reshape(-1) + (by_cam @ np.einsum("mij,mj->mi", Y, g_p[pt])).reshape(-1)
-        delta_c = np.zeros(6 * C)
+        W_cols = np.zeros(F * 6 * N * 3)
+        Y_cols = np.zeros(F * 6 * N * 3)
+        W_cols[block_at] = W[free_obs]
+        Y_cols[block_at] = Y[free_obs]
+        S = -(Y_cols.reshape(6 * F, 3 * N) @ W_cols.reshape(6 * F, 3 * N).T)
+        U_damped = U[free] + lam * (np.eye(6) * (np.einsum("cii->ci", U[free])[:, :, None] + 1e-9))
+        for f in range(F):
+            S[6 * f:6 * f + 6, 6 * f:6 * f + 6] += U_damped[f]
+        b = -g_c[free].reshape(-1) + (by_cam @ np.einsum("mij,mj->mi", Y, g_p[pt]))[free].reshape(-1)
+        delta_c = np.zeros((C, 6))
         try:
-            delta_c[keep] = np.linalg.solve(S[np.ix_(keep, keep)], b[keep])
+            delta_c[free] = np.linalg.solve(S, b).reshape(F, 6)
         except np.linalg.LinAlgError:
             lam *= 10
             continue
-        delta_c = delta_c.reshape(C, 6)
         back = by_point @ np.einsum("mji,mj->mi", W, delta_c[cam])            # sum_c W_cp^T delta_c  (N, 3)
         delta_p = -np.einsum("nij,nj->ni", V_inv, g_p + back)
 
         T_new = T.copy()
-        for c in free:
-            T_new[c] = se3_exp(delta_c[c]) @ T[c]
+        T_new[free] = se3_exp_many(delta_c[free]) @ T[free]
         P_new = P + delta_p
-        r_new, Jc_new, Jp_new = _linearize(T_new, P_new, cam, pt, uv, K)
+        r_new, Jc_new, Jp_new = _linearize(T_new, P_new, cam_slices, pt, uv, K)
         cost_new = _cost(r_new, huber_px)
         if cost_new < cost:
             T, P, r, Jc, Jp = T_new, P_new, r_new, Jc_new, Jp_new
@@ -140,4 +160,6 @@ def bundle_adjust(T_cam_world: np.ndarray, points: np.ndarray, obs_cam: np.ndarr
                 break
         else:
             lam *= 10
-    return T, P, np.linalg.norm(r, axis=1)
+    residual = np.empty(M)
+    residual[order] = np.linalg.norm(r, axis=1)
+    return T, P, residual

@@ -100,6 +100,32 @@ def se3_exp(xi: np.ndarray) -> np.ndarray:
     return T
 
 
+def se3_exp_many(xi: np.ndarray) -> np.ndarray:
+    """Twists (N, 6) ``[omega, rho]`` -> (N, 4, 4) rigid transforms: :func:`se3_exp` of each row, in one
+    vectorised pass (the Taylor series below the small-angle threshold, as there)."""
+    xi = np.asarray(xi, np.float64)
+    if xi.ndim != 2 or xi.shape[1] != 6 or not np.isfinite(xi).all():
+        raise InvalidInputError(f"twists must be a finite (N, 6) array, got shape {xi.shape}")
+    omega, rho = xi[:, :3], xi[:, 3:]
+    theta = np.linalg.norm(omega, axis=1)
+    small = theta < _SMALL_ANGLE
+    th = np.where(small, 1.0, theta)                     # no division by ~0 on the Taylor rows
+    t2 = theta**2
+    a = np.where(small, 1.0 - t2 / 6.0, np.sin(th) / th)
+    b = np.where(small, 0.5 - t2 / 24.0, (1.0 - np.cos(th)) / th**2)
+    c = np.where(small, 1.0 / 6.0 - t2 / 120.0, (th - np.sin(th)) / th**3)
+    W = np.zeros((len(xi), 3, 3))
+    W[:, 0, 1], W[:, 0, 2], W[:, 1, 2] = -omega[:, 2], omega[:, 1], -omega[:, 0]
+    W = W - W.transpose(0, 2, 1)
+    WW = W @ W
+    eye = np.eye(3)
+    T = np.zeros((len(xi), 4, 4))
+    T[:, :3, :3] = eye + a[:, None, None] * W + b[:, None, None] * WW
+    T[:, :3, 3] = np.einsum("nij,nj->ni", eye + b[:, None, None] * W + c[:, None, None] * WW, rho)
+    T[:, 3, 3] = 1.0
+    return T
+
+
 def se3_log(T: np.ndarray) -> np.ndarray:
     """(4, 4) rigid transform -> twist ``[omega, rho]`` (6,), inverse of :func:`se3_exp`."""
     T = check_pose(T, "pose")
