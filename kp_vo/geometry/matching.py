@@ -111,34 +111,39 @@ def match_descriptors(desc_a: np.ndarray, desc_b: np.ndarray, metric: str, mutua
     if len(a) == 0 or len(b) == 0:
         return _empty()
     ia = np.arange(len(a))
-    nn_ab, best, second, column_min = _nearest_neighbours(a, b, metric, need_second=ratio is not None)
-    keep = np.ones(len(a), dtype=bool)
+    nn_ab, best, second, column_minima = _nearest_neighbours(a, b, metric, need_second=ratio is not None)
+    passes = np.ones(len(a), dtype=bool)          # the tests of each a on its own
+    if ratio is not None and len(b) >= 2:
+        passes &= best < ratio * second
+    if max_distance is not None:
+        passes &= best <= max_distance
+    keep = passes.copy()
     if mutual:
         # a_i is b_j's nearest neighbour iff it reaches the column minimum; on exact ties the lowest
-        # such index_a keeps b_j.
-        keep &= best <= column_min[nn_ab]
-        cand = np.flatnonzero(keep)
+        # such index_a keeps b_j (whether or not that a passes its own tests). Only the b_j that an a
+        # passing its tests would take can end in a match: the column minima are computed there alone.
+        column_min = np.full(len(b), np.inf, np.float32)
+        targets = np.unique(nn_ab[passes])
+        column_min[targets] = column_minima(targets)
+        cand = np.flatnonzero(best <= column_min[nn_ab])
         _, first = np.unique(nn_ab[cand], return_index=True)
-        keep[:] = False
-        keep[cand[first]] = True
-    if ratio is not None and len(b) >= 2:
-        keep &= best < ratio * second
-    if max_distance is not None:
-        keep &= best <= max_distance
+        wins = np.zeros(len(a), dtype=bool)
+        wins[cand[first]] = True
+        keep &= wins
     matches = np.stack([ia[keep], nn_ab[keep]], axis=1).astype(np.int64)
     return matches, best[keep].astype(np.float32)
 
 
-def _nearest_neighbours(a: np.ndarray, b: np.ndarray, metric: str,
-                        need_second: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """For checked descriptors a (N, D), b (M, D): nearest b of each a (N,) int64, its distance (N,),
-    the second-best distance of each a (N,) (inf when M < 2 or not needed) and the distance from
-    each b to its nearest a (M,; for Hamming only at the b that are some a's nearest, inf elsewhere),
-    all float32.
+def _nearest_neighbours(a: np.ndarray, b: np.ndarray, metric: str, need_second: bool):
+    """For checked descriptors a (N, D), b (M, D): nearest b of each a (N,) int64, its distance (N,) and
+    the second-best distance of each a (N,) (inf when M < 2 or not needed), float32; and a function
+    that gives, for b indices ``targets`` (T,), the distance (T,) float32 from each of those b to its
+    nearest a.
 
-    Hamming: two exact k-NN searches with FAISS binary flat indexes (popcount kernels, 3x faster than
-    the float matrix product of :func:`descriptor_distances` for 2000 x 2000 ORB descriptors; FAISS
-    then runs on one OpenMP thread, process-wide). L2: the full distance matrix.
+    Hamming: exact k-NN searches with FAISS binary flat indexes (popcount kernels, 3x faster than the
+    float matrix product of :func:`descriptor_distances` for 2000 x 2000 ORB descriptors; FAISS then
+    runs on one OpenMP thread, process-wide); the reverse search runs only from the targets. L2: the
+    full distance matrix.
     """
     if metric == "hamming":
         import faiss  # imported when first used: the light runtime path does not load it otherwise
@@ -146,17 +151,20 @@ def _nearest_neighbours(a: np.ndarray, b: np.ndarray, metric: str,
         if faiss.omp_get_max_threads() != 1:
             faiss.omp_set_num_threads(1)  # per-frame batches: OpenMP spin-waits cost more than they save
         bits = 8 * a.shape[1]
-        index_b, index_a = faiss.IndexBinaryFlat(bits), faiss.IndexBinaryFlat(bits)
+        index_b = faiss.IndexBinaryFlat(bits)
         index_b.add(np.ascontiguousarray(b))
-        index_a.add(np.ascontiguousarray(a))
         k = 2 if need_second and len(b) >= 2 else 1
         d_ab, nn = index_b.search(np.ascontiguousarray(a), k)
-        # Column minima are only ever read at some a's nearest b: search from those b alone.
-        targets = np.unique(nn[:, 0])
-        column_min = np.full(len(b), np.inf, np.float32)
-        column_min[targets] = index_a.search(np.ascontiguousarray(b[targets]), 1)[0][:, 0]
         second = d_ab[:, 1].astype(np.float32) if k == 2 else np.full(len(a), np.inf, np.float32)
-        return nn[:, 0].astype(np.int64), d_ab[:, 0].astype(np.float32), second, column_min
+
+        def column_minima(targets: np.ndarray) -> np.ndarray:
+            if len(targets) == 0:
+                return np.zeros(0, np.float32)
+            index_a = faiss.IndexBinaryFlat(bits)
+            index_a.add(np.ascontiguousarray(a))
+            return index_a.search(np.ascontiguousarray(b[targets]), 1)[0][:, 0].astype(np.float32)
+
+        return nn[:, 0].astype(np.int64), d_ab[:, 0].astype(np.float32), second, column_minima
     dist = descriptor_distances(a, b, metric)
     ia = np.arange(len(a))
     nn_ab = np.argmin(dist, axis=1)
@@ -167,7 +175,7 @@ def _nearest_neighbours(a: np.ndarray, b: np.ndarray, metric: str,
         # Second-best of each row: mask the best entry, take the row minimum.
         dist[ia, nn_ab] = np.inf
         second = dist.min(axis=1)
-    return nn_ab.astype(np.int64), best, second, column_min
+    return nn_ab.astype(np.int64), best, second, lambda targets: column_min[targets]
 
 
 def match_by_projection(desc_a: np.ndarray, uv_a_pred: np.ndarray, desc_b: np.ndarray, uv_b: np.ndarray,
