@@ -225,3 +225,26 @@ def test_odd_sized_images_are_tracked():
     assert result.states == ["tracking"] * 8
     err = np.linalg.norm(result.T_world_cam[-1, :3, 3] - _relative_gt(result)[-1, :3, 3])
     assert err < 0.01
+
+
+def test_guided_matching_widens_its_window_only_when_the_narrow_one_fails(monkeypatch):
+    """The motion-prior search runs in guided_radius_px first and in guided_retry_radius_px only when that
+    gives too few PnP inliers; the unguided fallback comes after both."""
+    radii = []
+    guided = VisualOdometry._guided
+
+    def recording(self, window, features, T, K, camera, radius, *args, **kwargs):
+        radii.append(radius)
+        return guided(self, window, features, T, K, camera, radius, *args, **kwargs)
+
+    monkeypatch.setattr(VisualOdometry, "_guided", recording)
+    sequence = SyntheticSequence("room", num_frames=10, width=320, height=240, seed=1)
+    _, result = _run(sequence, guided_radius_px=14.0, refine_radius_px=6.0)
+    assert result.states.count("tracking") == len(sequence)
+    assert set(radii) == {14.0, 6.0}             # smooth motion: the narrow window always suffices
+
+    radii.clear()
+    # A window too narrow to find anything: every frame retries wide, and tracks.
+    _, result = _run(sequence, guided_radius_px=0.01, guided_retry_radius_px=20.0, refine_radius_px=6.0)
+    assert result.states.count("tracking") == len(sequence)
+    assert radii.count(0.01) == radii.count(20.0) == len(sequence) - 1

@@ -188,6 +188,7 @@ def test_inlier_matches_carry_where_their_points_were_seen_and_the_debug_image_d
     ("ba_fixed_keyframes", 7, "ba_fixed_keyframes must be in"),
     ("keyframe_min_interval", 9, "keyframe_min_interval must be in"),
     ("guided_radius_px", -3.0, "guided_radius_px must be > 0"),
+    ("guided_retry_radius_px", -1.0, "guided_retry_radius_px must be >= 0"),
 ])
 def test_out_of_range_odometry_settings_are_one_line_config_errors(key, value, message):
     from kp_vo.config import ConfigError, merge

@@ -67,10 +67,13 @@ def descriptor_distances(desc_a: np.ndarray, desc_b: np.ndarray, metric: str) ->
 def _pair_distances(a: np.ndarray, b: np.ndarray, ia: np.ndarray, ib: np.ndarray, metric: str) -> np.ndarray:
     """Distances (K,) float32 between rows a[ia] and b[ib] (already checked descriptors)."""
     if metric == "hamming":
-        x = a[ia] ^ b[ib]
-        if x.shape[1] % 8 == 0:  # popcount on 64-bit words: 8x fewer elements than on bytes
-            x = x.view(np.uint64)
-        return np.bitwise_count(x).sum(axis=1, dtype=np.int64).astype(np.float32)
+        if a.shape[1] % 8 == 0:  # popcount on 64-bit words: 8x fewer elements than on bytes
+            a, b = a.view(np.uint64), b.view(np.uint64)
+        counts = np.bitwise_count(a[ia] ^ b[ib])
+        total = counts[:, 0].astype(np.int32)
+        for column in counts.T[1:]:  # a few columns: added one by one (a row-wise sum is slower)
+            total += column
+        return total.astype(np.float32)
     diff = a[ia] - b[ib]
     return np.sqrt(np.einsum("ij,ij->i", diff, diff)).astype(np.float32)
 
@@ -81,7 +84,7 @@ def _best_per_group(group: np.ndarray, d: np.ndarray, tie: np.ndarray) -> tuple[
     Returns (index (G,) of each group's best pair, in increasing group order; the group's second-smallest
     d (G,) float32, inf for a group of one). One stable sort by group, then O(P) segment minima.
     """
-    order = np.argsort(group, kind="stable")
+    order = np.argsort(_narrow(group), kind="stable")
     g, dd, tt = group[order], d[order].astype(np.float32), tie[order]
     starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
     sizes = np.diff(np.r_[starts, len(g)])
@@ -90,6 +93,14 @@ def _best_per_group(group: np.ndarray, d: np.ndarray, tie: np.ndarray) -> tuple[
     chosen = is_min & (tt == np.repeat(lowest_tie, sizes))       # exactly one pair per group
     second = np.minimum.reduceat(np.where(chosen, np.float32(np.inf), dd), starts)
     return order[chosen], second
+
+
+def _narrow(index: np.ndarray) -> np.ndarray:
+    """Non-negative indices (P,) as uint16 when they fit: numpy's stable sort of 16-bit integers is a radix
+    sort, 4x faster than its merge sort of int64 (same order)."""
+    if len(index) and index.max() < 2**16 and index.min() >= 0:
+        return index.astype(np.uint16)
+    return index
 
 
 def _empty() -> tuple[np.ndarray, np.ndarray]:

@@ -72,7 +72,11 @@ class OdometryConfig:
     network_every_frame: bool = False   # run the depth network on every frame (the naive baseline), not keyframes only
     window_size: int = 7                # keyframes kept in the window
     match_ratio: float = 0.9            # Lowe ratio for descriptor matching (1.0 disables)
-    guided_radius_px: float = 20.0      # search radius around the motion-prior projections
+    guided_radius_px: float = 14.0      # search radius around the motion-prior projections ...
+    guided_retry_radius_px: float = 20.0  # ... and the wider one tried when that gives too few PnP inliers
+                                        # (< 3 x min_inliers). The candidate pairs grow with radius^2; the
+                                        # 99th percentile of the final inliers' distance to their prior
+                                        # projection stayed below 11 px on every frame of KITTI 00
     guided_max_points: int = 2000       # ... matched there: at most this many window points, the most recently
                                         # observed first
     refine_radius_px: float = 6.0       # search radius around the projections with the solved pose
@@ -121,6 +125,7 @@ class OdometryConfig:
             ("network_scale", self.network_scale > 0, "> 0"),
             ("match_ratio", 0 < self.match_ratio <= 1, "in (0, 1]"),
             ("guided_radius_px", self.guided_radius_px > 0, "> 0"),
+            ("guided_retry_radius_px", self.guided_retry_radius_px >= 0, ">= 0 (0 = no retry)"),
             ("guided_max_points", self.guided_max_points >= 1, ">= 1"),
             ("refine_radius_px", self.refine_radius_px > 0, "> 0"),
             ("refine_max_points", self.refine_max_points >= 1, ">= 1"),
@@ -365,16 +370,19 @@ class VisualOdometry:
         uv = features.keypoints.astype(np.float64)
         ratio = cfg.match_ratio if cfg.match_ratio < 1.0 else None
 
+        # Candidate match sets, made only when the ones before them gave too few inliers: guided by the
+        # motion prior in a narrow, then a wide window; then reciprocal matching against the window's
+        # descriptors (no prior).
         candidates = []
         if self._state == TrackingState.TRACKING:
-            matches = self._guided(window, features, T_pred, K, camera, cfg.guided_radius_px, ratio,
-                                   rows=_most_recent(window, cfg.guided_max_points))
-            candidates.append(matches)
+            rows = _most_recent(window, cfg.guided_max_points)
+            radii = [cfg.guided_radius_px] + [cfg.guided_retry_radius_px] * (cfg.guided_retry_radius_px > cfg.guided_radius_px)
+            candidates = [lambda r=r: self._guided(window, features, T_pred, K, camera, r, ratio, rows=rows) for r in radii]
+        candidates.append(lambda: match_descriptors(window.descriptors, features.descriptors, features.metric,
+                                                    mutual=True, ratio=ratio)[0])
         best = None
-        for matches in candidates + [None]:
-            if matches is None:  # unguided fallback: reciprocal matching against the window's descriptors
-                matches, _ = match_descriptors(window.descriptors, features.descriptors, features.metric,
-                                               mutual=True, ratio=ratio)
+        for candidate in candidates:
+            matches = candidate()
             if len(matches) < cfg.min_inliers:
                 continue
             pnp = solve_pnp_ransac(window.xyz[matches[:, 0]], uv[matches[:, 1]], K, cfg.pnp_threshold_px,
