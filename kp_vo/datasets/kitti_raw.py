@@ -52,6 +52,12 @@ def is_drive_folder(path: Path) -> bool:
             and ((path / "oxts").is_dir() or (path / "velodyne_points").is_dir()))
 
 
+def is_kitti_raw(path: str | Path) -> bool:
+    """A KITTI raw day or drive folder (what ``open_sequence`` opens as KittiRaw)."""
+    path = Path(path).expanduser()
+    return path.is_dir() and (is_day_folder(path) or is_drive_folder(path))
+
+
 def drive_names(drive: Path) -> tuple[str, str]:
     """The names a drive folder answers to: its own and its NNNN part (DATE_drive_NNNN_sync)."""
     return drive.name, drive.name.split("_drive_")[-1].removesuffix("_sync")
