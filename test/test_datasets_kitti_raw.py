@@ -6,11 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import SHARED_DATA
+
 from kp_vo.datasets import KittiRaw, open_sequence
 from kp_vo.datasets.kitti_raw_calib import CALIB_FILES, project_to_depth
-from kp_vo.datasets.oxts import EARTH_RADIUS_M, latlon_to_mercator, mercator_scale, oxts_poses
+from kp_vo.datasets.oxts import (
+    EARTH_RADIUS_M,
+    latlon_to_mercator,
+    mercator_scale,
+    oxts_poses,
+)
 from kp_vo.errors import CalibrationError, DatasetError, KpVoError
 from kp_vo.eval.depth_stereo import stereo_depth
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import SHARED_DATA
+
 from kp_vo.cli import main
 
 DRIVE = SHARED_DATA / "kitti_raw" / "2011_09_26" / "2011_09_26_drive_x130432_sync"

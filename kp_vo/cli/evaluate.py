@@ -309,7 +309,7 @@ def handle_depth(args: argparse.Namespace) -> int:
     mask = eigen_crop(*samples[0].depth.shape) if crop and samples else None
     rows = benchmark_depth(models, samples, args.scaling, args.min_depth, args.max_depth, mask)
     where = f"{args.source} seeds {' '.join(map(str, args.seed))}" if synthetic else sequences[0].name
-    frames = f"every {stride}th frame from {args.start}"
+    frames = f"frames from {args.start}, stride {stride}"
     truth = f"projected LiDAR of the frames with a scan, {frames}" if lidar else frames
     header = (f"{len(samples)} images of {where} ({truth}), depth in ({args.min_depth:g}, {args.max_depth:g}) m"
               f"{', Eigen crop' if crop else ''}")

@@ -31,7 +31,12 @@ import numpy as np
 
 from kp_vo.datasets.base import IndexedSequence, read_image_u8
 from kp_vo.datasets.kitti import intrinsics_from_projection
-from kp_vo.datasets.kitti_raw_calib import CALIB_FILES, load_raw_calibration, project_to_depth, read_velodyne
+from kp_vo.datasets.kitti_raw_calib import (
+    CALIB_FILES,
+    load_raw_calibration,
+    project_to_depth,
+    read_velodyne,
+)
 from kp_vo.datasets.oxts import VF, oxts_poses, read_oxts
 from kp_vo.errors import CalibrationError, DatasetError
 

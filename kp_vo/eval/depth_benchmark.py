@@ -6,23 +6,26 @@ rectified right image makes the stereo baseline possible. Models come from specs
 
     constant                      one depth everywhere: the no-information baseline (median-scaled only)
     depthnet[:PATH][,key=value]   DepthNetEstimator (no PATH: the shipped models/depthnet.onnx); its
-                                  ``scale`` option (metres per network unit) is its fixed scale
+                                  ``scale`` option (metres per network unit), when given, is its fixed scale
     stereo[,key=value]            OpenCV StereoSGBM on the rectified pair (``depth_stereo``), metric;
                                   options num_disparities, block_size
 
-Each model is scored with per-image median scaling ("median") and, unless it is ``constant``,
-as it is ("fixed": its own scale, 1 for stereo).
+Each model is scored with per-image median scaling ("median") and, where it has a scale, as it is
+("fixed": a depthnet's given scale, 1 for stereo; none for constant).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from kp_vo.errors import InvalidInputError
 from kp_vo.eval.depth import METRICS, constant_depth, depth_errors, summarize
+
+log = logging.getLogger(__name__)
 
 SCALINGS = ("median", "fixed")
 
@@ -96,7 +99,8 @@ def depth_model_from_spec(spec: str, device: str = "cpu", depthnet_options: dict
     backend = options.pop("backend", "torch" if path.endswith(".safetensors") else "onnx")
     options["device"] = device
     estimator = DepthNetEstimator(model_path=path or None, backend=backend, **options)
-    return DepthModel(spec, lambda sample: estimator.estimate(sample.image), estimator.scale)
+    return DepthModel(spec, lambda sample: estimator.estimate(sample.image),
+                      estimator.scale if "scale" in options else None)
 
 
 def benchmark_depth(models: list[DepthModel], samples: list[DepthSample], scalings=SCALINGS,
@@ -110,6 +114,9 @@ def benchmark_depth(models: list[DepthModel], samples: list[DepthSample], scalin
         predictions = [model.predict(s) for s in samples]
         for scaling in scalings:
             if scaling == "fixed" and model.fixed_scale is None:
+                if model.spec != "constant":
+                    log.warning("%s has no fixed scale (give depthnet,scale=S or depth.options.scale): "
+                                "no fixed-scale row", model.spec)
                 continue
             per_image = [depth_errors(p, s.depth, min_depth, max_depth, scaling == "median", mask)
                          for p, s in zip(predictions, samples)]
