@@ -162,5 +162,5 @@ def _copy_drive(tmp_path: Path, skip: str) -> Path:
 ])
 def test_missing_calibration_or_oxts_is_one_clear_line(tmp_path, skip, error, match):
     with pytest.raises(error, match=match) as info:
-        KittiRaw(_copy_drive(tmp_path, skip))
+        open_sequence(str(_copy_drive(tmp_path, skip)))
     assert isinstance(info.value, KpVoError) and "\n" not in str(info.value)

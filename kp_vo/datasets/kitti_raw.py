@@ -47,14 +47,14 @@ STEREO_RIGHT = {"image_00": "image_01", "image_02": "image_03"}
 
 
 def is_day_folder(path: Path) -> bool:
-    """A KITTI raw day folder: the calibration files beside ``*_sync`` drive folders."""
+    """A KITTI raw day folder: it holds ``calib_cam_to_cam.txt`` (beside its drive folders)."""
     return (path / CALIB_FILES[0]).is_file()
 
 
 def is_drive_folder(path: Path) -> bool:
-    """A KITTI raw drive folder: it holds ``image_0K/data`` and ``oxts`` or ``velodyne_points``."""
+    """A KITTI raw drive folder: ``image_0K/data`` in a day folder, or beside ``oxts`` or ``velodyne_points``."""
     return (any((path / camera / "data").is_dir() for camera in CAMERAS)
-            and ((path / "oxts").is_dir() or (path / "velodyne_points").is_dir()))
+            and (is_day_folder(path.parent) or (path / "oxts").is_dir() or (path / "velodyne_points").is_dir()))
 
 
 def is_kitti_raw(path: str | Path) -> bool:
