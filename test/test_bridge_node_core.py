@@ -12,6 +12,7 @@ from kp_vo.bridge.bagio import factory
 from kp_vo.bridge.node_core import (NodeConfig, Throttle, VoNodeCore, adjoint, camera_to_base,
                                     split_node_parameters, unflatten)
 from kp_vo.errors import InvalidInputError
+from kp_vo.odometry.depth import DepthSource
 from kp_vo.odometry.types import TrackingResult, TrackingState
 from kp_vo.types import CameraIntrinsics
 
@@ -21,10 +22,12 @@ SEC = 1_000_000_000
 
 
 class FakeOdometry:
-    """Moves 0.1 m along the camera z axis per frame; an all-black image is LOST (prior kept)."""
+    """Moves 0.1 m along the camera z axis per frame; an all-black image is LOST (prior kept).
+    ``depth_source`` as VisualOdometry's: "auto" without a network (metric with RGB-D only)."""
 
     def __init__(self):
         self.frames, self.resets, self.steps = [], 0, 0
+        self.depth_source = DepthSource("auto")
 
     def process(self, frame):
         frame.validate()
