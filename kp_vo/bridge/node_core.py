@@ -383,6 +383,14 @@ class VoNodeCore:
             logger.warning("map %s loaded: the odometry relocalizes in it", path)
         return f"loaded {repository!r}; the next frames relocalize in it"
 
+    def reconfigure(self, config: NodeConfig) -> None:
+        """Take a NodeConfig changed at run time (``kp_vo.bridge.parameters.apply_changes`` lets through only
+        the parameters read per frame, the throttle period and the map -> odom tolerance)."""
+        with self._lock:
+            self.config = config
+            self._throttle = Throttle(config.warn_period)
+            self._map_stamps.tolerance_s = config.map_tf_tolerance
+
     def map_tf(self, now_ns: int | None = None, only_if_changed: bool = False) -> MapTransform | None:
         """The map -> odom to broadcast now: the latest correction, stamped ``now + map_tf_tolerance`` and
         strictly after the last one (``TransformStamper``). The node's ``map_tf_rate`` timer calls it, and
