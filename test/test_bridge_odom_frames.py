@@ -22,7 +22,6 @@ from kp_vo.bridge.odom_frames import OdomFrames, TransformStamper, body_twist
 from kp_vo.datasets import SyntheticSequence
 from kp_vo.features import create_extractor
 from kp_vo.odometry.tracker import OdometryConfig, VisualOdometry
-from kp_vo.types import Frame
 
 F = factory()
 SEC = 1_000_000_000

@@ -54,8 +54,6 @@ def test_the_declarations_cover_the_typed_configs_field_for_field():
 def test_the_shipped_parameter_files_name_only_declared_parameters():
     import yaml
 
-    from kp_vo.bridge.node_core import unflatten  # noqa: F401  (the nodes flatten the same way)
-
     def flat(d, prefix=""):
         for k, v in d.items():
             if isinstance(v, dict):
