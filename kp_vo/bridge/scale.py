@@ -32,8 +32,8 @@ def odometry_scale(mode: str, depth_mode: str, has_estimator: bool) -> Scale:
             return Scale(True, "depth sensor")
         return Scale(False, "depth source 'sensor' without a depth topic")
     if depth_mode == "network" or (depth_mode == "auto" and has_estimator):
-        return Scale(True, "depth network (metres per unit: depth.options.scale)")
-    return Scale(False, "monocular triangulation (unit: the first baseline)")
+        return Scale(True, "depth network, metres per unit from depth.options.scale")
+    return Scale(False, "monocular triangulation, unit = the first baseline")
 
 
 def check_required_metric(require_metric: bool, scale: Scale) -> None:
