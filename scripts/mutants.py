@@ -37,8 +37,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-GEOM_TRI = ["test/test_geometry_procrustes_triangulation.py"]
-GEOM_PNP = ["test/test_geometry_pnp.py"]
+GEOM_TRI = ["test/test_geometry_procrustes_triangulation.py", "test/test_core_guards.py"]
+GEOM_PNP = ["test/test_geometry_pnp.py", "test/test_core_guards.py"]
 GEOM_MATCH = ["test/test_geometry_matching.py"]
 GEOM_SE3 = ["test/test_geometry_se3_camera.py"]
 GEOM_BA = ["test/test_geometry_bundle_adjustment.py"]
@@ -115,11 +115,12 @@ MUTANTS: list[Mutant] = [
     M("ba-no-huber", "kp_vo/geometry/bundle_adjustment.py",
       "return np.where(e <= huber_px, 1.0, huber_px / np.maximum(e, 1e-12))", "return np.ones_like(e)", GEOM_BA),
     M("ba-moves-fixed-cameras", "kp_vo/geometry/bundle_adjustment.py",
-      "Jc_w = Jc * (w * is_free[:, None, None])", "Jc_w = Jc * w", GEOM_BA),
+      "Jc_w = Jc * (w * is_free[:, None, None])", "Jc_w = Jc * w", GEOM_BA,
+      "equivalent: the fixed cameras' rows and columns are dropped from the Schur system (keep) anyway"),
     M("ransac-iterations-off-by-one", "kp_vo/geometry/ransac.py",
       "return min(max_iterations, int(math.ceil(math.log(max(1.0 - confidence, 1e-300)) / denom)))",
       "return min(max_iterations, int(math.floor(math.log(max(1.0 - confidence, 1e-300)) / denom)))",
-      ["test/test_geometry_pnp.py", "test/test_geometry_procrustes_triangulation.py"]),
+      ["test/test_core_guards.py", "test/test_geometry_pnp.py", "test/test_geometry_procrustes_triangulation.py"]),
     # --- tracker ----------------------------------------------------------------------------------
     M("tracker-no-bundle-adjustment", "kp_vo/odometry/tracker.py",
       'refine = self.config.bundle_adjustment and self.depth_source.kind_for(frame) != "sensor"',
