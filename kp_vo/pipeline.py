@@ -226,13 +226,15 @@ def write_outputs(result: RunResult, output_dir: str | Path, config: PipelineCon
     out.mkdir(parents=True, exist_ok=True)
     with ExitStack() as replace_last:
         if len(result.frame_indices) >= 3:   # the plot is rendered before any file is replaced
-            gt, est = None, result.T_world_cam
+            gt, est, label = None, result.T_world_cam, "estimate"
             if result.T_world_cam_gt is not None:
                 gt = np.linalg.inv(result.T_world_cam_gt[0]) @ result.T_world_cam_gt
-                est = (align_sim3 if result.monocular else align_se3)(est, gt)[0]
+                est, scale, _ = (align_sim3 if result.monocular else align_se3)(est, gt)
+                label = f"estimate (Sim(3)-aligned, scale {scale:.3g})" if result.monocular else \
+                    "estimate (SE(3)-aligned)"
             title = f"{config.extractor.name} {'monocular' if result.monocular else 'RGB-D'}"
             png = replace_last.enter_context(atomic_path(out / "trajectory.png"))
-            plot_trajectory_top_view(png, est, gt, title, states=result.states)
+            plot_trajectory_top_view(png, est, gt, title, states=result.states, est_label=label)
         write_kitti_poses(out / "trajectory_kitti.txt", result.T_world_cam)
         write_tum_trajectory(out / "trajectory_tum.txt", result.stamps_ns, result.T_world_cam)
         with atomic_path(out / "config.yaml") as tmp:

@@ -2,15 +2,21 @@
 
     ros2 launch kp_vo kinect_reloc.launch.py driver:=azure map:=/maps/lab.kpmap rviz:=true
 
-`driver` picks the topic names of the camera driver (remapped to the nodes' generic names):
-    openni  (openni2_camera / freenect, Kinect v1, Xtion):  /camera/rgb/image_rect_color,
-            /camera/depth_registered/image_raw, /camera/rgb/camera_info
-    kinect2 (iai_kinect2, Kinect v2, qhd):                   /kinect2/qhd/image_color_rect,
-            /kinect2/qhd/image_depth_rect, /kinect2/qhd/camera_info
-    azure   (Azure_Kinect_ROS_Driver, depth registered):    /rgb/image_raw,
-            /depth_to_rgb/image_raw, /rgb/camera_info
-Images must be rectified (kp_vo reads P of camera_info). The camera driver itself is not
-started here; run it alongside (or play a bag of it with bag:=...).
+`driver` picks the topic names of the camera driver (remapped to the nodes' generic names), the
+rectified ones where the driver offers them, and how the nodes treat camera_info distortion
+(``ros.distortion``):
+    openni     (openni2_camera / freenect, Kinect v1, Xtion): /camera/rgb/image_rect_color,
+               /camera/depth_registered/image_raw, /camera/rgb/camera_info (rectified)
+    kinect2    (iai_kinect2, Kinect v2, qhd): /kinect2/qhd/image_color_rect,
+               /kinect2/qhd/image_depth_rect, /kinect2/qhd/camera_info (rectified)
+    azure      (Azure_Kinect_ROS_Driver's driver.launch.py, raw images only, depth registered):
+               /rgb/image_raw, /depth_to_rgb/image_raw, /rgb/camera_info (the nodes rectify them)
+    azure_rect (the same driver with image_proc rectifying, as its kinect_rgbd launch does):
+               /rgb/image_rect_color, /depth_to_rgb/image_rect, /rgb/camera_info (rectified)
+The camera driver itself is not started here; run it alongside (or play a bag of it with bag:=...).
+The drivers publish their own TF tree; publish_camera_tf:=true adds base_link -> the driver's root
+frame (camera_link, kinect2_link, camera_base) for a robot without a description that has it.
+vo_node leaves map -> odom to reloc_node while publish_map_to_odom is true.
 Arguments: driver, map, config, extractor, keypoint_model, bag, rviz, camera_frame,
 publish_camera_tf, publish_map_to_odom.
 """
@@ -24,13 +30,19 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+# driver: (image, depth, camera_info, ros.distortion, root frame of the driver's TF tree, whether that root
+#          has optical axes: z forward, x right)
 DRIVER_TOPICS = {
     "openni": ("/camera/rgb/image_rect_color", "/camera/depth_registered/image_raw", "/camera/rgb/camera_info",
-               "camera_rgb_optical_frame"),
+               "rectified", "camera_link", False),
     "kinect2": ("/kinect2/qhd/image_color_rect", "/kinect2/qhd/image_depth_rect", "/kinect2/qhd/camera_info",
-                "kinect2_rgb_optical_frame"),
-    "azure": ("/rgb/image_raw", "/depth_to_rgb/image_raw", "/rgb/camera_info", "rgb_camera_link"),
+                "rectified", "kinect2_link", True),
+    "azure": ("/rgb/image_raw", "/depth_to_rgb/image_raw", "/rgb/camera_info", "rectify", "camera_base", False),
+    "azure_rect": ("/rgb/image_rect_color", "/depth_to_rgb/image_rect", "/rgb/camera_info", "rectified",
+                   "camera_base", False),
 }
+# optical axes in base_link: z forward = base x, x right = base -y, y down = base -z
+OPTICAL_RPY = ["--roll", "-1.5707963", "--yaw", "-1.5707963"]
 
 
 def _nodes(context):
@@ -38,9 +50,11 @@ def _nodes(context):
     driver = get("driver")
     if driver not in DRIVER_TOPICS:
         raise RuntimeError(f"driver must be one of {sorted(DRIVER_TOPICS)}, got {driver!r}")
-    image, depth, info, default_frame = DRIVER_TOPICS[driver]
+    image, depth, info, distortion, root, root_optical = DRIVER_TOPICS[driver]
     remaps = [("image", image), ("depth", depth), ("camera_info", info)]
-    common = {"use_sim_time": bool(get("bag"))}
+    common = {"use_sim_time": bool(get("bag")), "ros.distortion": distortion}
+    if get("camera_frame"):
+        common["ros.frames.camera"] = get("camera_frame")
     if get("extractor"):
         common["extractor.name"] = get("extractor")
     if get("keypoint_model"):
@@ -48,10 +62,10 @@ def _nodes(context):
         common["extractor.options.model_path"] = get("keypoint_model")
     reloc = dict(common)
     reloc["reloc.publish_map_to_odom"] = get("publish_map_to_odom") == "true"
+    common["ros.publish_map_tf"] = not reloc["reloc.publish_map_to_odom"]   # one owner of map -> odom
     if get("map"):
         reloc["reloc.map_path"] = get("map")
         common["ros.map_path"] = get("map")
-    camera_frame = get("camera_frame") or default_frame
     actions = [
         Node(package="kp_vo", executable="vo_node", name="vo_node", output="screen",
              parameters=[get("config"), common], remappings=remaps),
@@ -59,10 +73,10 @@ def _nodes(context):
              parameters=[get("config"), reloc], remappings=remaps),
     ]
     if get("publish_camera_tf") == "true":
-        # camera optical frame in base_link: z forward = base x, x right = base -y, y down = base -z
+        # base_link -> the root of the driver's tree (never a second parent for its optical frame)
         actions.append(Node(package="tf2_ros", executable="static_transform_publisher", name="camera_tf",
-                            arguments=["--frame-id", "base_link", "--child-frame-id", camera_frame,
-                                       "--roll", "-1.5707963", "--yaw", "-1.5707963"]))
+                            arguments=["--frame-id", "base_link", "--child-frame-id", root]
+                            + (OPTICAL_RPY if root_optical else [])))
     if get("bag"):
         actions.append(ExecuteProcess(cmd=["ros2", "bag", "play", get("bag"), "--clock"], output="screen"))
     return actions
@@ -71,16 +85,18 @@ def _nodes(context):
 def generate_launch_description():
     share = get_package_share_directory("kp_vo")
     return LaunchDescription([
-        DeclareLaunchArgument("driver", default_value="openni", description="openni | kinect2 | azure"),
+        DeclareLaunchArgument("driver", default_value="openni", description="openni | kinect2 | azure | azure_rect"),
         DeclareLaunchArgument("map", default_value="", description="keypoint map file (kp-vo map build ...)"),
         DeclareLaunchArgument("config", default_value=os.path.join(share, "config", "kinect_reloc.yaml")),
         DeclareLaunchArgument("extractor", default_value=""),
         DeclareLaunchArgument("keypoint_model", default_value=""),
         DeclareLaunchArgument("bag", default_value="", description="bag of the camera topics instead of live"),
-        DeclareLaunchArgument("rviz", default_value="false"),
-        DeclareLaunchArgument("camera_frame", default_value="", description="default: the driver's optical frame"),
-        DeclareLaunchArgument("publish_camera_tf", default_value="true",
-                              description="static base_link -> camera TF (false when a robot description has it)"),
+        DeclareLaunchArgument("rviz", default_value="false", description="start rviz2 (optional, not a dependency)"),
+        DeclareLaunchArgument("camera_frame", default_value="",
+                              description="camera optical frame (empty: the images' header frame_id)"),
+        DeclareLaunchArgument("publish_camera_tf", default_value="false",
+                              description="static base_link -> the driver's root frame (the driver publishes its "
+                                          "own tree below it)"),
         DeclareLaunchArgument("publish_map_to_odom", default_value="true"),
         OpaqueFunction(function=_nodes),
         Node(package="rviz2", executable="rviz2", arguments=["-d", os.path.join(share, "config", "kp_vo.rviz")],

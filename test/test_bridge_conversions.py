@@ -90,31 +90,6 @@ def test_bad_images_raise_one_line_errors():
         cv.image_to_numpy(truncated)
 
 
-def test_camera_info_roundtrip_and_ros1_names():
-    msg = roundtrip(cv.camera_info_msg(F, 42, "cam", CAM))
-    assert cv.camera_info_to_intrinsics(msg) == CAM
-    # ROS 1 spelling (upper-case K, D, P), P unset -> K is used
-    ros1 = SimpleNamespace(width=640, height=480, K=CAM.K.reshape(-1), D=np.zeros(5), P=np.zeros(12))
-    assert cv.camera_info_to_intrinsics(ros1) == CAM
-
-
-def test_camera_info_bad_values():
-    msg = roundtrip(cv.camera_info_msg(F, 0, "cam", CAM))
-    msg.k = np.zeros(9)
-    msg.p = np.zeros(12)
-    with pytest.raises(InvalidInputError, match="invalid K"):
-        cv.camera_info_to_intrinsics(msg)
-    msg = roundtrip(cv.camera_info_msg(F, 0, "cam", CAM))
-    msg.p = np.zeros(12)
-    msg.d = np.array([0.1, 0, 0, 0, 0])
-    with pytest.raises(InvalidInputError, match="rectif"):
-        cv.camera_info_to_intrinsics(msg)
-    msg = roundtrip(cv.camera_info_msg(F, 0, "cam", CAM))
-    msg.width = 0
-    with pytest.raises(InvalidInputError, match="size"):
-        cv.camera_info_to_intrinsics(msg)
-
-
 def test_stamp_conversions():
     for ns in (0, 1, 999_999_999, 1_000_000_000, 1_700_000_000_123_456_789):
         sec, nanosec = cv.ns_to_sec_nanosec(ns)
@@ -156,8 +131,67 @@ def test_odometry_tf_pose_path_roundtrip():
 
     pwc = roundtrip(cv.pose_with_covariance_stamped_msg(F, 9, "map", T, cov))
     np.testing.assert_allclose(cv.pose_msg_to_pose(pwc.pose.pose), T, atol=1e-12)
+    frame_id, T_read = cv.pose_with_covariance_stamped_to_pose(pwc)
+    assert frame_id == "map"
+    np.testing.assert_allclose(T_read, T, atol=1e-12)
     with pytest.raises(InvalidInputError, match="6x6"):
         cv.odometry_msg(F, 0, "odom", "base", T, np.eye(3))
+
+
+def test_odometry_twist_known_and_unknown():
+    twist = np.array([1.0, 2.0, 3.0, 0.1, 0.2, 0.3])
+    tcov = np.diag(np.arange(1.0, 7.0))
+    odom = roundtrip(cv.odometry_msg(F, 0, "odom", "base_link", np.eye(4), np.eye(6), twist, tcov))
+    t = odom.twist.twist
+    np.testing.assert_allclose([t.linear.x, t.linear.y, t.linear.z, t.angular.x, t.angular.y, t.angular.z], twist)
+    np.testing.assert_array_equal(np.asarray(odom.twist.covariance).reshape(6, 6), tcov)
+    unknown = roundtrip(cv.odometry_msg(F, 0, "odom", "base_link", np.eye(4), np.eye(6)))
+    assert unknown.twist.covariance[0] == -1.0 and unknown.twist.twist.linear.x == 0.0
+
+
+@pytest.mark.parametrize("orientation, message", [((0.0, 0.0, 0.0, 0.0), "unit quaternion"),
+                                                  ((0.0, 0.0, 0.0, float("nan")), "not finite")])
+def test_set_pose_message_with_a_bad_orientation_is_one_line(orientation, message):
+    msg = roundtrip(cv.pose_with_covariance_stamped_msg(F, 0, "map", np.eye(4), np.eye(6)))
+    r = msg.pose.pose.orientation
+    r.x, r.y, r.z, r.w = orientation
+    with pytest.raises(InvalidInputError, match=message):
+        cv.pose_with_covariance_stamped_to_pose(msg)
+
+
+def compressed(array, fmt):
+    """A sensor_msgs/CompressedImage as image_transport's compressed plugin writes it (colour as BGR)."""
+    import cv2
+
+    ext = ".jpg" if "jpeg" in fmt else ".png"
+    bgr = array[:, :, ::-1] if array.ndim == 3 else array
+    ok, buffer = cv2.imencode(ext, bgr)
+    assert ok
+    return F("sensor_msgs/msg/CompressedImage")(header=cv.header_msg(F, 5, "cam"), format=fmt,
+                                                 data=buffer.reshape(-1))
+
+
+def test_compressed_png_is_lossless_and_rgb():
+    rgb = rgb_image(12, 10)
+    np.testing.assert_array_equal(cv.compressed_image_to_numpy(roundtrip(compressed(rgb, "rgb8; png compressed bgr8"))),
+                                  rgb)
+    gray = rgb[:, :, 0].copy()
+    np.testing.assert_array_equal(cv.compressed_image_to_numpy(compressed(gray, "mono8; png compressed mono8")), gray)
+
+
+def test_compressed_jpeg_decodes_close_to_the_original():
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    rgb[:, :16] = (200, 30, 30)                       # a red left half survives JPEG's colour subsampling
+    out = cv.compressed_image_to_numpy(roundtrip(compressed(rgb, "rgb8; jpeg compressed bgr8")))
+    assert out.shape == (32, 32, 3) and np.abs(out[8:24, 2:12].astype(int) - (200, 30, 30)).max() < 12
+
+
+@pytest.mark.parametrize("payload, message", [(b"", "empty"), (b"not an image at all", "does not decode")])
+def test_bad_compressed_payload_is_one_line(payload, message):
+    msg = F("sensor_msgs/msg/CompressedImage")(header=cv.header_msg(F, 5, "cam"), format="jpeg",
+                                                data=np.frombuffer(payload, np.uint8))
+    with pytest.raises(InvalidInputError, match=message):
+        cv.compressed_image_to_numpy(msg)
 
 
 def test_status_and_diagnostics_roundtrip():

@@ -12,6 +12,7 @@ from kp_vo.bridge.bagio import factory
 from kp_vo.bridge.node_core import (NodeConfig, Throttle, VoNodeCore, adjoint, camera_to_base,
                                     split_node_parameters, unflatten)
 from kp_vo.errors import InvalidInputError
+from kp_vo.odometry.depth import DepthSource
 from kp_vo.odometry.types import TrackingResult, TrackingState
 from kp_vo.types import CameraIntrinsics
 
@@ -21,10 +22,12 @@ SEC = 1_000_000_000
 
 
 class FakeOdometry:
-    """Moves 0.1 m along the camera z axis per frame; an all-black image is LOST (prior kept)."""
+    """Moves 0.1 m along the camera z axis per frame; an all-black image is LOST (prior kept).
+    ``depth_source`` as VisualOdometry's: "auto" without a network (metric with RGB-D only)."""
 
     def __init__(self):
         self.frames, self.resets, self.steps = [], 0, 0
+        self.depth_source = DepthSource("auto")
 
     def process(self, frame):
         frame.validate()
@@ -258,3 +261,89 @@ def test_parameters_split_and_validation():
         split_node_parameters({"ros": {"frmes": {}}})
     with pytest.raises(InvalidInputError, match="conflicts"):
         unflatten({"a": 1, "a.b": 2})
+
+
+# ----------------------------------------------------------------------------- issue 19 entries
+
+def test_set_pose_resets_the_odometry_at_the_pose():
+    core, odo = make_core()
+    core.on_camera_info(info())
+    core.on_image(image(SEC))
+    core.on_image(image(2 * SEC))
+    T = np.eye(4)
+    T[:3, 3] = [5.0, -1.0, 0.0]
+    msg = cv.pose_with_covariance_stamped_msg(F, 0, "odom", T, np.eye(6))
+    assert "reset at (5.000, -1.000, 0.000) in odom" in core.set_pose(msg)
+    assert odo.resets == 1
+    out = core.on_image(image(3 * SEC))            # the fake restarts at 0.1 m: its first step
+    np.testing.assert_allclose(out.T_odom_base[:3, 3], [5.0, -1.0, 0.0])
+    out = core.on_image(image(4 * SEC))             # then 0.1 m along the camera z (identity mount)
+    np.testing.assert_allclose(out.T_odom_base[:3, 3], [5.0, -1.0, 0.1])
+    np.testing.assert_allclose(out.T_map_odom, np.eye(4))
+    # in map: odom continues, the correction puts base_link at the pose
+    core.set_pose(cv.pose_with_covariance_stamped_msg(F, 0, "map", np.eye(4), np.eye(6)))
+    out = core.on_image(image(5 * SEC))
+    np.testing.assert_allclose(out.T_odom_base[:3, 3], [5.0, -1.0, 0.1])
+    np.testing.assert_allclose(out.T_map_odom @ out.T_odom_base, np.eye(4), atol=1e-12)
+    with pytest.raises(InvalidInputError, match="frame 'world'"):
+        core.set_pose(cv.pose_with_covariance_stamped_msg(F, 0, "world", np.eye(4), np.eye(6)))
+
+
+def test_twist_of_the_fake_motion():
+    core, _ = make_core()
+    core.on_camera_info(info())
+    first = core.on_image(image(SEC))
+    second = core.on_image(image(SEC + SEC // 5))   # 0.1 m along z (identity mount) in 0.2 s
+    assert first.twist is None
+    np.testing.assert_allclose(second.twist, [0, 0, 0.5, 0, 0, 0], atol=1e-12)
+    # (Ad(T_rel^-1) cov Ad^T + cov) / dt^2: a 0.1 m step along z couples rotation variance into x and y
+    np.testing.assert_allclose(np.diag(second.twist_covariance), [(2e-4 + 1e-4 * 0.1 ** 2) / 0.04] * 2
+                               + [2e-4 / 0.04] * 4)
+    lost = core.on_image(image(2 * SEC, value=0))
+    back = core.on_image(image(3 * SEC))
+    assert lost.twist is None and back.twist is None   # unknown across a loss
+
+
+@pytest.mark.parametrize("mode, depth_mode, estimator, metric", [
+    ("mono", "auto", False, False), ("mono", "triangulation", True, False), ("mono", "network", True, True),
+    ("mono", "auto", True, True), ("rgbd", "auto", False, True), ("rgbd", "sensor", False, True),
+    ("mono", "sensor", False, False)])
+def test_scale_honesty(mode, depth_mode, estimator, metric):
+    from kp_vo.bridge.scale import odometry_scale
+    from kp_vo.config import ConfigError
+
+    scale = odometry_scale(mode, depth_mode, estimator)
+    assert scale.metric is metric
+    core = VoNodeCore(NodeConfig(mode=mode), FakeOdometry(), scale=scale)
+    assert core.diagnostics(now_ns=0).values["metric_scale"] == ("true" if metric else "false")
+    if metric:
+        VoNodeCore(NodeConfig(mode=mode, require_metric=True), FakeOdometry(), scale=scale)
+    else:
+        with pytest.raises(ConfigError, match="require_metric is true but the odometry has no metric scale"):
+            VoNodeCore(NodeConfig(mode=mode, require_metric=True), FakeOdometry(), scale=scale)
+
+
+def test_compressed_transport_in_the_core(caplog):
+    import cv2
+
+    core, odo = make_core(image_transport="compressed")
+    core.on_camera_info(info())
+    gray = np.random.default_rng(0).integers(1, 255, (48, 64), dtype=np.uint8)
+    ok, png = cv2.imencode(".png", gray)
+    msg = F("sensor_msgs/msg/CompressedImage")(header=cv.header_msg(F, SEC, "camera_optical_frame"),
+                                                format="mono8; png compressed mono8", data=png.reshape(-1))
+    assert core.on_image(msg) is not None
+    np.testing.assert_array_equal(odo.frames[-1].image, gray)
+    bad = F("sensor_msgs/msg/CompressedImage")(header=cv.header_msg(F, 2 * SEC, "camera_optical_frame"),
+                                                format="jpeg", data=np.frombuffer(b"\xff\xd8garbage", np.uint8))
+    with caplog.at_level(logging.WARNING):
+        assert core.on_image(bad) is None
+    assert core.problems["bad_frame"] == 1 and any("does not decode" in r.message for r in caplog.records)
+    msg.header.stamp = cv.header_msg(F, 3 * SEC, "").stamp
+    assert core.on_image(msg) is not None            # the node goes on
+
+
+def test_node_config_rejects_unknown_choices():
+    for kw in ({"lost_tf": "drift"}, {"image_transport": "theora"}, {"distortion": "ignore"}, {"map_tf_rate": 0.0}):
+        with pytest.raises(InvalidInputError, match="ros."):
+            NodeConfig(**kw)

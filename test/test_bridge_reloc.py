@@ -257,3 +257,27 @@ def test_reloc_core_bad_messages_never_reach_the_localizer(room_map):
     assert later.state == "tracking" and localizer.calls == 2
     assert _close(later.T_odom_base, T_BASE_CAM @ q1.T_world_cam_gt @ np.linalg.inv(T_BASE_CAM))[0]
     assert core.processed == 2 and core.diagnostics(now_ns=core._last_image_ns).values["dropped_bad_frame"] == 2
+
+
+def test_map_to_odom_waits_for_tf_without_blocking_and_is_republished():
+    from kp_vo.bridge.reloc_core import MapOdomCorrection
+
+    sec = 1_000_000_000
+    corr = MapOdomCorrection(RelocConfig(tf_wait=1.0), NodeConfig())
+    assert corr.transform(0) is None                         # nothing before the first correction
+    T_map_base = np.eye(4)
+    T_map_base[:3, 3] = [3.0, 1.0, 0.0]
+    corr.add(10 * sec, T_map_base)
+    tf = {}                                                  # TF odom -> base_link known so far, by stamp
+    assert not corr.resolve(tf.get, 10 * sec)               # the VO has not published 10 s yet: wait
+    T_odom_base = np.eye(4)
+    T_odom_base[:3, 3] = [1.0, 0.0, 0.0]
+    tf[10 * sec] = T_odom_base
+    assert corr.resolve(tf.get, 10 * sec + sec // 10)       # the timer's next try finds it
+    np.testing.assert_allclose(corr.T_map_odom[:3, 3], [2.0, 1.0, 0.0])
+    first, second = corr.transform(11 * sec), corr.transform(11 * sec)
+    assert first.parent == "map" and first.child == "odom" and second.stamp_ns > first.stamp_ns == 11 * sec + sec // 10
+    corr.add(20 * sec, np.eye(4))                            # never answered: dropped after tf_wait
+    assert not corr.resolve(tf.get, 20 * sec + sec // 2)
+    assert not corr.resolve(tf.get, 21 * sec + 1) and corr.timed_out == 1
+    np.testing.assert_allclose(corr.T_map_odom[:3, 3], [2.0, 1.0, 0.0])   # the last good correction kept

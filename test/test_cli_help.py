@@ -47,8 +47,11 @@ def test_every_argument_and_command_has_help():
     assert not missing, "no help text: " + "; ".join(missing)
 
 
-def test_train_help_names_every_recipe():
+def test_an_unknown_recipe_lists_the_available_ones(capsys):
+    from kp_vo.cli import main
     from kp_vo.training.recipes import available_recipes
 
-    train = next(a for path, a in _arguments(build_parser(), "kp-vo") if path == "kp-vo train" and a.dest == "recipe")
-    assert all(name in train.help for name in available_recipes())
+    assert main(["train", "no_such_recipe"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown training recipe 'no_such_recipe'" in err[0]
+    assert all(name in err[0] for name in available_recipes())

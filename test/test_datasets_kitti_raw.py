@@ -6,11 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import SHARED_DATA
+
 from kp_vo.datasets import KittiRaw, open_sequence
 from kp_vo.datasets.kitti_raw_calib import CALIB_FILES, project_to_depth
-from kp_vo.datasets.oxts import EARTH_RADIUS_M, latlon_to_mercator, mercator_scale, oxts_poses
+from kp_vo.datasets.oxts import (
+    EARTH_RADIUS_M,
+    latlon_to_mercator,
+    mercator_scale,
+    oxts_poses,
+)
 from kp_vo.errors import CalibrationError, DatasetError, KpVoError
 from kp_vo.eval.depth_stereo import stereo_depth
 
@@ -157,5 +162,5 @@ def _copy_drive(tmp_path: Path, skip: str) -> Path:
 ])
 def test_missing_calibration_or_oxts_is_one_clear_line(tmp_path, skip, error, match):
     with pytest.raises(error, match=match) as info:
-        KittiRaw(_copy_drive(tmp_path, skip))
+        open_sequence(str(_copy_drive(tmp_path, skip)))
     assert isinstance(info.value, KpVoError) and "\n" not in str(info.value)

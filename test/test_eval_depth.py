@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 
 from kp_vo.cli import main
 from kp_vo.errors import InvalidInputError
-from kp_vo.eval.depth import METRICS, constant_depth, depth_errors, evaluate_depth
+from kp_vo.eval.depth import METRICS, constant_depth, depth_errors, eigen_crop, evaluate_depth
+from kp_vo.eval.depth_stereo import stereo_depth
 
 
 def _gt(h: int = 20, w: int = 30) -> np.ndarray:
@@ -82,11 +84,48 @@ def test_eval_depth_cli_on_a_synthetic_street(tmp_path, capsys):
                "--max-frames", "2", "--stride", "10", "--json", str(out)])
     assert rc == 0
     assert "2 images of synthetic:street seeds 200000" in capsys.readouterr().out
-    result = json.loads(out.read_text())["results"]["constant"]
-    assert result["images"] == 2 and 0.2 < result["abs_rel"] < 2.0
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["model"], r["scaling"]) for r in rows] == [("constant", "median")]     # constant has no fixed scale
+    assert rows[0]["images"] == 2 and 0.2 < rows[0]["abs_rel"] < 2.0
 
 
-@pytest.mark.parametrize("spec", ["orb", "constant:x", "depthnet:missing.onnx"])
+def test_mask_restricts_the_scored_pixels_and_coverage_counts_predictions():
+    gt = _gt()
+    pred = gt.copy()
+    pred[:, 15:] *= 3.0                        # wrong on the right half ...
+    mask = np.zeros(gt.shape, bool)
+    mask[:, :15] = True                        # ... which the mask leaves out
+    assert depth_errors(pred, gt, mask=mask)["abs_rel"] < 1e-9
+    pred[:10] = 0.0                            # no prediction on half of the rows
+    assert depth_errors(pred, gt, mask=mask)["coverage"] == pytest.approx(0.5)
+    with pytest.raises(InvalidInputError, match="mask"):
+        depth_errors(pred, gt, mask=mask[:, :10])
+
+
+def test_eigen_crop_on_a_kitti_image():
+    crop = eigen_crop(375, 1242)
+    rows, cols = np.nonzero(crop)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (153, 370, 44, 1196)
+    assert crop.sum() == (371 - 153) * (1197 - 44)
+
+
+def test_stereo_depth_of_a_shifted_texture():
+    rng = np.random.default_rng(1)
+    left = cv2.GaussianBlur(rng.integers(0, 256, (120, 320), dtype=np.uint8), (3, 3), 0)
+    right = np.roll(left, -8, axis=1)          # every pixel 8 px to the left: disparity 8
+    depth = stereo_depth(left, right, fx=100.0, baseline_m=0.5, num_disparities=32)
+    inner = depth[10:-10, 40:-20]
+    assert np.mean(inner > 0) > 0.95 and np.median(inner[inner > 0]) == pytest.approx(100.0 * 0.5 / 8)
+    with pytest.raises(InvalidInputError, match="multiple of 16"):
+        stereo_depth(left, right, 100.0, 0.5, num_disparities=20)
+
+
+@pytest.mark.parametrize("spec", ["orb", "constant:x", "depthnet:missing.onnx", "stereo,size=3", "stereo,block_size=x"])
 def test_eval_depth_cli_rejects_bad_model_specs(spec, capsys):
     assert main(["eval", "depth", "--models", spec, "--max-frames", "1"]) != 0
     assert capsys.readouterr().err.strip()
+
+
+def test_stereo_needs_a_stereo_source(capsys):
+    assert main(["eval", "depth", "--models", "stereo", "--size", "48x160", "--max-frames", "1"]) != 0
+    assert "needs rectified stereo pairs" in capsys.readouterr().err

@@ -3,8 +3,9 @@
 The ROS dependencies are read from the code with ``ast``: the modules that ``kp_vo/ros`` and
 ``launch/`` import, the message packages ``kp_vo.bridge.conversions`` builds messages of (the
 nodes import them through ``ros_factory``), the packages whose executables the launch files run
-(``Node(package=...)``) and ``ros2 <verb>`` commands (``ros2 bag`` also needs the MCAP storage
-plugin, as ``kp-vo bag/make-bag --storage mcap`` write MCAP bags).
+(``Node(package=...)`` without a ``condition``: a node started only when a launch argument asks for
+it, such as RViz, is optional and not declared) and ``ros2 <verb>`` commands (``ros2 bag`` also needs
+the MCAP storage plugin, as ``kp-vo bag/make-bag --storage mcap`` write MCAP bags).
 """
 
 from __future__ import annotations
@@ -54,12 +55,14 @@ def message_packages(tree) -> set[str]:
 
 
 def launched_packages(trees) -> set[str]:
-    """Packages of ``Node(package="...")`` and of the ``ros2 <verb>`` commands of ``ExecuteProcess(cmd=[...])``."""
+    """Packages of unconditional ``Node(package="...")`` and of the ``ros2 <verb>`` commands of
+    ``ExecuteProcess(cmd=[...])``."""
     found = set()
     for tree in trees:
         for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+            optional = any(kw.arg == "condition" for kw in call.keywords)
             for kw in call.keywords:
-                if kw.arg == "package" and isinstance(kw.value, ast.Constant):
+                if kw.arg == "package" and isinstance(kw.value, ast.Constant) and not optional:
                     found.add(kw.value.value)
                 if kw.arg == "cmd" and isinstance(kw.value, ast.List):
                     words = [e.value for e in kw.value.elts[:2] if isinstance(e, ast.Constant)]

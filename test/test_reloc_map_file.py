@@ -184,7 +184,7 @@ def test_index_kinds_find_exact_duplicates_and_survive_save(tmp_path, metric, ki
     repo.save(tmp_path / "k.kpmap")
     back = Repository.load(tmp_path / "k.kpmap")
     if kind != "flat":
-        assert back._index is not None and back._index.kind == kind  # stored index reused
+        assert back._index.index is not None and back._index.index.kind == kind  # stored index reused
     _, ids2 = back.index.search(feats.descriptors[:50], 1)
     found = np.all(np.asarray(back.descriptors)[ids2[:, 0]] == feats.descriptors[:50], axis=1)
     assert found.mean() >= 0.95
@@ -218,6 +218,8 @@ def test_ivf_sq8_codes_are_smaller_and_find_the_exact_neighbours_of_noisy_querie
 
 
 def test_growing_repository_switches_from_exact_to_ivf_index_when_it_outgrows_exact_max():
+    """Past exact_max the IVF index is built in the background; queries meanwhile use the exact index,
+    kept up to date, and the IVF index, once adopted, also holds the rows added during its build."""
     rng = np.random.default_rng(5)
     repo = Repository("l2", 16, "t", index_config=IndexConfig(exact_max=1000))
     first = _features(rng, 800, "l2")
@@ -227,10 +229,14 @@ def test_growing_repository_switches_from_exact_to_ivf_index_when_it_outgrows_ex
     assert repo.index.kind == "flat" and len(repo.index) == 900  # appended to the live exact index
     second = _features(rng, 800, "l2")
     repo.add_points(rng.normal(size=(800, 3)), second, 2, 2, np.eye(4))
-    assert repo.index.kind == "ivf" and len(repo.index) == 1700
-    _, ids = repo.index.search(second.descriptors[:50], 1)
-    found = np.all(np.isclose(np.asarray(repo.descriptors)[ids[:, 0]], second.descriptors[:50], atol=1e-6), axis=1)
-    assert found.mean() >= 0.9
+    third = _features(rng, 50, "l2")
+    repo.add_points(rng.normal(size=(50, 3)), third, 3, 3, np.eye(4))
+    assert repo._index.finished(repo.descriptors).kind == "ivf"
+    assert repo.index.kind == "ivf" and len(repo.index) == 1750
+    for feats in (second, third):
+        _, ids = repo.index.search(feats.descriptors[:50], 1)
+        found = np.all(np.isclose(np.asarray(repo.descriptors)[ids[:, 0]], feats.descriptors[:50], atol=1e-6), axis=1)
+        assert found.mean() >= 0.9
 
 
 def _raw_map(path, header_text: str) -> None:

@@ -94,14 +94,53 @@ def test_kitti_launch_can_switch_to_depthnet_depth_with_valid_config_keys():
     assert config.odometry.depth_source == "network" and config.depth.estimator == "depthnet"
 
 
+def _launch_defaults(source):
+    return {n.args[0].value: next((getattr(k.value, "value", None) for k in n.keywords if k.arg == "default_value"),
+                                  None)
+            for n in ast.walk(ast.parse(source))
+            if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "DeclareLaunchArgument"}
+
+
 def test_kinect_launch_knows_the_drivers():
     source = (ROOT / "launch" / "kinect_reloc.launch.py").read_text()
     tree = ast.parse(source)
     topics = next(ast.literal_eval(n.value) for n in tree.body
                   if isinstance(n, ast.Assign) and n.targets[0].id == "DRIVER_TOPICS")
-    assert set(topics) == {"openni", "kinect2", "azure"}
-    assert topics["azure"][:3] == ("/rgb/image_raw", "/depth_to_rgb/image_raw", "/rgb/camera_info")
+    assert set(topics) == {"openni", "kinect2", "azure", "azure_rect"}
+    # Azure: raw images rectified by the nodes, or image_proc's rectified topics taken as rectified
+    assert topics["azure"][:4] == ("/rgb/image_raw", "/depth_to_rgb/image_raw", "/rgb/camera_info", "rectify")
+    assert topics["azure_rect"][:4] == ("/rgb/image_rect_color", "/depth_to_rgb/image_rect", "/rgb/camera_info",
+                                        "rectified")
+    assert all(t[3] == "rectified" for name, t in topics.items() if name != "azure")
+    assert all("rect" in t[0] for name, t in topics.items() if name != "azure")
     assert 'executable="reloc_node"' in source
+
+
+def test_camera_tf_and_rviz_only_when_asked():
+    """The drivers publish their own tree: the Kinect launch adds base_link -> its root only when asked
+    (never a second parent for the driver's optical frame); rviz2 is off by default everywhere."""
+    kinect = (ROOT / "launch" / "kinect_reloc.launch.py").read_text()
+    assert _launch_defaults(kinect)["publish_camera_tf"] == "false"
+    assert '"--child-frame-id", root]' in kinect and "rgb_camera_link" not in kinect
+    for name in ("kitti_mono.launch.py", "tum_rgbd.launch.py", "kinect_reloc.launch.py"):
+        source = (ROOT / "launch" / name).read_text()
+        assert _launch_defaults(source)["rviz"] == "false"
+        assert 'condition=IfCondition(LaunchConfiguration("rviz"))' in source
+
+
+@pytest.mark.parametrize("name, node", [("kinect_reloc.launch.py", "vo_node"), ("kinect_reloc.launch.py", "reloc_node"),
+                                        ("tum_rgbd.launch.py", "vo_node"), ("kitti_mono.launch.py", "vo_node")])
+def test_launch_parameter_overrides_are_declared_parameters(name, node):
+    import re
+
+    from kp_vo.bridge.parameters import node_specs, unknown_overrides
+
+    source = (ROOT / "launch" / name).read_text()
+    keys = re.findall(r'(?:overrides|common|reloc)\["([a-z_.]+)"\]', source)
+    keys += re.findall(r'"((?:ros|reloc)\.[a-z_.]+)":', source)
+    if node == "vo_node":
+        keys = [k for k in keys if not k.startswith("reloc.")]
+    assert keys and unknown_overrides(keys, node_specs(node)) == []
 
 
 def test_rviz_config_shows_the_node_topics():

@@ -102,3 +102,47 @@ def test_vo_node_publishes_and_survives_bad_input(ros):
     future = client.call_async(Trigger.Request())
     assert spin_until(executor, future.done)
     assert future.result().success
+
+
+def test_vo_node_declares_its_parameters_and_refuses_read_only_sets(ros):
+    from rcl_interfaces.srv import DescribeParameters, SetParameters
+    from rclpy.parameter import Parameter
+
+    node, harness, executor = ros
+    describe = harness.create_client(DescribeParameters, "/vo_node/describe_parameters")
+    assert describe.wait_for_service(timeout_sec=5.0)
+    future = describe.call_async(DescribeParameters.Request(names=["ros.sync_slop", "ros.lost_tf"]))
+    assert spin_until(executor, future.done)
+    slop, lost_tf = future.result().descriptors
+    assert slop.read_only and slop.floating_point_range[0].to_value == 1.0 and "pairing" in slop.description
+    assert not lost_tf.read_only and "hold" in lost_tf.additional_constraints
+
+    setter = harness.create_client(SetParameters, "/vo_node/set_parameters")
+    assert setter.wait_for_service(timeout_sec=5.0)
+    request = SetParameters.Request(parameters=[Parameter("ros.lost_tf", value="hold").to_parameter_msg(),
+                                                Parameter("ros.lost_tf", value="drift").to_parameter_msg(),
+                                                Parameter("ros.mode", value="rgbd").to_parameter_msg()])
+    future = setter.call_async(request)
+    assert spin_until(executor, future.done)
+    ok, bad_choice, read_only = future.result().results
+    assert ok.successful and node.core.config.lost_tf == "hold"
+    assert not bad_choice.successful and "none, hold" in bad_choice.reason
+    assert not read_only.successful and node.core.config.mode == "mono"
+
+
+def test_vo_node_set_pose_and_map_to_odom(ros):
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+    from tf2_msgs.msg import TFMessage
+
+    node, harness, executor = ros
+    tf_seen = []
+    harness.create_subscription(TFMessage, "/tf", lambda m: tf_seen.extend(m.transforms), 100)
+    assert spin_until(executor, lambda: any(t.child_frame_id == "odom" for t in tf_seen), 5.0)  # the map timer
+    pub = harness.create_publisher(PoseWithCovarianceStamped, "/vo_node/set_pose", 10)
+    T = np.eye(4)
+    T[:3, 3] = [1.0, 2.0, 0.0]
+    pub.publish(cv.pose_with_covariance_stamped_msg(cv.ros_factory, 0, "odom", T, np.eye(6)))
+    bad = cv.pose_with_covariance_stamped_msg(cv.ros_factory, 0, "odom", T, np.eye(6))
+    bad.pose.pose.orientation.w = 0.0          # one error line, the node goes on
+    pub.publish(bad)
+    assert spin_until(executor, lambda: np.allclose(node.core.odom_frames.T_odom_base[:3, 3], [1.0, 2.0, 0.0]), 5.0)

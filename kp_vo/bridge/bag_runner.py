@@ -4,8 +4,9 @@ Messages are fed to ``VoNodeCore`` in log-time order, exactly as a node would re
 from ``ros2 bag play``; the extrinsic base_link -> camera comes from the bag's /tf_static
 (identity with a warning when absent). Every output is written into a new rosbag2:
 
-    /odom (nav_msgs/Odometry), /tf (odom -> base_link), /path (nav_msgs/Path),
-    /vo/status (std_msgs/String), /diagnostics (diagnostic_msgs/DiagnosticArray)
+    /odom (nav_msgs/Odometry), /tf (odom -> base_link, and map -> odom as the node's timer sends it:
+    every 1 / ``ros.map_tf_rate`` s of log time and after each frame that changed it), /path
+    (nav_msgs/Path), /vo/status (std_msgs/String), /diagnostics (diagnostic_msgs/DiagnosticArray)
 
 The run is also returned as ``RunSegment``s (one per stretch between resets, e.g. bag loops)
 holding the camera poses, so the files of ``kp-vo run`` can be written from them.
@@ -24,11 +25,13 @@ import numpy as np
 from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.bagio import BagWriter, bag_topics, read_messages
 from kp_vo.bridge.node_core import NodeConfig, VoNodeCore, VoOutput
+from kp_vo.bridge.scale import odometry_scale
 from kp_vo.errors import DatasetError
 
 logger = logging.getLogger(__name__)
 
 IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED = "sensor_msgs/msg/CompressedImage"
 INFO = "sensor_msgs/msg/CameraInfo"
 ROS1_IMAGE = "sensor_msgs/Image"  # AnyReader normalises ROS 1 names, kept for safety
 STATUS_TOPIC = "/vo/status"
@@ -63,19 +66,22 @@ class BagRunSummary:
 
 
 def choose_topics(topics: dict[str, str], image: str | None = None, depth: str | None = None,
-                  camera_info: str | None = None, mono: bool = False) -> InputTopics:
-    """Pick the input topics of a bag: given names win; otherwise the only Image topic without
-    "depth" in its name, the Image topic with it (RGB-D unless ``mono``), and the CameraInfo
-    topic sharing the longest prefix with the image topic."""
+                  camera_info: str | None = None, mono: bool = False, compressed: bool = False) -> InputTopics:
+    """Pick the input topics of a bag: given names win; otherwise the only Image (``compressed``:
+    CompressedImage) topic without "depth" in its name, the Image topic with it (RGB-D unless
+    ``mono``), and the CameraInfo topic sharing the longest prefix with the image topic."""
     images = [t for t, m in topics.items() if m in (IMAGE, ROS1_IMAGE)]
+    colours = [t for t, m in topics.items() if m in ((COMPRESSED, "sensor_msgs/CompressedImage") if compressed
+                                                      else (IMAGE, ROS1_IMAGE))]
     infos = [t for t, m in topics.items() if m in (INFO, "sensor_msgs/CameraInfo")]
     for name, kind in ((image, "image"), (depth, "depth"), (camera_info, "camera_info")):
         if name is not None and name not in topics:
             raise DatasetError(f"{kind} topic {name} is not in the bag (topics: {', '.join(sorted(topics))})")
     if image is None:
-        colour = [t for t in images if "depth" not in t.lower()]
+        colour = [t for t in colours if "depth" not in t.lower()]
         if len(colour) != 1:
-            raise DatasetError(f"cannot choose the image topic among {colour or images}; pass --image-topic")
+            raise DatasetError(f"cannot choose the image topic among {colour or colours or images}; "
+                               "pass --image-topic")
         image = colour[0]
     if depth is None and not mono:
         depths = [t for t in images if "depth" in t.lower()]
@@ -138,24 +144,35 @@ class _OutputWriter:
     def write(self, out: VoOutput, log_time_ns: int) -> None:
         f, t = self.f, out.stamp_ns
         self.bag.write("/odom", cv.odometry_msg(f, t, out.odom_frame, out.base_frame, out.T_odom_base,
-                                                out.covariance), log_time_ns)
+                                                out.covariance, out.twist, out.twist_covariance), log_time_ns)
         if out.publish_tf:
             tf = cv.transform_stamped_msg(f, t, out.odom_frame, out.base_frame, out.T_odom_base)
             self.bag.write("/tf", cv.tf_message(f, [tf]), log_time_ns)
+        self.write_map_tf(log_time_ns, only_if_changed=True)
         self.bag.write("/path", cv.path_msg(f, out.odom_frame, out.path_stamps_ns, out.path_poses), log_time_ns)
         self.bag.write(STATUS_TOPIC, cv.string_msg(f, out.status), log_time_ns)
         diag = self.core.diagnostics(log_time_ns)
         self.bag.write("/diagnostics", cv.diagnostic_array_msg(f, t, "kp_vo: visual odometry", "kp_vo",
                                                                diag.level, diag.message, diag.values), log_time_ns)
 
+    def write_map_tf(self, log_time_ns: int, only_if_changed: bool = False) -> None:
+        """map -> odom as the node broadcasts it at ``log_time_ns`` (``VoNodeCore.map_tf``)."""
+        mt = self.core.map_tf(log_time_ns, only_if_changed)
+        if mt is not None:
+            tf = cv.transform_stamped_msg(self.f, mt.stamp_ns, mt.parent, mt.child, mt.T_parent_child)
+            self.bag.write("/tf", cv.tf_message(self.f, [tf]), log_time_ns)
+
 
 def run_bag(bag_path: str | Path, output_bag: str | Path, odometry: Any, node_config: NodeConfig | None = None,
             image_topic: str | None = None, depth_topic: str | None = None, camera_info_topic: str | None = None,
             mono: bool = False, storage: str = "sqlite3") -> BagRunSummary:
-    """Run ``odometry`` (process/reset) through ``VoNodeCore`` over ``bag_path``; write ``output_bag``."""
+    """Run ``odometry`` (process/reset, and ``depth_source``, a kp_vo.odometry.depth.DepthSource: the scale)
+    through ``VoNodeCore`` over ``bag_path``; write ``output_bag``. Raises ConfigError when
+    ``ros.require_metric`` is set and the odometry is not metric."""
     bag_path = Path(bag_path)
-    topics = choose_topics(bag_topics(bag_path), image_topic, depth_topic, camera_info_topic, mono)
     config = node_config or NodeConfig()
+    topics = choose_topics(bag_topics(bag_path), image_topic, depth_topic, camera_info_topic, mono,
+                           compressed=config.image_transport == "compressed")
     if config.mode != ("rgbd" if topics.depth else "mono"):
         from dataclasses import replace
         config = replace(config, mode="rgbd" if topics.depth else "mono")
@@ -174,13 +191,22 @@ def run_bag(bag_path: str | Path, output_bag: str | Path, odometry: Any, node_co
             T = np.eye(4)
         return T
 
-    core = VoNodeCore(config, odometry, lookup)
+    depth_source = odometry.depth_source
+    scale = odometry_scale(config.mode, depth_source.mode, depth_source.estimator is not None)
+    core = VoNodeCore(config, odometry, lookup, scale=scale)
     gt = ground_truth_by_stamp(bag_path) if "/ground_truth" in bag_topics(bag_path) else {}
     segments = [RunSegment()]
     wanted = [t for t in (topics.image, topics.depth, topics.camera_info) if t]
+    tick_ns = int(1e9 / config.map_tf_rate)
+    next_tick: int | None = None
     with BagWriter(output_bag, storage=storage) as bag:
         writer = _OutputWriter(bag, core)
         for topic, _, log_time, msg in read_messages(bag_path, wanted):
+            if next_tick is None or log_time < next_tick - tick_ns:   # the first message, or time went back
+                next_tick = log_time
+            while next_tick <= log_time:                              # the node's map -> odom timer
+                writer.write_map_tf(next_tick)
+                next_tick += tick_ns
             if topic == topics.camera_info:
                 core.on_camera_info(msg, log_time)
                 continue

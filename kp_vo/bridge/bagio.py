@@ -5,6 +5,9 @@ messages are deserialised into rosbags message objects that carry the ROS field 
 ``kp_vo.bridge.conversions`` reads them like real ROS messages (ROS 1 upper-case CameraInfo
 fields included).
 
+A bag that cannot be read (truncated, corrupt database or chunk, bad ``metadata.yaml``) is one
+DatasetError naming it, whether that shows when it is opened or while its messages are read.
+
 Writing: rosbag2 (format version 8, sqlite3 or mcap) with ROS 2 Humble message definitions;
 connections are added on first use of a topic.
 """
@@ -12,9 +15,13 @@ connections are added on first use of a topic.
 from __future__ import annotations
 
 import logging
+import sqlite3
+import struct
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import apsw
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.interfaces import (
     Qos,
@@ -24,6 +31,8 @@ from rosbags.interfaces import (
     QosReliability,
     QosTime,
 )
+from rosbags.rosbag1 import ReaderError as Bag1ReaderError
+from rosbags.rosbag2 import ReaderError as Bag2ReaderError
 from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
 from rosbags.typesys import Stores, get_typestore
 
@@ -33,6 +42,10 @@ from kp_vo.errors import DatasetError
 logger = logging.getLogger(__name__)
 
 _TYPESTORE = None
+
+# What rosbags and its storage back ends raise on a file that is not a readable bag.
+READ_ERRORS = (AnyReaderError, Bag1ReaderError, Bag2ReaderError, apsw.Error, sqlite3.Error, struct.error,
+               EOFError, OSError)
 
 
 def typestore() -> Any:
@@ -48,21 +61,50 @@ def factory() -> MessageFactory:
     return rosbags_factory(typestore())
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+@contextmanager
+def _readable(path: Path, doing: str) -> Iterator[None]:
+    """Turn rosbags' read errors inside the block into one DatasetError naming ``path``."""
+    try:
+        yield
+    except READ_ERRORS as exc:
+        raise DatasetError(f"cannot {doing} bag {path}: {_one_line(exc)}") from None
+
+
+@contextmanager
+def open_reader(path: str | Path) -> Iterator[AnyReader]:
+    """An opened AnyReader over a rosbag2 folder or ROS 1 bag; DatasetError when it is no readable bag
+    (also for read errors inside the block, e.g. a truncated file found while reading messages)."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"bag {path} does not exist")
+    with _readable(path, "open"):
+        reader = AnyReader([path], default_typestore=typestore())
+        reader.open()
+    try:
+        with _readable(path, "read"):
+            yield reader
+    finally:
+        reader.close()
+
+
 def bag_topics(path: str | Path) -> dict[str, str]:
     """{topic: message type} of a rosbag2 folder or ROS 1 bag."""
     with open_reader(path) as reader:
         return {c.topic: c.msgtype for c in reader.connections}
 
 
-def open_reader(path: str | Path) -> AnyReader:
-    """An (unopened) AnyReader; raises DatasetError when the path is no bag."""
-    path = Path(path)
-    if not path.exists():
-        raise DatasetError(f"bag {path} does not exist")
-    try:
-        return AnyReader([path], default_typestore=typestore())
-    except (AnyReaderError, OSError) as exc:
-        raise DatasetError(f"cannot open bag {path}: {exc}") from exc
+def message_counts(path: str | Path) -> dict[str, int]:
+    """{topic: number of messages} of a rosbag2 folder or ROS 1 bag (from its index, nothing is read)."""
+    counts: dict[str, int] = {}
+    with open_reader(path) as reader:
+        for c in reader.connections:
+            counts[c.topic] = counts.get(c.topic, 0) + c.msgcount
+    return counts
 
 
 def read_messages(path: str | Path, topics: list[str] | None = None) -> Iterator[tuple[str, str, int, Any]]:
@@ -71,12 +113,7 @@ def read_messages(path: str | Path, topics: list[str] | None = None) -> Iterator
     ``topics``: only these topics (all when None). A message that does not deserialise is
     logged and skipped.
     """
-    reader = open_reader(path)
-    try:
-        reader.open()
-    except AnyReaderError as exc:
-        raise DatasetError(f"cannot open bag {path}: {exc}") from exc
-    try:
+    with open_reader(path) as reader:
         connections = [c for c in reader.connections if topics is None or c.topic in topics]
         if not connections:   # (rosbags reads every topic when given no connection)
             return
@@ -88,8 +125,6 @@ def read_messages(path: str | Path, topics: list[str] | None = None) -> Iterator
                              connection.msgtype, connection.topic, exc)
                 continue
             yield connection.topic, connection.msgtype, int(log_time), msg
-    finally:
-        reader.close()
 
 
 def _qos(reliable: bool, transient_local: bool) -> Qos:

@@ -17,6 +17,7 @@ import importlib
 import logging
 from typing import Any, Callable
 
+import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
@@ -103,6 +104,31 @@ def image_to_numpy(msg: Any) -> np.ndarray:
     return np.ascontiguousarray(arr[:, :, :3])
 
 
+def compressed_image_to_numpy(msg: Any) -> np.ndarray:
+    """sensor_msgs/CompressedImage (JPEG or PNG, as image_transport's ``compressed`` plugin writes it) ->
+    (H, W) uint8 gray or (H, W, 3) uint8 RGB, like ``image_to_numpy``.
+
+    Colour payloads are BGR (image_transport encodes colour as bgr8), 16-bit PNG is scaled to 8 bits (>> 8),
+    alpha is dropped. Raises InvalidInputError for an empty payload or one that does not decode.
+    """
+    data = msg.data
+    buffer = data if isinstance(data, np.ndarray) else np.frombuffer(memoryview(data).cast("B"), np.uint8)
+    buffer = buffer.reshape(-1).view(np.uint8)
+    if buffer.size == 0:
+        raise InvalidInputError(f"empty CompressedImage ({msg.format!r})")
+    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise InvalidInputError(f"CompressedImage of {buffer.size} bytes ({msg.format!r}) does not decode as "
+                                "JPEG or PNG")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    if image.dtype != np.uint8:
+        raise InvalidInputError(f"CompressedImage ({msg.format!r}) decodes to {image.dtype}, expected 8 or 16 bits")
+    if image.ndim == 3:
+        return np.ascontiguousarray(image[:, :, 2::-1])
+    return image
+
+
 def depth_to_numpy(msg: Any) -> np.ndarray:
     """sensor_msgs/Image depth (16UC1/mono16 millimetres or 32FC1 metres) -> (H, W) float32 metres.
 
@@ -142,39 +168,6 @@ def numpy_to_image_fields(array: np.ndarray, encoding: str) -> dict:
 
 # ----------------------------------------------------------------------------- camera info
 
-def _field(msg: Any, name: str) -> Any:
-    """ROS 2 lower-case field (``k``) or its ROS 1 upper-case spelling (``K``)."""
-    if hasattr(msg, name):
-        return getattr(msg, name)
-    return getattr(msg, name.upper())
-
-
-def camera_info_to_intrinsics(msg: Any) -> CameraIntrinsics:
-    """sensor_msgs/CameraInfo -> CameraIntrinsics of the rectified image.
-
-    Uses P (the rectified projection) when it is set, else K. Non-zero distortion in a
-    message whose P is unset is reported as an error: images must be rectified.
-    Raises InvalidInputError on a zero/negative/non-finite K or a zero image size.
-    """
-    width, height = int(msg.width), int(msg.height)
-    P = np.asarray(_field(msg, "p"), dtype=np.float64).reshape(-1)
-    K = np.asarray(_field(msg, "k"), dtype=np.float64).reshape(-1)
-    if P.size == 12 and P[0] > 0 and P[5] > 0:
-        fx, fy, cx, cy = P[0], P[5], P[2], P[6]
-    elif K.size == 9:
-        fx, fy, cx, cy = K[0], K[4], K[2], K[5]
-        D = np.asarray(_field(msg, "d"), dtype=np.float64).reshape(-1)
-        if D.size and np.any(np.abs(D) > 1e-9):
-            raise InvalidInputError("camera_info has distortion but no rectified P; rectify the images first")
-    else:
-        raise InvalidInputError(f"camera_info K has {K.size} values, expected 9")
-    if not (np.isfinite([fx, fy, cx, cy]).all() and fx > 0 and fy > 0):
-        raise InvalidInputError(f"camera_info has an invalid K (fx={fx}, fy={fy}, cx={cx}, cy={cy})")
-    if width <= 0 or height <= 0:
-        raise InvalidInputError(f"camera_info has image size {width}x{height}")
-    return CameraIntrinsics(float(fx), float(fy), float(cx), float(cy), width, height)
-
-
 def camera_info_fields(camera: CameraIntrinsics) -> dict:
     """Fields of a sensor_msgs/CameraInfo (ROS 2 names, without header) for a rectified pinhole camera."""
     K = camera.K
@@ -209,6 +202,23 @@ def pose_msg_to_pose(pose: Any) -> np.ndarray:
     """geometry_msgs/Pose -> (4, 4) pose."""
     p, r = pose.position, pose.orientation
     return pose_from_translation_quaternion([p.x, p.y, p.z], [r.x, r.y, r.z, r.w])
+
+
+def pose_with_covariance_stamped_to_pose(msg: Any) -> tuple[str, np.ndarray]:
+    """geometry_msgs/PoseWithCovarianceStamped -> (header.frame_id, (4, 4) pose).
+
+    Raises InvalidInputError on a non-finite position or a quaternion that is not finite or of norm far
+    from 1 (a zero quaternion, e.g. a message filled in by hand without orientation).
+    """
+    pose = msg.pose.pose
+    p, r = pose.position, pose.orientation
+    t = np.array([p.x, p.y, p.z], dtype=np.float64)
+    q = np.array([r.x, r.y, r.z, r.w], dtype=np.float64)
+    if not (np.isfinite(t).all() and np.isfinite(q).all()):
+        raise InvalidInputError(f"pose is not finite: position {t.tolist()}, orientation {q.tolist()}")
+    if abs(np.linalg.norm(q) - 1.0) > 1e-3:
+        raise InvalidInputError(f"pose orientation {q.tolist()} is not a unit quaternion")
+    return str(msg.header.frame_id), pose_from_translation_quaternion(t, q)
 
 
 # ----------------------------------------------------------------------------- builders
@@ -263,20 +273,24 @@ def _covariance36(covariance: np.ndarray) -> np.ndarray:
 
 
 def odometry_msg(factory: MessageFactory, stamp_ns: int, frame_id: str, child_frame_id: str,
-                 T_frame_child: np.ndarray, covariance: np.ndarray, twist_covariance: np.ndarray | None = None) -> Any:
+                 T_frame_child: np.ndarray, covariance: np.ndarray, twist: np.ndarray | None = None,
+                 twist_covariance: np.ndarray | None = None) -> Any:
     """nav_msgs/Odometry: pose of ``child_frame_id`` in ``frame_id`` with a (6, 6) covariance
-    (x, y, z, rot_x, rot_y, rot_z). The twist is not estimated: zero with covariance -1 on the
-    diagonal's first element (REP-145 style "unknown") unless ``twist_covariance`` is given."""
+    (x, y, z, rot_x, rot_y, rot_z), and the (6,) twist (vx, vy, vz, wx, wy, wz) of the child in the
+    child frame with its (6, 6) covariance. Twist None = unknown: zero with covariance -1 on the
+    diagonal's first element."""
     pwc = factory("geometry_msgs/msg/PoseWithCovariance")(
         pose=pose_msg(factory, T_frame_child), covariance=_covariance36(covariance))
-    zero = factory("geometry_msgs/msg/Vector3")
-    twist = factory("geometry_msgs/msg/Twist")(linear=zero(x=0.0, y=0.0, z=0.0), angular=zero(x=0.0, y=0.0, z=0.0))
+    vector = factory("geometry_msgs/msg/Vector3")
+    v = np.zeros(6) if twist is None else np.asarray(twist, dtype=np.float64).reshape(6)
+    twist_value = factory("geometry_msgs/msg/Twist")(linear=vector(x=float(v[0]), y=float(v[1]), z=float(v[2])),
+                                                     angular=vector(x=float(v[3]), y=float(v[4]), z=float(v[5])))
     tcov = np.zeros(36)
-    if twist_covariance is None:
+    if twist is None:
         tcov[0] = -1.0
     else:
         tcov = _covariance36(twist_covariance)
-    twc = factory("geometry_msgs/msg/TwistWithCovariance")(twist=twist, covariance=tcov)
+    twc = factory("geometry_msgs/msg/TwistWithCovariance")(twist=twist_value, covariance=tcov)
     return factory("nav_msgs/msg/Odometry")(
         header=header_msg(factory, stamp_ns, frame_id), child_frame_id=child_frame_id, pose=pwc, twist=twc)
 

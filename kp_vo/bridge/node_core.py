@@ -4,19 +4,26 @@
 runner (``kp_vo.bridge.bag_runner``) alike, so the bag runner exercises exactly the node's
 behaviour:
 
-1. camera_info: parsed into CameraIntrinsics; a bad one (zero K, ...) is logged and ignored;
-   images wait (throttled warning) until a good one arrived.
+1. camera_info: turned into the pinhole camera the odometry sees (``kp_vo.bridge.camera_model``: a
+   distorted one rectified, refused, or taken as rectified, as ``distortion`` says); a bad one is logged
+   (throttled) and ignored; images wait (throttled warning) until a good one arrived.
 2. RGB-D: image and depth are paired by stamp within ``sync_slop`` (or exactly when
    ``approx_sync`` is false); unpaired older messages are dropped. (The ROS node may instead use
    message_filters and call ``on_pair``.)
 3. stamps: a stamp more than ``loop_reset_threshold`` s before the previous one is a bag loop:
    the odometry resets and the frame is processed; any other stamp not after the previous one
    (repeated / out of order) is dropped with a warning.
-4. the frame is converted and validated; bad encodings, empty images and size mismatches are
+4. the frame is converted (sensor_msgs/Image, or CompressedImage with ``image_transport: compressed``),
+   rectified when asked, and validated; bad encodings or payloads, empty images and size mismatches are
    one log line each (an unsupported encoding once per encoding) and the frame is dropped.
-5. ``VisualOdometry.process``; its camera pose is turned into the base_link pose in odom:
-   ``T_odom_base = T_base_cam @ T_world_cam @ inv(T_base_cam)``, covariance carried over with
-   the adjoint of ``T_base_cam`` and inflated while LOST.
+5. ``VisualOdometry.process``; its camera pose is turned into the base_link pose in the tracker's world,
+   ``T_W_base = T_base_cam @ T_world_cam @ inv(T_base_cam)``, and from there into REP-105 frames
+   (``kp_vo.bridge.odom_frames.OdomFrames``): ``odom -> base_link`` moves with the tracker while it tracks,
+   holds the last tracked pose while it does not (LOST: no TF with ``lost_tf: none``, the held pose with
+   ``hold``; never the motion prior) and never jumps: relocalization (after LOST, against the keyframe
+   archive, into a map loaded by ``load_map``) and ``set_pose`` in map land in ``map -> odom``, which
+   ``map_tf(now)`` gives the node's timer to republish. The covariance is carried over with the adjoint of
+   ``T_base_cam`` and inflated while LOST; the twist of base_link comes from two consecutive tracked poses.
 6. live rate (``latest_only``, the nodes with ``ros.drop_stale``): ``on_image`` / ``on_depth`` /
    ``on_pair`` only put the input (the RGB-D pair once synchronised) into a one-slot
    ``LatestFrameSlot``, where a newer input replaces an unprocessed older one (counted as
@@ -44,14 +51,18 @@ from typing import Any, Callable
 
 import numpy as np
 
+from kp_vo.bridge.camera_model import DISTORTION_MODES, CameraModel, CameraModels
 from kp_vo.bridge.conversions import (
     UnsupportedEncodingError,
-    camera_info_to_intrinsics,
+    compressed_image_to_numpy,
     depth_to_numpy,
     image_to_numpy,
+    pose_with_covariance_stamped_to_pose,
     stamp_to_ns,
 )
 from kp_vo.bridge.latest_frame import FrameTiming, LatestFrameSlot, PendingInput, ProcessingStats
+from kp_vo.bridge.odom_frames import OdomFrames, TransformStamper, adjoint, body_twist
+from kp_vo.bridge.scale import Scale, check_required_metric
 from kp_vo.errors import InvalidInputError, KpVoError
 from kp_vo.types import CameraIntrinsics, Frame
 
@@ -96,10 +107,24 @@ class NodeConfig:
                                        # dropped; false: every message in the subscription callback
                                        # (kp-vo bag always processes every message)
     stats_window: int = 30             # processed frames over which rate, processing time, latency are measured
+    lost_tf: str = "none"              # odom -> base_link while not tracking: "none" (no TF) or "hold" (last pose)
+    publish_map_tf: bool = True        # broadcast map -> odom (the relocalization correction)
+    map_tf_rate: float = 10.0          # Hz at which map -> odom is republished
+    map_tf_tolerance: float = 0.1      # s a map -> odom stamp is dated ahead of the clock (like AMCL's)
+    require_metric: bool = False       # refuse to start when the odometry has no metric scale (monocular)
+    image_transport: str = "raw"       # "raw" (sensor_msgs/Image) or "compressed" (sensor_msgs/CompressedImage)
+    distortion: str = "refuse"         # camera_info with distortion: "rectify" | "rectified" | "refuse"
 
     def __post_init__(self) -> None:
         if self.mode not in ("mono", "rgbd"):
             raise InvalidInputError(f"ros.mode must be 'mono' or 'rgbd', got {self.mode!r}")
+        for name, value, allowed in (("lost_tf", self.lost_tf, ("none", "hold")),
+                                     ("image_transport", self.image_transport, ("raw", "compressed")),
+                                     ("distortion", self.distortion, DISTORTION_MODES)):
+            if value not in allowed:
+                raise InvalidInputError(f"ros.{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if not (self.map_tf_rate > 0 and self.map_tf_tolerance >= 0):
+            raise InvalidInputError("ros.map_tf_rate must be > 0 Hz and ros.map_tf_tolerance >= 0 s")
         if self.stats_window < 2:
             raise InvalidInputError(f"ros.stats_window must be >= 2 frames, got {self.stats_window}")
         if self.sync_slop < 0 or self.queue_size < 1 or self.path_max_length < 1:
@@ -114,9 +139,14 @@ class NodeConfig:
 class VoOutput:
     """What one processed frame publishes.
 
-    T_world_cam: (4, 4) camera pose in the odometry world frame (as VisualOdometry returns it).
-    T_odom_base: (4, 4) pose of ``base_frame`` in ``odom_frame`` (published as odom and TF).
+    T_world_cam: (4, 4) camera pose in the odometry world frame (as VisualOdometry returns it; while
+                 LOST its motion prior).
+    T_odom_base: (4, 4) pose of ``base_frame`` in ``odom_frame`` (published as odom, and as TF when
+                 ``publish_tf``): continuous, held while not tracking.
     covariance:  (6, 6) covariance of T_odom_base in base_frame, (x, y, z, rot_x, rot_y, rot_z).
+    T_map_odom:  (4, 4) the map -> odom correction after this frame.
+    twist, twist_covariance: (6,) (vx, vy, vz, wx, wy, wz) of base_frame in base_frame and its (6, 6)
+                 covariance; None when unknown (not tracked, or the frame before was not).
     path_stamps_ns / path_poses: the path so far (T_odom_base poses), at most path_max_length.
     """
 
@@ -134,8 +164,21 @@ class VoOutput:
     status: str
     path_stamps_ns: list
     path_poses: list
+    T_map_odom: np.ndarray = field(default_factory=lambda: np.eye(4))
+    twist: np.ndarray | None = None
+    twist_covariance: np.ndarray | None = None
     result: Any = None   # the TrackingResult (debug image, timings)
     frame: Frame | None = None
+
+
+@dataclass
+class MapTransform:
+    """One map -> odom to broadcast: ``T_parent_child`` (4, 4) stamped ``stamp_ns``."""
+
+    stamp_ns: int
+    parent: str
+    child: str
+    T_parent_child: np.ndarray
 
 
 @dataclass
@@ -160,17 +203,6 @@ class Throttle:
             return False
         self._last[key] = now_ns
         return True
-
-
-def adjoint(T: np.ndarray) -> np.ndarray:
-    """(6, 6) adjoint of a (4, 4) pose for twists ordered (translation, rotation)."""
-    R, t = T[:3, :3], T[:3, 3]
-    tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
-    A = np.zeros((6, 6))
-    A[:3, :3] = R
-    A[:3, 3:] = tx @ R
-    A[3:, 3:] = R
-    return A
 
 
 def camera_to_base(T_world_cam: np.ndarray, covariance_cam: np.ndarray, T_base_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -203,18 +235,33 @@ class VoNodeCore:
     ``clock() -> ns`` is the caller's clock: it stands in for every ``now_ns`` left out and
     measures the processing time of each frame (default: ``time.monotonic_ns``; the node passes
     its ROS clock). ``latest_only``: inputs wait in ``pending`` for ``process_pending`` (item 6).
+
+    ``scale``: whether the odometry is metric (``kp_vo.bridge.scale``; diagnostics ``metric_scale``);
+    with ``require_metric`` a non-metric one raises ConfigError here. None: not known (reloc_node).
+    ``continuous_odom``: the REP-105 frames of item 5; False publishes the odometry's poses as they
+    come (reloc_node: every localization is an absolute map pose).
     """
 
     def __init__(self, config: NodeConfig, odometry: Any, lookup_extrinsic: ExtrinsicLookup | None = None,
-                 clock: Clock | None = None, latest_only: bool = False):
+                 clock: Clock | None = None, latest_only: bool = False, scale: Scale | None = None,
+                 continuous_odom: bool = True):
+        if scale is not None:
+            check_required_metric(config.require_metric, scale)
         self.config = config
         self.odometry = odometry
+        self.scale = scale
+        self.continuous_odom = continuous_odom
+        self.odom_frames = OdomFrames()
+        self._map_stamps = TransformStamper(config.map_tf_tolerance)
+        self._map_sent: np.ndarray | None = None    # the last map -> odom handed out by map_tf
+        self._cameras = CameraModels(config.distortion)
+        self.camera_model: CameraModel | None = None
+        self._previous: tuple[int, np.ndarray, np.ndarray] | None = None   # last tracked (stamp, pose, cov)
         self.lookup_extrinsic = lookup_extrinsic or (lambda frame_id: np.eye(4))
         self.clock: Clock = clock or time.monotonic_ns
         self.latest_only = latest_only
         self.pending: LatestFrameSlot[PendingInput] = LatestFrameSlot()
         self.stats = ProcessingStats(config.stats_window)
-        self.camera: CameraIntrinsics | None = None
         self.T_base_cam: np.ndarray | None = None
         self.state = "waiting"
         self.problems: collections.Counter = collections.Counter()   # problem kind -> count
@@ -233,17 +280,41 @@ class VoNodeCore:
         self._frame_index = 0
         self.last_output: VoOutput | None = None
 
+    @property
+    def camera(self) -> CameraIntrinsics | None:
+        """The pinhole camera the odometry sees (after rectification), None before a good camera_info."""
+        model = self.camera_model
+        return None if model is None else model.camera
+
     # ------------------------------------------------------------------ inputs
     def on_camera_info(self, msg: Any, now_ns: int | None = None) -> None:
-        """Keep the intrinsics of a good camera_info; log and ignore a bad one."""
+        """Keep the camera model of a good camera_info (maps built once per camera_info); log (throttled)
+        and ignore a bad one."""
         try:
-            camera = camera_info_to_intrinsics(msg)
+            model = self._cameras.update(msg)
         except (InvalidInputError, AttributeError, ValueError) as exc:
-            self._problem("bad_camera_info", f"ignoring camera_info: {exc}", now_ns, throttled=False)
+            self._problem("bad_camera_info", f"ignoring camera_info: {exc}", now_ns)
             return
-        if self.camera is not None and camera != self.camera:
-            logger.info("camera_info changed: %s", camera)
-        self.camera = camera
+        if self.camera_model is not None and model.camera != self.camera_model.camera:
+            logger.info("camera_info changed: %s", model.camera)
+        self.camera_model = model
+
+    def set_pose(self, msg: Any) -> str:
+        """``~/set_pose`` (geometry_msgs/PoseWithCovarianceStamped, like Nav2's initial pose): reset the
+        odometry with base_link at the message's pose in ``frames.odom`` ("" reads as odom) or
+        ``frames.map``. Returns a status line; raises InvalidInputError (one line) on a bad message."""
+        frame_id, T = pose_with_covariance_stamped_to_pose(msg)
+        frames = self.config.frames
+        kind = {"": "odom", frames.odom: "odom", frames.map: "map"}.get(frame_id)
+        if kind is None:
+            raise InvalidInputError(f"set_pose in frame {frame_id!r}: expected {frames.odom!r} or {frames.map!r}")
+        with self._lock:
+            self.odometry.reset()
+            self.odom_frames.set_pose(kind, T)
+            self._previous = None
+            self.state = "waiting"
+        t = T[:3, 3]
+        return f"odometry reset at ({t[0]:.3f}, {t[1]:.3f}, {t[2]:.3f}) in {frame_id or frames.odom}"
 
     def on_image(self, msg: Any, now_ns: int | None = None) -> VoOutput | None:
         """An image message. Mono: processed now (``latest_only``: made the pending input, None);
@@ -280,6 +351,10 @@ class VoNodeCore:
             self._last_stamp_ns = None
             self._path_stamps.clear()
             self._path_poses.clear()
+            self.odom_frames.reset()
+            self._map_stamps.reset()
+            self._map_sent = None
+            self._previous = None
             self.state = "waiting"
 
     # ------------------------------------------------------------------ maps
@@ -293,17 +368,43 @@ class VoNodeCore:
         return f"map with {len(repository)} points from {repository.num_frames} keyframes saved to {path}"
 
     def load_map(self, path: str) -> str:
-        """Load a map saved by ``save_map`` (or ``kp-vo map build``); the odometry restarts inside it."""
+        """Load a map saved by ``save_map`` (or ``kp-vo map build``): the odometry restarts inside it and
+        the map frame becomes the map's; odom holds its pose until the first frame placed in the map,
+        where map -> odom is set (odom -> base_link does not jump)."""
         from kp_vo.reloc.repository import Repository
 
         if not path:
             raise KpVoError("parameter ros.map_path is empty")
         repository = Repository.load(path)
         with self._lock:
-            self.odometry.check_map(repository)   # a refused map leaves the running odometry as it is
-            self.reset(f"map {path} loaded")
-            self.odometry.load_map(repository)
+            self.odometry.load_map(repository)    # checks first: a refused map leaves the odometry as it is
+            self.odom_frames.enter_map()
+            self._previous = None
+            logger.warning("map %s loaded: the odometry relocalizes in it", path)
         return f"loaded {repository!r}; the next frames relocalize in it"
+
+    def reconfigure(self, config: NodeConfig) -> None:
+        """Take a NodeConfig changed at run time (``kp_vo.bridge.parameters.apply_changes`` lets through only
+        the parameters read per frame, the throttle period and the map -> odom tolerance)."""
+        with self._lock:
+            self.config = config
+            self._throttle = Throttle(config.warn_period)
+            self._map_stamps.tolerance_s = config.map_tf_tolerance
+
+    def map_tf(self, now_ns: int | None = None, only_if_changed: bool = False) -> MapTransform | None:
+        """The map -> odom to broadcast now: the latest correction, stamped ``now + map_tf_tolerance`` and
+        strictly after the last one (``TransformStamper``). The node's ``map_tf_rate`` timer calls it, and
+        after each output with ``only_if_changed`` (then None unless the correction differs from the last
+        one broadcast). None too without ``publish_map_tf``."""
+        if not (self.config.publish_map_tf and self.continuous_odom):
+            return None
+        with self._lock:
+            T = self.odom_frames.T_map_odom.copy()
+            if only_if_changed and self._map_sent is not None and np.array_equal(T, self._map_sent):
+                return None
+            stamp_ns = self._map_stamps.stamp(self._now(now_ns))
+            self._map_sent = T
+        return MapTransform(stamp_ns, self.config.frames.map, self.config.frames.odom, T)
 
     # ------------------------------------------------------------------ sync
     def _try_pair(self, now_ns: int) -> VoOutput | None:
@@ -379,7 +480,7 @@ class VoNodeCore:
     def _process(self, image_msg: Any, depth_msg: Any | None, now_ns: int) -> VoOutput | None:
         """Steps 1 and 3-5 of the module docstring for one input; None when the frame is dropped."""
         stamp_ns = stamp_to_ns(image_msg.header.stamp)
-        if self.camera is None:
+        if self.camera_model is None:
             self._problem("camera_info_missing", "waiting for camera_info: dropping image", now_ns)
             return None
         if self._last_stamp_ns is not None and stamp_ns <= self._last_stamp_ns:
@@ -408,10 +509,12 @@ class VoNodeCore:
         return self._output(frame, result, T_base_cam)
 
     def _make_frame(self, image_msg: Any, depth_msg: Any | None, stamp_ns: int, now_ns: int) -> Frame | None:
+        model = self.camera_model
         try:
-            image = image_to_numpy(image_msg)
-            depth = depth_to_numpy(depth_msg) if depth_msg is not None else None
-            frame = Frame(self._frame_index, stamp_ns, image, self.camera, depth=depth,
+            decode = compressed_image_to_numpy if self.config.image_transport == "compressed" else image_to_numpy
+            image = model.image(decode(image_msg))
+            depth = model.depth(depth_to_numpy(depth_msg)) if depth_msg is not None else None
+            frame = Frame(self._frame_index, stamp_ns, image, model.camera, depth=depth,
                           meta={"frame_id": str(image_msg.header.frame_id)})
             frame.validate()
             if depth is not None and not np.any(depth > 0):
@@ -444,14 +547,28 @@ class VoNodeCore:
         return self.T_base_cam
 
     def _output(self, frame: Frame, result: Any, T_base_cam: np.ndarray) -> VoOutput:
+        """Step 5 of the module docstring: the tracker's pose as REP-105 outputs."""
         state = getattr(result.state, "value", str(result.state))
         if state != self.state and self.state != "waiting":
             logger.info("tracking state %s -> %s (frame at %d ns)", self.state, state, frame.stamp_ns)
         self.state = state
         T_world_cam = np.asarray(result.T_world_cam, dtype=np.float64)
-        T_odom_base, cov = camera_to_base(T_world_cam, np.asarray(result.covariance, dtype=np.float64), T_base_cam)
+        T_W_base, cov = camera_to_base(T_world_cam, np.asarray(result.covariance, dtype=np.float64), T_base_cam)
+        tracking = state == "tracking"
+        if self.continuous_odom:
+            T_odom_base, jumped = self.odom_frames.update(tracking, T_W_base, getattr(result, "message", ""))
+            if jumped:
+                logger.info("frame at %d ns re-anchored: map -> odom corrected, odom -> base_link continues",
+                            frame.stamp_ns)
+        else:
+            T_odom_base, jumped = T_W_base, False
         if state == "lost":
             cov = cov + np.diag([self.config.lost_position_variance] * 3 + [self.config.lost_rotation_variance] * 3)
+        twist = twist_cov = None
+        if tracking and not jumped and self._previous is not None:
+            stamp_prev, T_prev, cov_prev = self._previous
+            twist, twist_cov = body_twist(T_prev, T_odom_base, cov_prev, cov, (frame.stamp_ns - stamp_prev) * 1e-9)
+        self._previous = (frame.stamp_ns, T_odom_base, cov) if tracking else None
         frames = self.config.frames
         base = frames.base_link or frame.meta["frame_id"]
         self._path_stamps.append(frame.stamp_ns)
@@ -459,9 +576,11 @@ class VoNodeCore:
         status = f"{state} inliers={result.num_inliers} matches={result.num_matches}"
         if getattr(result, "message", ""):
             status += f" {result.message}"
+        publish_tf = self.config.publish_tf and (tracking or self.config.lost_tf == "hold")
         out = VoOutput(frame.stamp_ns, frame.index, state, T_world_cam, T_odom_base, cov, frames.odom, base,
-                       frames.camera or frame.meta["frame_id"], self.config.publish_tf, int(result.num_inliers),
-                       status, list(self._path_stamps), list(self._path_poses), result, frame)
+                       frames.camera or frame.meta["frame_id"], publish_tf, int(result.num_inliers),
+                       status, list(self._path_stamps), list(self._path_poses),
+                       self.odom_frames.T_map_odom.copy(), twist, twist_cov, result, frame)
         self.last_output = out
         return out
 
@@ -472,13 +591,17 @@ class VoNodeCore:
 
         values: state, frames_received, frames_processed, dropped_stale, dropped_<problem>, the
         measured processing rate (Hz), processing time and latency (ms) of ``ProcessingStats.values``,
-        and the inliers of the last output.
+        ``metric_scale`` ("true" / "false") and ``scale_source`` when the scale is known, and the
+        inliers of the last output.
         """
         now_ns = self._now(now_ns)
         dropped_stale = self.pending.dropped
         values = {"state": self.state, "frames_received": self.received, "frames_processed": self.processed,
                   "dropped_stale": dropped_stale, **{f"dropped_{k}": v for k, v in sorted(dict(self.problems).items())},
                   **self.stats.values()}
+        if self.scale is not None:
+            values["metric_scale"] = "true" if self.scale.metric else "false"
+            values["scale_source"] = self.scale.source
         if self.last_output is not None:
             values["inliers"] = self.last_output.num_inliers
         if self.camera is None:

@@ -12,10 +12,11 @@
         localization accuracy at (0.5 m, 2 deg), (1 m, 5 deg), (5 m, 10 deg); by default on the
         synthetic RGB-D room (map one trajectory, localize another), else map one dataset sequence
         (depth + ground truth, e.g. a 7-Scenes train sequence) and localize another.
-    kp-vo eval depth --models constant depthnet:models/depthnet.onnx [--source synthetic:street --seed S ...]
-        Monocular depth metrics (``kp_vo.eval.depth``: abs rel, sq rel, RMSE, RMSE log, delta < 1.25^k,
-        per-image median scaling) against the ground-truth depth of held-out synthetic streets or of any
-        dataset sequence with depth.
+    kp-vo eval depth --models constant depthnet stereo [--source synthetic:street --seed S | --source DRIVE ...]
+        Depth metrics (``kp_vo.eval.depth``: abs rel, sq rel, RMSE, RMSE log, delta < 1.25^k) with per-image
+        median scaling and at each model's fixed scale (``kp_vo.eval.depth_benchmark``), against the
+        ground-truth depth of held-out synthetic streets, of any dataset sequence with depth, or the
+        projected LiDAR of a KITTI raw drive (Eigen crop, 80 m cap; stereo baseline from its rectified pairs).
     kp-vo eval objects CHECKPOINT [--pairs 100]
         3D-object KeypointNet relative-pose angular error on held-out rendered view pairs
         (``kp_vo.eval.objects``).
@@ -114,26 +115,38 @@ def register(subparsers) -> None:
     v.add_argument("--json", default=None, help="also write the results to this JSON file")
     v.set_defaults(func=handle_viewsynth)
 
-    d = sub.add_parser("depth", help="monocular depth metrics against ground-truth depth (median scaling)")
+    d = sub.add_parser("depth", help="depth metrics against ground-truth depth (synthetic streets, depth images, "
+                                     "KITTI raw LiDAR), median-scaled and at fixed scale")
     d.add_argument("--models", nargs="+", default=["constant", "depthnet"],
-                   help="constant (one depth everywhere: the no-information baseline), depthnet (the shipped "
-                        "model), depthnet:FILE.onnx|.safetensors; append options as ,key=value "
-                        "(e.g. depthnet:F.onnx,input_height=96,input_width=320)")
+                   help="constant (one depth everywhere: the no-information baseline), depthnet (the configured or "
+                        "shipped model), depthnet:FILE.onnx|.safetensors, stereo (OpenCV StereoSGBM on the rectified "
+                        "pair: KITTI raw); append options as ,key=value (e.g. depthnet,scale=22.94 or "
+                        "stereo,num_disparities=128)")
     d.add_argument("--source", default="synthetic:street",
                    help="synthetic:street (streets --seed; models/depthnet.onnx trained on seeds 0-39, "
-                        "validated on 100000-100001) or a dataset with depth images")
-    d.add_argument("--sequence", default=None, help="sequence inside --source")
+                        "validated on 100000-100001), a dataset with depth images, or a KITTI raw drive (LiDAR "
+                        "ground truth on the frames with a velodyne scan)")
+    d.add_argument("--sequence", default=None, help="sequence inside --source (KITTI raw day folder: the drive)")
     d.add_argument("--seed", type=int, nargs="+", default=[200000],
                    help="synthetic street seed(s); the figures are means over the images of all streets")
     d.add_argument("--start", type=int, default=0, help="first frame")
-    d.add_argument("--stride", type=int, default=5, help="use every N-th frame")
-    d.add_argument("--max-frames", type=int, default=20, help="frames per street / sequence")
+    d.add_argument("--stride", type=int, default=None, help="use every N-th frame (default 5; KITTI raw: 1)")
+    d.add_argument("--max-frames", type=int, default=None,
+                   help="frames per street / sequence (default 20; KITTI raw: all)")
     d.add_argument("--size", type=image_size, default=None, help="synthetic: rendered HxW (default the scene's, 192x640)")
     d.add_argument("--min-depth", type=float, default=1e-3, help="ground truth below this is ignored (m)")
     d.add_argument("--max-depth", type=float, default=80.0, help="ground truth above this is ignored; "
                                                                  "predictions are clipped to it (m)")
-    d.add_argument("--no-median-scaling", action="store_true",
-                   help="score the raw depth (only for a model whose scale is metric)")
+    d.add_argument("--crop", choices=("auto", "eigen", "none"), default="auto",
+                   help="scored region: eigen = the KITTI LiDAR protocol's crop (auto: on KITTI raw only)")
+    d.add_argument("--scaling", nargs="+", choices=("median", "fixed"), default=["median", "fixed"],
+                   help="median: per-image median scaling; fixed: the model's own scale (depthnet: its scale "
+                        "option, stereo: metric; constant has none)")
+    d.add_argument("--no-median-scaling", action="store_const", const=["fixed"], dest="scaling",
+                   help="same as --scaling fixed")
+    d.add_argument("--config", default=None,
+                   help="pipeline or ROS parameter YAML whose depth.options (scale, model_path, ...) configure "
+                        "the plain 'depthnet' model")
     d.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     d.add_argument("--json", default=None, help="also write the results to this JSON file")
     d.set_defaults(func=handle_depth)
@@ -259,56 +272,51 @@ def handle_viewsynth(args: argparse.Namespace) -> int:
     return 0
 
 
-def depth_predictor_from_spec(spec: str, device: str = "cpu"):
-    """"constant", "depthnet" (the shipped model) or "depthnet:PATH" (.onnx -> ONNX Runtime,
-    .safetensors -> torch), optionally followed by ",key=value" DepthNetEstimator options ->
-    a function image -> (H, W) depth."""
-    from kp_vo.errors import InvalidInputError
-    from kp_vo.eval.depth import constant_depth
-    from kp_vo.eval.keypoints import spec_options
-
-    head, *option_items = spec.split(",")
-    options = spec_options(spec, option_items)
-    name, _, path = head.partition(":")
-    if name == "constant" and not path and not options:
-        return constant_depth
-    if name != "depthnet":
-        raise InvalidInputError(f"{spec!r}: expected constant, depthnet or depthnet:PATH[,key=value...]")
-    from kp_vo.runtime.extractors import DepthNetEstimator
-
-    backend = "torch" if path.endswith(".safetensors") else "onnx"
-    return DepthNetEstimator(model_path=path or None, backend=backend, device=device, **options).estimate
-
-
 def handle_depth(args: argparse.Namespace) -> int:
     from kp_vo.cli.map import open_source
+    from kp_vo.datasets.kitti_raw import is_kitti_raw
     from kp_vo.errors import InvalidInputError
-    from kp_vo.eval.depth import METRICS, evaluate_depth
+    from kp_vo.eval.depth import eigen_crop
+    from kp_vo.eval.depth_benchmark import (
+        benchmark_depth,
+        depth_model_from_spec,
+        format_depth_table,
+        samples_from_sequence,
+    )
 
-    predictors = {spec: depth_predictor_from_spec(spec, args.device) for spec in args.models}
+    depthnet_options = {}
+    if args.config:
+        from kp_vo.cli.run import load_configs
+
+        depth = load_configs(args.config)[0].depth
+        if depth.estimator in ("", "depthnet"):
+            depthnet_options = dict(depth.options)
+    models = [depth_model_from_spec(spec, args.device, depthnet_options) for spec in args.models]
     synthetic = args.source.startswith("synthetic")
+    lidar = not synthetic and is_kitti_raw(args.source)       # every frame with a LiDAR scan by default
+    stride = args.stride if args.stride is not None else (1 if lidar else 5)
+    max_frames = args.max_frames if args.max_frames is not None else (None if lidar else 20)
     options = []
     if args.size is not None:
         options += [f"height={args.size[0]}", f"width={args.size[1]}"]
-    sequences = [open_source(args.source, args.sequence, args.start, args.stride, args.max_frames,
+    sequences = [open_source(args.source, args.sequence, args.start, stride, max_frames,
                              options + ([f"seed={seed}"] if synthetic else []))
                  for seed in (args.seed if synthetic else [None])]
-    for seq in sequences:
-        if not seq.has_depth:
-            raise InvalidInputError(f"{args.source}: depth evaluation needs ground-truth depth images")
-    frames = [f for seq in sequences for f in seq]          # rendered / read once, scored by every model
-    results = {spec: evaluate_depth(predict, frames, args.min_depth, args.max_depth, not args.no_median_scaling)
-               for spec, predict in predictors.items()}
+    if not lidar and not all(seq.has_depth for seq in sequences):
+        raise InvalidInputError(f"{args.source}: depth evaluation needs ground-truth depth images or LiDAR scans")
+    samples = [s for seq in sequences for s in samples_from_sequence(seq)]   # read / rendered once for every model
+    crop = args.crop == "eigen" or (args.crop == "auto" and lidar)
+    mask = eigen_crop(*samples[0].depth.shape) if crop and samples else None
+    rows = benchmark_depth(models, samples, args.scaling, args.min_depth, args.max_depth, mask)
     where = f"{args.source} seeds {' '.join(map(str, args.seed))}" if synthetic else sequences[0].name
-    header = (f"{len(frames)} images of {where} (every {args.stride}th from {args.start}), depth in "
-              f"({args.min_depth:g}, {args.max_depth:g}) m, {'raw' if args.no_median_scaling else 'median-scaled'}")
+    frames = f"frames from {args.start}, stride {stride}"
+    truth = f"projected LiDAR of the frames with a scan, {frames}" if lidar else frames
+    header = (f"{len(samples)} images of {where} ({truth}), depth in ({args.min_depth:g}, {args.max_depth:g}) m"
+              f"{', Eigen crop' if crop else ''}")
     print(header)
-    print(f"{'model':40s} " + " ".join(f"{m:>8s}" for m in METRICS) + f" {'scale':>13s}")
-    for spec, r in results.items():
-        print(f"{spec:40s} " + " ".join(f"{r[m]:8.3f}" for m in METRICS)
-              + f" {r['scale_mean']:6.2f}+-{r['scale_std']:<5.2f}")
+    print(format_depth_table(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps({"setup": header, "results": results}, indent=2))
+        Path(args.json).write_text(json.dumps({"setup": header, "results": rows}, indent=2))
     return 0
 
 

@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+from kp_vo.cli.progress import add_progress_argument, progress_bar
 from kp_vo.config import ConfigError
 from kp_vo.errors import InvalidInputError
 
@@ -92,8 +93,9 @@ def _build(args: argparse.Namespace) -> int:
     seq = _open(args)
     if not seq.has_depth:
         raise InvalidInputError(f"{args.source}: mapping needs depth images and this sequence has none")
-    repo = build_repository(iter(seq), _extractor(args.extractor, args), top_k=args.top_k,
-                            every=args.every)
+    extractor = _extractor(args.extractor, args)
+    with progress_bar(args, seq, total=len(seq)) as frames:
+        repo = build_repository(frames, extractor, top_k=args.top_k, every=args.every)
     repo.metadata.update({"source": str(args.source), "sequence": args.sequence})
     repo.save(args.output)
     print(f"{repo} -> {args.output}")
@@ -139,6 +141,7 @@ def register(subparsers) -> None:
     build.add_argument("--max-keypoints", type=int, default=None, help="keypoints extracted per frame")
     build.add_argument("--top-k", type=int, default=300, help="keypoints kept per mapped frame (ViewSynth: 50)")
     build.add_argument("--every", type=int, default=1, help="map every N-th frame")
+    add_progress_argument(build)
     build.set_defaults(func=_build)
 
     query = sub.add_parser("query", help="localize every frame of SOURCE against MAP and score it")

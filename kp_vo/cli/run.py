@@ -7,6 +7,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from kp_vo.cli.progress import add_progress_argument, show_progress
 from kp_vo.config import ConfigError, load_config, merge, read_yaml
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ def register(subparsers) -> None:
                         help="track the frames this many times with consecutive RANSAC seeds (odometry.seed, "
                              "+1, ...) and report the spread of the metrics; the features are extracted once "
                              "(default 1)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -109,12 +110,12 @@ def run(args: argparse.Namespace) -> int:
     log.info("%s: %d frames, extractor %s", sequence.name, len(sequence), config.extractor.name)
     if args.seeds > 1:
         odometry.extractor = MemoizedExtractor(odometry.extractor)
-    result = run_frames(sequence, odometry, total=len(sequence), progress=not args.no_progress)
+    result = run_frames(sequence, odometry, total=len(sequence), progress=show_progress(args))
     reruns = {}
     for seed in range(config.odometry.seed + 1, config.odometry.seed + args.seeds):
         odometry.config = dataclasses.replace(config.odometry, seed=seed)
         odometry.reset()
-        reruns[seed] = run_frames(sequence, odometry, total=len(sequence), progress=not args.no_progress)
+        reruns[seed] = run_frames(sequence, odometry, total=len(sequence), progress=show_progress(args))
     metrics = write_outputs(result, args.output, config, reruns)
     print(format_metrics(metrics))
     print(f"outputs written to {Path(args.output).resolve()}")

@@ -31,7 +31,12 @@ import numpy as np
 
 from kp_vo.datasets.base import IndexedSequence, read_image_u8
 from kp_vo.datasets.kitti import intrinsics_from_projection
-from kp_vo.datasets.kitti_raw_calib import CALIB_FILES, load_raw_calibration, project_to_depth, read_velodyne
+from kp_vo.datasets.kitti_raw_calib import (
+    CALIB_FILES,
+    load_raw_calibration,
+    project_to_depth,
+    read_velodyne,
+)
 from kp_vo.datasets.oxts import VF, oxts_poses, read_oxts
 from kp_vo.errors import CalibrationError, DatasetError
 
@@ -42,14 +47,20 @@ STEREO_RIGHT = {"image_00": "image_01", "image_02": "image_03"}
 
 
 def is_day_folder(path: Path) -> bool:
-    """A KITTI raw day folder: the calibration files beside ``*_sync`` drive folders."""
+    """A KITTI raw day folder: it holds ``calib_cam_to_cam.txt`` (beside its drive folders)."""
     return (path / CALIB_FILES[0]).is_file()
 
 
 def is_drive_folder(path: Path) -> bool:
-    """A KITTI raw drive folder: it holds ``image_0K/data`` and ``oxts`` or ``velodyne_points``."""
+    """A KITTI raw drive folder: ``image_0K/data`` in a day folder, or beside ``oxts`` or ``velodyne_points``."""
     return (any((path / camera / "data").is_dir() for camera in CAMERAS)
-            and ((path / "oxts").is_dir() or (path / "velodyne_points").is_dir()))
+            and (is_day_folder(path.parent) or (path / "oxts").is_dir() or (path / "velodyne_points").is_dir()))
+
+
+def is_kitti_raw(path: str | Path) -> bool:
+    """A KITTI raw day or drive folder (what ``open_sequence`` opens as KittiRaw)."""
+    path = Path(path).expanduser()
+    return path.is_dir() and (is_day_folder(path) or is_drive_folder(path))
 
 
 def drive_names(drive: Path) -> tuple[str, str]:

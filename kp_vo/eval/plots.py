@@ -24,7 +24,7 @@ def _is_lost(state) -> bool:
 
 
 def plot_trajectory_top_view(path_png: str | os.PathLike, est: np.ndarray, gt: np.ndarray | None = None,
-                             title: str = "", states=None) -> Path:
+                             title: str = "", states=None, est_label: str = "estimate") -> Path:
     """Top view (x right vs z forward of the camera optical frame, equal axes) of est and gt.
 
     path_png: output file (folders are created).
@@ -32,6 +32,7 @@ def plot_trajectory_top_view(path_png: str | os.PathLike, est: np.ndarray, gt: n
     gt: (M, 4, 4) ground-truth poses, or None.
     states: None or N tracking states (TrackingState or str); frames whose state is "lost" are
         marked in red on the estimate.
+    est_label: legend of the estimate (say how it was aligned, e.g. "estimate (Sim(3)-aligned, scale 2.4)").
     Returns the path written. Start is marked with a black circle.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -50,7 +51,7 @@ def plot_trajectory_top_view(path_png: str | os.PathLike, est: np.ndarray, gt: n
     ax = fig.add_subplot(1, 1, 1)
     if gt is not None and len(gt):
         ax.plot(gt[:, 0, 3], gt[:, 2, 3], "-", color="0.6", lw=4, label="ground truth")
-    ax.plot(est[:, 0, 3], est[:, 2, 3], "-", color="tab:blue", lw=1.5, label="estimate")
+    ax.plot(est[:, 0, 3], est[:, 2, 3], "-", color="tab:blue", lw=1.5, label=est_label)
     ax.plot(est[0, 0, 3], est[0, 2, 3], "o", color="black", ms=8, label="start")
     if states is not None:
         lost = np.array([_is_lost(s) for s in states], dtype=bool)

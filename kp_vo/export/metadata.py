@@ -21,6 +21,7 @@ Keys (all strings; JSON where noted):
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,8 @@ def props_of(model_proto) -> dict[str, str]:
 
 
 def parse_metadata(props: dict[str, str], opset: int, source: str) -> ModelMetadata:
-    """ModelMetadata from ``metadata_props``; ModelFileError naming ``source`` if absent or malformed."""
+    """ModelMetadata from ``metadata_props``; ModelFileError naming ``source`` and the key if absent or malformed
+    (wrong JSON, wrong types, sizes < 1, a non-positive std, ...)."""
     short = {k[len(PREFIX):]: v for k, v in props.items() if k.startswith(PREFIX)}
     missing = [k for k in REQUIRED if k not in short]
     if missing:
@@ -81,19 +83,81 @@ def parse_metadata(props: dict[str, str], opset: int, source: str) -> ModelMetad
     if short["format_version"] != FORMAT_VERSION:
         raise ModelFileError(f"{source}: metadata format {short['format_version']} unsupported "
                              f"(expected {FORMAT_VERSION})")
+    key = "input"
     try:
-        inp = json.loads(short["input"])
-        return ModelMetadata(
-            kind=short["kind"], input_name=inp["name"], channels=int(inp["channels"]),
-            channel_order=inp["channel_order"], value_range=tuple(inp["value_range"]),
-            mean=tuple(float(m) for m in inp["mean"]), std=tuple(float(s) for s in inp["std"]),
-            size_multiple=int(short["size_multiple"]), outputs=json.loads(short["outputs"]),
-            options=json.loads(short.get("options", "{}")), trained=short["trained"] == "true",
-            training_config_hash=short["training_config_hash"], opset=opset,
-            quantization=short.get("quantization", "none"), raw=dict(props),
-            trained_input_hw=_parse_hw(short["trained_input_hw"]) if "trained_input_hw" in short else None)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ModelFileError(f"{source}: malformed kp_vo metadata ({exc})") from None
+        inp = _json(short, "input", dict)
+        channels = _positive_int(inp.get("channels"), "channels")
+        mean, std = _numbers(inp.get("mean"), channels, "mean"), _numbers(inp.get("std"), channels, "std")
+        if min(std) <= 0:
+            raise ValueError(f"std {list(std)} must be positive")
+        value_range = _numbers(inp.get("value_range"), 2, "value_range")
+        if not value_range[0] < value_range[1]:
+            raise ValueError(f"value_range {list(value_range)} is empty")
+        for name in ("name", "channel_order"):
+            if not isinstance(inp.get(name), str) or not inp[name]:
+                raise ValueError(f"{name} must be a non-empty string")
+        key = "size_multiple"
+        size_multiple = _positive_int(short["size_multiple"], "size_multiple")
+        key = "outputs"
+        outputs = _json(short, "outputs", dict)
+        if not outputs or not all(isinstance(k, str) and isinstance(v, str) for k, v in outputs.items()):
+            raise ValueError("must map output names to their meanings")
+        key = "options"
+        options = _json({"options": short.get("options", "{}")}, "options", dict)
+        key = "trained"
+        if short["trained"] not in ("true", "false"):
+            raise ValueError(f"{short['trained']!r} is not true or false")
+        key = "trained_input_hw"
+        hw = _parse_hw(short["trained_input_hw"]) if "trained_input_hw" in short else None
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise ModelFileError(f"{source}: malformed kp_vo metadata {PREFIX}{key} ({exc})") from None
+    return ModelMetadata(
+        kind=short["kind"], input_name=inp["name"], channels=channels, channel_order=inp["channel_order"],
+        value_range=value_range, mean=mean, std=std, size_multiple=size_multiple, outputs=outputs,
+        options=options, trained=short["trained"] == "true", training_config_hash=short["training_config_hash"],
+        opset=opset, quantization=short.get("quantization", "none"), raw=dict(props), trained_input_hw=hw)
+
+
+def _json(short: dict[str, str], key: str, kind: type):
+    value = json.loads(short[key])
+    if not isinstance(value, kind):
+        raise ValueError(f"expected a JSON {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _numbers(values, count: int, name: str) -> tuple[float, ...]:
+    if not isinstance(values, list) or len(values) != count or \
+            not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        raise ValueError(f"{name} must be {count} finite numbers, got {values!r}")
+    return tuple(float(v) for v in values)
+
+
+def check_graph(meta: ModelMetadata, model_proto, source: str) -> None:
+    """ModelFileError unless the graph has the metadata's input (rank 4, its channel count where fixed)
+    and exactly the outputs the metadata names."""
+    initializers = {t.name for t in model_proto.graph.initializer}
+    inputs = {i.name: i for i in model_proto.graph.input if i.name not in initializers}
+    if meta.input_name not in inputs:
+        raise ModelFileError(f"{source}: metadata names input {meta.input_name!r} but the graph's inputs are "
+                             f"{sorted(inputs)}")
+    dims = inputs[meta.input_name].type.tensor_type.shape.dim
+    if len(dims) != 4:
+        raise ModelFileError(f"{source}: input {meta.input_name!r} has rank {len(dims)}, expected 4 (NCHW)")
+    if dims[1].HasField("dim_value") and dims[1].dim_value != meta.channels:
+        raise ModelFileError(f"{source}: input {meta.input_name!r} has {dims[1].dim_value} channels, the metadata "
+                             f"says {meta.channels}")
+    graph_outputs = [o.name for o in model_proto.graph.output]
+    if sorted(graph_outputs) != sorted(meta.outputs):
+        raise ModelFileError(f"{source}: metadata outputs {sorted(meta.outputs)} differ from the graph's "
+                             f"{sorted(graph_outputs)}")
 
 
 def _parse_hw(text: str) -> tuple[int, int]:

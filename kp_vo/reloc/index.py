@@ -66,6 +66,8 @@ def _nlist(num: int, config: IndexConfig) -> int:
 
 
 def _set_threads(config: IndexConfig) -> None:
+    """FAISS's OpenMP thread count for the calling thread (an OpenMP setting is per thread: an index
+    built in a background thread and used in another sets it again there)."""
     if config.threads > 0 and faiss.omp_get_max_threads() != config.threads:
         faiss.omp_set_num_threads(config.threads)
 
@@ -160,6 +162,7 @@ class DescriptorIndex:
         """Append descriptors; their ids continue after the current ``len(self)``."""
         arr = self._check(descriptors, self.metric, self.dim)
         if len(arr):
+            _set_threads(self.config)
             self.faiss_index.add(arr)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -170,6 +173,7 @@ class DescriptorIndex:
             raise InvalidInputError(f"k must be >= 1, got {k}")
         if len(arr) == 0 or len(self) == 0:
             return np.full((len(arr), k), np.inf, np.float32), np.full((len(arr), k), -1, np.int64)
+        _set_threads(self.config)
         distances, ids = self.faiss_index.search(arr, k)
         return distances.astype(np.float32), ids.astype(np.int64)
 

@@ -9,6 +9,12 @@ Arrays (row i = map point i):
     frame_ids    (N,)   int64    row of the source frame in the frame table
 Frame table (row j = mapped frame j):
     frame_indices (F,) int64, frame_stamps_ns (F,) int64, frame_poses (F, 4, 4) float64 T_world_cam
+
+The arrays are views of growable buffers: ``add_points`` appends in amortised O(new rows) (a full
+buffer doubles its capacity) and keeps the descriptor index current without building one on the
+caller's thread (``kp_vo.reloc.live_index``), so a keyframe added to the odometry's archive costs
+about as much at 0.5 M points as at 5 k, apart from one copy per doubling
+(``scripts/bench_archive.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from kp_vo.features.base import Extractor, Features, extract_frame
 from kp_vo.geometry.camera import lift_keypoints
 from kp_vo.geometry.se3 import transform
 from kp_vo.reloc.index import DescriptorIndex, IndexConfig, choose_kind
+from kp_vo.reloc.live_index import LiveIndex
 from kp_vo.reloc.map_file import read_map_file, write_map_file
 from kp_vo.types import CameraIntrinsics, Frame
 
@@ -37,6 +44,37 @@ def lift_to_camera(uv: np.ndarray, depth: np.ndarray, camera: CameraIntrinsics) 
     """3D camera-frame points (N, 3) float64 of pixels ``uv`` (N, 2) using the depth at the nearest
     pixel of ``depth`` (H, W) float32 metres; rows are NaN where the depth is invalid or off-image."""
     return lift_keypoints(np.asarray(uv, np.float64).reshape(-1, 2), depth, camera.K)[0]
+
+
+class _Table:
+    """Columns of one row count, appended in amortised O(new rows): a full buffer doubles its capacity
+    and a read-only one (memory-mapped from a map file) is copied at the first append. Readers get
+    views of the filled rows, which later appends never modify."""
+
+    def __init__(self, columns: dict[str, np.ndarray]):
+        self.set(columns)
+
+    def set(self, columns: dict[str, np.ndarray]) -> None:
+        self._buffers = dict(columns)
+        self.rows = len(next(iter(columns.values())))
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._buffers[name][: self.rows]
+
+    def append(self, parts: dict[str, np.ndarray]) -> None:
+        end = self.rows + len(next(iter(parts.values())))
+        for name, part in parts.items():
+            buffer = self._buffers[name]
+            if end > len(buffer) or not buffer.flags.writeable:
+                grown = np.empty((max(end, 2 * len(buffer), 64),) + buffer.shape[1:], buffer.dtype)
+                grown[: self.rows] = buffer[: self.rows]
+                self._buffers[name] = buffer = grown
+            buffer[self.rows: end] = part
+        self.rows = end
+
+
+def _column(table: str, name: str) -> property:
+    return property(lambda self: getattr(self, table)[name])
 
 
 def _check_pose(T: np.ndarray, what: str) -> np.ndarray:
@@ -60,22 +98,36 @@ class Repository:
         self.metadata = dict(metadata or {})
         self.index_config = index_config or IndexConfig()
         dtype = np.uint8 if metric == "hamming" else np.float32
-        self.points_world = np.zeros((0, 3), np.float64)
-        self.descriptors = np.zeros((0, self.descriptor_dim), dtype)
-        self.scores = np.zeros(0, np.float32)
-        self.keypoints = np.zeros((0, 2), np.float32)
-        self.frame_ids = np.zeros(0, np.int64)
-        self.frame_indices = np.zeros(0, np.int64)
-        self.frame_stamps_ns = np.zeros(0, np.int64)
-        self.frame_poses = np.zeros((0, 4, 4), np.float64)
-        self._index: DescriptorIndex | None = None
+        self._points = _Table({"points_world": np.zeros((0, 3), np.float64),
+                               "descriptors": np.zeros((0, self.descriptor_dim), dtype),
+                               "scores": np.zeros(0, np.float32), "keypoints": np.zeros((0, 2), np.float32),
+                               "frame_ids": np.zeros(0, np.int64)})
+        self._frames = _Table({"frame_indices": np.zeros(0, np.int64), "frame_stamps_ns": np.zeros(0, np.int64),
+                               "frame_poses": np.zeros((0, 4, 4), np.float64)})
+        self._index = LiveIndex(metric, self.index_config)
+
+    points_world = _column("_points", "points_world")
+    descriptors = _column("_points", "descriptors")
+    scores = _column("_points", "scores")
+    keypoints = _column("_points", "keypoints")
+    frame_ids = _column("_points", "frame_ids")
+    frame_indices = _column("_frames", "frame_indices")
+    frame_stamps_ns = _column("_frames", "frame_stamps_ns")
+    frame_poses = _column("_frames", "frame_poses")
+
+    def _set_arrays(self, arrays: dict[str, np.ndarray], index: DescriptorIndex | None = None) -> None:
+        """Replace every array (a loaded or merged map) and the index (None: built when needed)."""
+        self._points.set({name: arrays[name] for name in _POINT_ARRAYS})
+        self._frames.set({name: arrays[name] for name in _FRAME_ARRAYS})
+        self._index = LiveIndex(self.metric, self.index_config, index)
+        self._index.extend(self.descriptors)   # a large map without a stored index starts its build now
 
     def __len__(self) -> int:
-        return len(self.points_world)
+        return self._points.rows
 
     @property
     def num_frames(self) -> int:
-        return len(self.frame_indices)
+        return self._frames.rows
 
     def __repr__(self) -> str:
         return (f"Repository({len(self)} points from {self.num_frames} frames, extractor={self.extractor!r}, "
@@ -87,7 +139,8 @@ class Repository:
         """Add one mapped frame: ``features`` (N) with world points (N, 3) (NaN rows are skipped).
 
         Keeps the ``top_k`` highest-scoring keypoints that have a finite 3D point (all if None).
-        Returns the number of points added. The descriptor index, if built, is updated in place.
+        Returns the number of points added. Amortised O(added points); the descriptor index follows
+        (see ``kp_vo.reloc.live_index``).
         """
         if features.metric != self.metric:
             raise InvalidInputError(f"features use metric {features.metric!r} but the map uses {self.metric!r}")
@@ -103,20 +156,12 @@ class Repository:
         if top_k is not None:
             valid = valid[: int(top_k)]
         frame_row = self.num_frames
-        self.frame_indices = np.append(self.frame_indices, np.int64(frame_index))
-        self.frame_stamps_ns = np.append(self.frame_stamps_ns, np.int64(stamp_ns))
-        self.frame_poses = np.concatenate([self.frame_poses, T_world_cam[None]])
-        descriptors = features.descriptors[valid]
-        self.points_world = np.concatenate([self.points_world, points_world[valid]])
-        self.descriptors = np.concatenate([self.descriptors, descriptors.astype(self.descriptors.dtype)])
-        self.scores = np.concatenate([self.scores, features.scores[valid].astype(np.float32)])
-        self.keypoints = np.concatenate([self.keypoints, features.keypoints[valid].astype(np.float32)])
-        self.frame_ids = np.concatenate([self.frame_ids, np.full(len(valid), frame_row, np.int64)])
-        if self._index is not None:
-            if self._index.kind != choose_kind(len(self), self.index_config):
-                self._index = None  # outgrew its kind (flat -> IVF): rebuilt on next use
-            else:
-                self._index.add(descriptors)
+        self._frames.append({"frame_indices": [frame_index], "frame_stamps_ns": [stamp_ns],
+                             "frame_poses": T_world_cam[None]})
+        self._points.append({"points_world": points_world[valid], "descriptors": features.descriptors[valid],
+                             "scores": features.scores[valid], "keypoints": features.keypoints[valid],
+                             "frame_ids": np.full(len(valid), frame_row, np.int64)})
+        self._index.extend(self.descriptors)
         return len(valid)
 
     def add_frame(self, frame: Frame, features: Features, T_world_cam: np.ndarray | None = None,
@@ -157,20 +202,21 @@ class Repository:
                 f"cannot merge a {other.metric}/{other.descriptor_dim} map into a {self.metric}/{self.descriptor_dim} map")
         out = Repository(self.metric, self.descriptor_dim, self.extractor or other.extractor,
                          {**other.metadata, **self.metadata}, self.index_config)
+        arrays = {}
         for name in _POINT_ARRAYS + _FRAME_ARRAYS:
-            parts = [np.asarray(getattr(self, name)), np.asarray(getattr(other, name))]
+            parts = [getattr(self, name), getattr(other, name)]
             if name == "frame_ids":
                 parts[1] = parts[1] + self.num_frames
-            setattr(out, name, np.concatenate(parts))
+            arrays[name] = np.concatenate(parts)
+        out._set_arrays(arrays)
         return out
 
     # ------------------------------------------------------------------ search
     @property
     def index(self) -> DescriptorIndex:
-        """The descriptor index, built on first use (kind chosen by map size, see ``IndexConfig``)."""
-        if self._index is None or len(self._index) != len(self):
-            self._index = DescriptorIndex.build(np.asarray(self.descriptors), self.metric, self.index_config)
-        return self._index
+        """The descriptor index over every point, built on first use (kind chosen by map size, see
+        ``IndexConfig``); while a better one is built in the background, the previous one, kept up to date."""
+        return self._index.current(self.descriptors)
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path, include_index: bool | None = None) -> None:
@@ -186,7 +232,7 @@ class Repository:
         if include_index is None:
             include_index = choose_kind(len(self), self.index_config) != "flat"
         if include_index:
-            index = self.index
+            index = self._index.finished(self.descriptors)
             arrays["faiss_index"] = index.serialize()
             meta["index"] = {"kind": index.kind, "ntotal": len(index)}
         write_map_file(path, arrays, meta)
@@ -219,15 +265,14 @@ class Repository:
         if (arrays["frame_stamps_ns"].shape != (f,) or arrays["frame_poses"].shape != (f, 4, 4)
                 or (n and (int(np.min(arrays["frame_ids"])) < 0 or int(np.max(arrays["frame_ids"])) >= f))):
             raise MapFileError(f"{path}: frame table is inconsistent with {f} frames")
-        for name in _POINT_ARRAYS + _FRAME_ARRAYS:
-            setattr(repo, name, arrays[name])
-        stored = meta.get("index")
+        stored, index = meta.get("index"), None
         if "faiss_index" in arrays and isinstance(stored, dict) and stored.get("ntotal") == n:
             try:
-                repo._index = DescriptorIndex.deserialize(arrays["faiss_index"], repo.metric, str(stored.get("kind")),
-                                                          repo.descriptor_dim, repo.index_config)
+                index = DescriptorIndex.deserialize(arrays["faiss_index"], repo.metric, str(stored.get("kind")),
+                                                    repo.descriptor_dim, repo.index_config)
             except (RuntimeError, InvalidInputError) as exc:
                 raise MapFileError(f"{path}: stored FAISS index does not load: {exc}") from None
+        repo._set_arrays(arrays, index)
         logger.info("loaded %r from %s", repo, path)
         return repo
 

@@ -1,4 +1,5 @@
-"""What both nodes share: parameters as a nested dict, QoS, logging into ROS, the frame worker, spinning.
+"""What both nodes share: declared parameters, QoS, image subscriptions, logging into ROS, the frame
+worker, the map -> odom broadcast, spinning.
 
 Like every file in kp_vo/ros/, this imports rclpy and runs only where ROS 2 is installed.
 """
@@ -10,25 +11,84 @@ from typing import Callable
 
 import message_filters
 import rclpy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 
+from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.latest_frame import FrameWorker
-from kp_vo.bridge.node_core import NodeConfig, VoNodeCore, VoOutput, unflatten
+from kp_vo.bridge.node_core import MapTransform, NodeConfig, VoNodeCore, VoOutput, unflatten
+from kp_vo.bridge.parameters import ParamSpec, apply_changes, is_free_form, unknown_overrides
+from kp_vo.config import ConfigError
 from kp_vo.errors import KpVoError
 
+_ROS_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+              float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
 
-def node_parameters(node: Node) -> dict:
-    """All kp_vo parameters of ``node`` as a nested dict (dotted ROS names unflattened).
 
-    Only dotted names are ours (every kp_vo parameter lives in a section); undotted ones are
-    ROS's own (use_sim_time, start_type_description_service, ...).
+def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(name=spec.name, type=_ROS_TYPES[spec.type], description=spec.description,
+                                     read_only=spec.read_only)
+    if spec.choices:
+        descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
+    if spec.range is not None and spec.type is float:
+        descriptor.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]),
+                                                              to_value=float(spec.range[1]), step=0.0)]
+    if spec.range is not None and spec.type is int:
+        descriptor.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=0)]
+    return descriptor
+
+
+def declare_node_parameters(node: Node, specs: list[ParamSpec]) -> dict:
+    """Declare every spec with its ParameterDescriptor (``ros2 param describe`` shows them) and the
+    free-form option overrides read-only; return all of them as a nested dict (dotted names unflattened).
+
+    Raises ConfigError (one line) for an override that names no parameter, has the wrong type or is
+    out of range.
     """
-    names = node.list_parameters([], 0).names
-    flat = {p.name: p.value for p in node.get_parameters(names) if "." in p.name}
+    # rclpy has no public accessor of the overrides (rclcpp: NodeOptions::parameter_overrides); this dict
+    # is what automatically_declare_parameters_from_overrides reads too.
+    overrides = dict(node._parameter_overrides)
+    unknown = unknown_overrides(list(overrides), specs)
+    if unknown:
+        raise ConfigError(f"unknown parameter(s) {', '.join(unknown)}; see kp_vo/ros/README.md")
+    flat = {}
+    for spec in specs:
+        try:
+            flat[spec.name] = node.declare_parameter(spec.name, spec.default, _descriptor(spec)).value
+        except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+            raise ConfigError(f"parameter {spec.name}: {exc}") from None
+    for name, parameter in overrides.items():
+        if is_free_form(name):
+            descriptor = ParameterDescriptor(name=name, description="option of the factory / config named by its "
+                                             "section (kp_vo/ros/README.md)", read_only=True, dynamic_typing=True)
+            flat[name] = node.declare_parameter(name, parameter.value, descriptor).value
     return unflatten(flat)
+
+
+def accept_parameter_changes(node: Node, core: VoNodeCore, specs: list[ParamSpec]) -> None:
+    """Apply ``ros2 param set`` of run-time parameters to ``core``; refuse any other with the reason
+    (``kp_vo.bridge.parameters.apply_changes``). Call after ``declare_node_parameters``."""
+
+    def on_set(parameters) -> SetParametersResult:
+        try:
+            config = apply_changes(core.config, specs, {p.name: p.value for p in parameters})
+        except ConfigError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        core.reconfigure(config)
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(on_set)
+
+
+def send_map_tf(broadcaster, transform: MapTransform | None) -> None:
+    """Broadcast a map -> odom from ``VoNodeCore.map_tf`` / ``MapOdomCorrection.transform`` (None: nothing)."""
+    if transform is not None:
+        broadcaster.sendTransform(cv.transform_stamped_msg(cv.ros_factory, transform.stamp_ns, transform.parent,
+                                                           transform.child, transform.T_parent_child))
 
 
 def qos_profile(config: NodeConfig) -> QoSProfile:
@@ -105,17 +165,21 @@ def start_frame_worker(node: Node, core: VoNodeCore, publish: Callable[[VoOutput
 
 
 def subscribe_images(node: Node, config: NodeConfig, on_image: Callable, on_rgbd: Callable):
-    """Subscribe ``image`` (mono) or ``image`` + ``depth`` synchronised (rgbd) as ``config`` says.
+    """Subscribe ``image`` (mono) or ``image`` + ``depth`` synchronised (rgbd) as ``config`` says; with
+    ``image_transport: compressed`` the image is sensor_msgs/CompressedImage on ``image/compressed``.
 
     RGB-D pairs come from message_filters' ApproximateTimeSynchronizer (``approx_sync``,
     ``sync_slop``, ``queue_size``) or its exact TimeSynchronizer. Returns the synchronizer
     (keep a reference) or None in mono mode.
     """
     qos = qos_profile(config)
+    image_type, image_topic = (CompressedImage, "image/compressed") if config.image_transport == "compressed" \
+        else (Image, "image")
     if config.mode != "rgbd":
-        node.create_subscription(Image, "image", on_image, qos)
+        node.create_subscription(image_type, image_topic, on_image, qos)
         return None
-    subs = [message_filters.Subscriber(node, Image, name, qos_profile=qos) for name in ("image", "depth")]
+    subs = [message_filters.Subscriber(node, image_type, image_topic, qos_profile=qos),
+            message_filters.Subscriber(node, Image, "depth", qos_profile=qos)]
     if config.approx_sync:
         sync = message_filters.ApproximateTimeSynchronizer(subs, config.queue_size, config.sync_slop)
     else:

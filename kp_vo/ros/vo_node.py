@@ -1,21 +1,19 @@
 """``vo_node``: the ROS 2 adapter of the visual odometry (convert, call the core, publish).
 
 All logic lives in ``kp_vo.bridge.node_core.VoNodeCore`` (tested without ROS). This file only
-wires ROS: subscriptions (message_filters for RGB-D), TF lookup of base_link -> camera,
-publishers, services and the diagnostics timer. With ``ros.drop_stale`` (default) the
-subscription callbacks only hand the input to the core's one-slot holder and a worker thread
-(``kp_vo.ros.common.start_frame_worker``) runs the odometry on the newest one and publishes;
-otherwise the callbacks process every message. See kp_vo/ros/README.md for the interface.
-
-Parameters: the nested names of config/*.yaml under ``ros__parameters`` (``ros.*`` for this
-node, everything else is kp_vo.pipeline.PipelineConfig), declared from overrides.
+wires ROS: declared parameters (``kp_vo.bridge.parameters``), subscriptions (message_filters for
+RGB-D, raw or compressed images, ``~/set_pose``), the TF lookup of base_link -> camera (never
+waiting), publishers, services, the diagnostics timer and the map -> odom timer. With
+``ros.drop_stale`` (default) the subscription callbacks only hand the input to the core's one-slot
+holder and a worker thread (``kp_vo.ros.common.start_frame_worker``) runs the odometry on the
+newest one and publishes; otherwise the callbacks process every message. See kp_vo/ros/README.md.
 """
 
 from __future__ import annotations
 
 from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseWithCovarianceStamped
 from nav_msgs.msg import Odometry, Path
-from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
@@ -26,11 +24,16 @@ from tf2_ros import Buffer, TransformBroadcaster, TransformException, TransformL
 from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.debug_image import draw_debug_image
 from kp_vo.bridge.node_core import VoNodeCore, VoOutput, split_node_parameters
+from kp_vo.bridge.parameters import node_specs
+from kp_vo.bridge.scale import odometry_scale
+from kp_vo.errors import KpVoError
 from kp_vo.ros.common import (
+    accept_parameter_changes,
     answer_trigger,
+    declare_node_parameters,
     forward_logs,
-    node_parameters,
     qos_profile,
+    send_map_tf,
     spin,
     start_frame_worker,
     subscribe_images,
@@ -39,23 +42,28 @@ from kp_vo.ros.common import (
 
 class VoNode(Node):
     def __init__(self) -> None:
-        super().__init__("vo_node", automatically_declare_parameters_from_overrides=True)
+        super().__init__("vo_node")
         forward_logs(self)
         from kp_vo.config import load_config
         from kp_vo.pipeline import PipelineConfig, build_odometry
 
-        self.config, pipeline_params = split_node_parameters(node_parameters(self))
+        specs = node_specs("vo_node")
+        config, pipeline_params = split_node_parameters(declare_node_parameters(self, specs))
         self.pipeline_config = load_config(PipelineConfig, pipeline_params)
         self.odometry = build_odometry(self.pipeline_config)
-        self.core = VoNodeCore(self.config, self.odometry, self._lookup_extrinsic, clock=self._now_ns,
-                               latest_only=self.config.drop_stale)
+        source = self.odometry.depth_source
+        scale = odometry_scale(config.mode, source.mode, source.estimator is not None)
+        self.core = VoNodeCore(config, self.odometry, self._lookup_extrinsic, clock=self._now_ns,
+                               latest_only=config.drop_stale, scale=scale)
+        accept_parameter_changes(self, self.core, specs)
         self.tf_buffer = Buffer()
         self.tf_listener = TransformListener(self.tf_buffer, self)
         self.tf_broadcaster = TransformBroadcaster(self)
 
-        qos = qos_profile(self.config)
+        qos = qos_profile(config)
         self.create_subscription(CameraInfo, "camera_info", self.core.on_camera_info, qos)
-        self.sync = subscribe_images(self, self.config, self._on_image, self._on_rgbd)
+        self.sync = subscribe_images(self, config, self._on_image, self._on_rgbd)
+        self.create_subscription(PoseWithCovarianceStamped, "~/set_pose", self._on_set_pose, 10)
 
         self.odom_pub = self.create_publisher(Odometry, "odom", 10)
         self.path_pub = self.create_publisher(Path, "path", 10)
@@ -66,9 +74,10 @@ class VoNode(Node):
         self.create_service(Trigger, "~/save_map", self._on_save_map)
         self.create_service(Trigger, "~/load_map", self._on_load_map)
         self.create_timer(1.0, self._publish_diagnostics)
+        self.create_timer(1.0 / config.map_tf_rate, lambda: send_map_tf(self.tf_broadcaster, self.core.map_tf()))
         self.worker = start_frame_worker(self, self.core, self._publish)
-        self.get_logger().info(f"vo_node ready: mode {self.config.mode}, extractor {self.pipeline_config.extractor.name}"
-                               f", drop_stale {self.config.drop_stale}")
+        self.get_logger().info(f"vo_node ready: mode {config.mode}, extractor {self.pipeline_config.extractor.name}"
+                               f", drop_stale {config.drop_stale}, metric scale {scale.metric} ({scale.source})")
 
     def destroy_node(self) -> None:
         """Stop the frame worker (the frame in progress finishes) before the node goes."""
@@ -80,16 +89,22 @@ class VoNode(Node):
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
 
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, msg) -> None:
         self._publish(self.core.on_image(msg))   # None with drop_stale: the worker publishes
 
-    def _on_rgbd(self, image: Image, depth: Image) -> None:
+    def _on_rgbd(self, image, depth: Image) -> None:
         self._publish(self.core.on_pair(image, depth))
 
-    def _lookup_extrinsic(self, camera_frame: str):
+    def _on_set_pose(self, msg: PoseWithCovarianceStamped) -> None:
         try:
-            t = self.tf_buffer.lookup_transform(self.config.frames.base_link, camera_frame, Time(),
-                                                timeout=Duration(seconds=0.05))
+            self.get_logger().info(self.core.set_pose(msg))
+        except KpVoError as exc:
+            self.get_logger().error(f"~/set_pose ignored: {exc}")
+
+    def _lookup_extrinsic(self, camera_frame: str):
+        """base_link -> camera from TF as it is now (no waiting: the core retries on the next frame)."""
+        try:
+            t = self.tf_buffer.lookup_transform(self.core.config.frames.base_link, camera_frame, Time())
         except TransformException:
             return None
         return cv.transform_msg_to_pose(t.transform)
@@ -99,10 +114,11 @@ class VoNode(Node):
             return
         f = cv.ros_factory
         self.odom_pub.publish(cv.odometry_msg(f, out.stamp_ns, out.odom_frame, out.base_frame, out.T_odom_base,
-                                              out.covariance))
+                                              out.covariance, out.twist, out.twist_covariance))
         if out.publish_tf:
             self.tf_broadcaster.sendTransform(
                 cv.transform_stamped_msg(f, out.stamp_ns, out.odom_frame, out.base_frame, out.T_odom_base))
+        send_map_tf(self.tf_broadcaster, self.core.map_tf(only_if_changed=True))
         self.path_pub.publish(cv.path_msg(f, out.odom_frame, out.path_stamps_ns, out.path_poses))
         self.status_pub.publish(String(data=out.status))
         if self.debug_pub.get_subscription_count() > 0 and out.frame is not None:
@@ -122,10 +138,10 @@ class VoNode(Node):
         return response
 
     def _on_save_map(self, request, response):
-        return answer_trigger(response, lambda: self.core.save_map(self.config.map_path))
+        return answer_trigger(response, lambda: self.core.save_map(self.core.config.map_path))
 
     def _on_load_map(self, request, response):
-        return answer_trigger(response, lambda: self.core.load_map(self.config.map_path))
+        return answer_trigger(response, lambda: self.core.load_map(self.core.config.map_path))
 
 
 def main(args=None) -> None:

@@ -16,6 +16,7 @@ from kp_vo.errors import InvalidInputError, ModelFileError
 from kp_vo.export.metadata import (
     MIN_OPSET,
     ModelMetadata,
+    check_graph,
     default_opset,
     load_onnx_checked,
     parse_metadata,
@@ -70,6 +71,7 @@ class OnnxModel:
                                  f"{' or '.join(repr(k) for k in kinds)}")
         if not MIN_OPSET <= opset <= MAX_OPSET:
             raise ModelFileError(f"{self.path}: opset {opset} unsupported (need {MIN_OPSET}..{MAX_OPSET})")
+        check_graph(self.meta, proto, str(self.path))
         if not self.meta.trained:
             log.warning("%s: model has UNTRAINED weights (metadata kp_vo.trained=false)", self.path)
         options = ort.SessionOptions()
@@ -107,14 +109,20 @@ class OnnxModel:
         """x: (B, C, H, W) normalised network input. Returns {output name: array}."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         self.check_input(x)
-        if self.provider == "CPUExecutionProvider":
-            outs = self.session.run(None, {self.meta.input_name: x})
-        else:
-            # I/O binding: copy the input to the device once, let outputs come back to host memory.
-            binding = self.session.io_binding()
-            binding.bind_ortvalue_input(self.meta.input_name, self._ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
-            for name in self.output_names:
-                binding.bind_output(name, "cpu")
-            self.session.run_with_iobinding(binding)
-            outs = binding.copy_outputs_to_cpu()
+        try:
+            outs = self._run(x)
+        except Exception as exc:  # ORT raises its own Fail/InvalidArgument/RuntimeException types
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise InvalidInputError(f"{self.path.name}: ONNX Runtime cannot run input {x.shape} ({first})") from None
         return dict(zip(self.output_names, outs))
+
+    def _run(self, x: np.ndarray) -> list[np.ndarray]:
+        if self.provider == "CPUExecutionProvider":
+            return self.session.run(None, {self.meta.input_name: x})
+        # I/O binding: copy the input to the device once, let outputs come back to host memory.
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self.meta.input_name, self._ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
+        for name in self.output_names:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
