@@ -59,7 +59,7 @@ def test_relocalization_jump_goes_to_map_to_odom_and_odom_holds():
 def test_relocalized_message_while_tracking_is_a_jump():
     frames = OdomFrames()
     frames.update(True, pose(x=1.0))
-    T, jumped = frames.update(True, pose(x=3.0), message="relocalized with 80 inliers")
+    T, jumped = frames.update(True, pose(x=3.0), relocalized=True)
     assert jumped
     np.testing.assert_allclose(T, pose(x=1.0))
     np.testing.assert_allclose(frames.T_map_odom @ T, pose(x=3.0))

@@ -556,7 +556,7 @@ class VoNodeCore:
         T_W_base, cov = camera_to_base(T_world_cam, np.asarray(result.covariance, dtype=np.float64), T_base_cam)
         tracking = state == "tracking"
         if self.continuous_odom:
-            T_odom_base, jumped = self.odom_frames.update(tracking, T_W_base, getattr(result, "message", ""))
+            T_odom_base, jumped = self.odom_frames.update(tracking, T_W_base, getattr(result, "relocalized", False))
             if jumped:
                 logger.info("frame at %d ns re-anchored: map -> odom corrected, odom -> base_link continues",
                             frame.stamp_ns)

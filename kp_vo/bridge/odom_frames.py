@@ -22,11 +22,6 @@ import numpy as np
 
 from kp_vo.geometry.se3 import se3_log
 
-# TrackingResult.message of a frame the tracker placed by relocalization (kp_vo.odometry.tracker._relocalize):
-# its pose may jump even though the state stays "tracking".
-RELOCALIZED_PREFIX = "relocalized"
-
-
 @dataclass(frozen=True)
 class MapAnchor:
     """What is known of the map at the next re-anchoring (exactly one of the two is given).
@@ -79,17 +74,18 @@ class OdomFrames:
             self._anchor = MapAnchor(T_map_base=np.array(T_frame_base, dtype=np.float64))
         self._tracking = False
 
-    def update(self, tracking: bool, T_W_base: np.ndarray, message: str = "") -> tuple[np.ndarray, bool]:
+    def update(self, tracking: bool, T_W_base: np.ndarray, relocalized: bool = False) -> tuple[np.ndarray, bool]:
         """One tracker output -> (``T_odom_base`` (4, 4) to publish, whether the frames were re-anchored here).
 
         tracking: the tracker solved this frame's pose; ``T_W_base`` (4, 4) is then its pose in W (ignored
-        otherwise: the held pose is returned). ``message``: the tracker's, to see a relocalization.
+        otherwise: the held pose is returned). relocalized: the tracker placed this frame by relocalization
+        (``TrackingResult.relocalized``): its pose may jump although it is tracking.
         """
         if not tracking:
             self._tracking = False
             return self.T_odom_base.copy(), False
         jumped = (self._anchor is not None or (self._tracked and not self._tracking)
-                  or message.startswith(RELOCALIZED_PREFIX))
+                  or relocalized)
         if jumped:
             anchor = self._anchor or MapAnchor(T_map_W=self.T_map_W)
             self.T_odom_W = self.T_odom_base @ np.linalg.inv(T_W_base)

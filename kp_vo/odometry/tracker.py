@@ -606,6 +606,7 @@ class VisualOdometry:
         result = self._result(frame, TrackingState.TRACKING, self._inflated() * 1e-6, features, is_keyframe=True,
                               message=f"relocalized with {found.num_inliers} inliers")
         result.num_matches, result.num_inliers = found.num_matches, found.num_inliers
+        result.relocalized = True
         return result
 
     def _resume_at(self, frame: Frame, features: Features, found: LocalizationResult,

@@ -47,6 +47,8 @@ class TrackingResult:
     matches: (M, 2) int (current keypoint index, map point id) of the inlier matches.
     match_keyframe_uv: (M, 2) float32 pixel of each inlier match's map point in the newest keyframe
         that observes it (row i belongs to matches[i]; the debug image draws the flow from it).
+    relocalized: the pose comes from relocalization against the archive or a loaded map, not from
+        tracking the previous frame: it may jump although the state stays TRACKING.
     timings: seconds per stage ("extract", "match", "pose", "map", "total").
     """
 
@@ -61,5 +63,6 @@ class TrackingResult:
     features: Features | None = None
     matches: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
     match_keyframe_uv: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    relocalized: bool = False
     timings: dict = field(default_factory=dict)
     message: str = ""
