@@ -9,7 +9,7 @@ from kp_vo.cli.evaluate import image_size
 
 log = logging.getLogger(__name__)
 
-MODELS = ("keypointnet", "keypointnet_vgg", "depthnet", "viewsynth", "object_keypointnet")
+MODELS = ("keypointnet", "keypointnet_vgg", "keypointnet_lite", "depthnet", "viewsynth", "object_keypointnet")
 
 
 def register(subparsers) -> None:

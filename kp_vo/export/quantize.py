@@ -3,6 +3,11 @@ float16 weight storage.
 
 mode "static" (default): QDQ int8 (per-channel int8 weights, uint8 activations) calibrated on a few
     real images; runs as fused QLinearConv kernels on x86 CPUs.
+    For keypoint models (``keypointnet*`` kinds) only the trunk is quantized by default
+    (``keep_float_heads``): the convolutions that produce the outputs and everything after them (tanh
+    offsets, cell centres + offset, sigmoid, descriptor sampling and normalisation) stay float32. Quantizing
+    those puts the keypoint coordinates (0..W-1 px) on a uint8 grid, steps of W/255 px (4.8 px on a KITTI
+    frame), which is what made the first static int8 KeypointNet useless for odometry.
 mode "dynamic": int8 weights, activations quantized at run time (ConvInteger). Needs no data, but
     ONNX Runtime's CPU ConvInteger kernels are slow: measured several times slower than fp32 here.
 mode "fp16": weights stored as float16, each followed by a Cast back to float32. Half the file size
@@ -15,8 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -46,13 +51,46 @@ def _calibration_reader(inputs: list[np.ndarray], name: str):
     return Reader()
 
 
+# Ops quantized in the trunk of a keypoint model with keep_float_heads: those of these types that feed a
+# convolution (the trunk and the heads' hidden layers). The head output convolutions (names below) and
+# every op after them, or off the convolution path (the cell-centre grid), stay float32.
+TRUNK_OPS = ("Conv", "LeakyRelu", "Relu", "MaxPool", "Concat", "DepthToSpace", "SpaceToDepth", "Reshape",
+             "Transpose")
+HEAD_OUTPUT_CONVS = ("score_out", "loc_out", "desc_out")
+
+
+def _is_head(name: str) -> bool:
+    return any(f"/{h}/" in name or name.endswith(h) for h in HEAD_OUTPUT_CONVS)
+
+
+def trunk_nodes(proto) -> tuple[list[str], list[str]]:
+    """(nodes to quantize, head output convolutions) of a keypoint model: nodes of TRUNK_OPS types that are
+    a convolution other than a head output, or an ancestor of any convolution."""
+    producer = {out: n for n in proto.graph.node for out in n.output}
+    heads = [n.name for n in proto.graph.node if n.op_type == "Conv" and _is_head(n.name)]
+    ancestors: set[str] = set()
+    stack = [n for n in proto.graph.node if n.op_type == "Conv"]
+    while stack:
+        node = stack.pop()
+        for name in node.input:
+            parent = producer.get(name)
+            if parent is not None and parent.name not in ancestors:
+                ancestors.add(parent.name)
+                stack.append(parent)
+    quantize = [n.name for n in proto.graph.node if n.op_type in TRUNK_OPS and not _is_head(n.name)
+                and (n.op_type == "Conv" or n.name in ancestors)]
+    return quantize, heads
+
+
 def quantize_model(input_path: str | Path, output_path: str | Path, *, mode: str = "dynamic",
-                   calibration: Iterable[np.ndarray] | None = None) -> Path:
+                   calibration: Iterable[np.ndarray] | None = None, keep_float_heads: bool | None = None) -> Path:
     """Write a reduced copy of an exported kp_vo .onnx model, keeping its metadata plus
     ``kp_vo.quantization`` = "dynamic_int8", "static_int8" or "fp16_weights" (mode "fp16").
 
     calibration (mode "static"): network inputs, each (1, C, H, W) float32 already normalised as the
     metadata says (e.g. from ``kp_vo.runtime.preprocess.image_to_input``); 8-32 real images suffice.
+    keep_float_heads (mode "static"): quantize only the trunk (see the module docstring); default True for
+    keypointnet kinds, False otherwise. Recorded as ``kp_vo.quantization`` = "static_int8_trunk".
     """
     import onnx
     from onnxruntime.quantization import (
@@ -79,12 +117,23 @@ def quantize_model(input_path: str | Path, output_path: str | Path, *, mode: str
             samples = [np.ascontiguousarray(x, np.float32) for x in (calibration or [])]
             if not samples:
                 raise InvalidInputError("static int8 quantization needs calibration inputs")
+            if keep_float_heads is None:
+                keep_float_heads = meta.kind.startswith("keypointnet")
+            extra = {}
+            if keep_float_heads:
+                trunk, heads = trunk_nodes(proto)
+                if not heads:
+                    raise InvalidInputError(f"{input_path}: no head output convolutions ({', '.join(HEAD_OUTPUT_CONVS)}) "
+                                            "found to keep in float32")
+                extra = {"op_types_to_quantize": list(TRUNK_OPS), "nodes_to_quantize": trunk, "nodes_to_exclude": heads}
             quantize_static(str(input_path), tmp, _calibration_reader(samples, meta.input_name),
                             quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, per_channel=True)
+                            weight_type=QuantType.QInt8, per_channel=True, **extra)
         q = onnx.load(tmp)
         del q.metadata_props[:]
-        props[PREFIX + "quantization"] = "fp16_weights" if mode == "fp16" else f"{mode}_int8"
+        props[PREFIX + "quantization"] = ("fp16_weights" if mode == "fp16" else
+                                          "static_int8_trunk" if mode == "static" and keep_float_heads else
+                                          f"{mode}_int8")
         for k, v in props.items():
             q.metadata_props.add(key=k, value=v)
         onnx.checker.check_model(q)

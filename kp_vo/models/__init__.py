@@ -21,6 +21,11 @@ def _keypointnet_vgg(**opts):
     return KeypointNetVGG(**opts)
 
 
+def _keypointnet_lite(**opts):
+    from kp_vo.models.keypointnet_lite import KeypointNetLite
+    return KeypointNetLite(**opts)
+
+
 def _depthnet(**opts):
     from kp_vo.models.depthnet import DepthNet
     return DepthNet(**opts)
@@ -44,6 +49,7 @@ def _object_keypointnet(**opts):
 MODEL_BUILDERS: dict[str, Callable] = {
     "keypointnet": _keypointnet,             # KP3D: ResNet-18 U-Net KeypointNet
     "keypointnet_vgg": _keypointnet_vgg,     # KP2D baseline VGG-style KeypointNet
+    "keypointnet_lite": _keypointnet_lite,   # narrow grey KeypointNet distilled from keypointnet_vgg (CPU)
     "depthnet": _depthnet,                   # KP3D / Monodepth-style DepthNet
     "posenet": _posenet,                     # ego-motion net for self-supervised DepthNet pretraining (training only)
     "viewsynth": _viewsynth,                 # ViewSynth depth-image features (VGG-16 conv4_3, D2-Net)

@@ -112,7 +112,7 @@ class _NetworkExtractor:
         return fit_size(h, w, self.net.meta.size_multiple, scale=self.scale, target=self.target)
 
 
-KEYPOINTNET_KINDS = ("keypointnet", "keypointnet_vgg")
+KEYPOINTNET_KINDS = ("keypointnet", "keypointnet_vgg", "keypointnet_lite")
 
 
 class KeypointNetExtractor(_NetworkExtractor):

@@ -9,6 +9,7 @@ from kp_vo.errors import InvalidInputError
 
 RECIPE_MODULES: dict[str, str] = {
     "keypointnet_homography": "kp_vo.training.recipes.keypointnet_homography",  # KP2D homography adaptation
+    "keypointnet_distill": "kp_vo.training.recipes.keypointnet_distill",        # small KeypointNet from a teacher
     "kp3d": "kp_vo.training.recipes.kp3d",                                      # KP3D multi-view adaptation
     "depthnet_selfsup": "kp_vo.training.recipes.depthnet_selfsup",              # self-supervised DepthNet + PoseNet
     "viewsynth": "kp_vo.training.recipes.viewsynth",                            # ViewSynth depth features + VSN
