@@ -211,6 +211,28 @@ def test_saved_map_is_loaded_and_localized_in_its_frame(tmp_path):
     np.testing.assert_allclose(first.T_world_cam[:3, 3], poses[20][:3, 3], atol=0.01)
 
 
+def test_after_load_map_frames_elsewhere_wait_for_relocalization_then_start_a_new_map(tmp_path):
+    from kp_vo.reloc.repository import Repository
+
+    sequence = _room(30)
+    mapper = VisualOdometry(OdometryConfig(window_size=3), create_extractor("orb", max_keypoints=800))
+    poses = [mapper.process(f).T_world_cam for f in sequence]
+    mapper.export_map().save(tmp_path / "room.kpmap")
+    elsewhere = _room(4, seed=3)                      # another room: nothing there is in the map
+
+    vo = VisualOdometry(OdometryConfig(loaded_map_frames=2), create_extractor("orb", max_keypoints=800))
+    vo.load_map(Repository.load(tmp_path / "room.kpmap"))
+    states = [vo.process(f).state for f in elsewhere]
+    # Two frames only try the map; the third starts a new map (at the loaded map's origin).
+    assert states == [TrackingState.INITIALIZING] * 2 + [TrackingState.TRACKING] * 2
+
+    vo.load_map(Repository.load(tmp_path / "room.kpmap"))
+    assert vo.process(elsewhere[0]).state == TrackingState.INITIALIZING
+    back = vo.process(sequence[20])                   # the camera enters the mapped room
+    assert back.relocalized
+    np.testing.assert_allclose(back.T_world_cam[:3, 3], poses[20][:3, 3], atol=0.01)
+
+
 def test_map_with_other_descriptors_is_refused():
     from kp_vo.reloc.repository import Repository
 

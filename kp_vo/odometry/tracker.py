@@ -110,6 +110,8 @@ class OdometryConfig:
     archive_points_per_keyframe: int = 300  # best-scoring 3D keypoints archived per keyframe
     archive_max_keyframes: int = 5000   # archive capacity (older keyframes are kept, newer not added)
     max_lost_frames: int = 30           # after this many LOST frames the map is rebuilt from scratch
+    loaded_map_frames: int = 30         # after load_map: frames that only try to relocalize in the loaded map
+                                        # before a new map is started at its origin (0: start at once)
     lost_covariance: float = 1.0e3      # variance (m^2, rad^2) reported while LOST / INITIALIZING
     seed: int = 0                       # RANSAC seed (PnP and the monocular essential matrix); reset() restarts it
     blas_threads: int = 1               # numpy BLAS threads while tracking (0 = unchanged): the matrices are
@@ -153,6 +155,7 @@ class OdometryConfig:
             ("archive_points_per_keyframe", self.archive_points_per_keyframe >= 1, ">= 1"),
             ("archive_max_keyframes", self.archive_max_keyframes >= 0, ">= 0"),
             ("max_lost_frames", self.max_lost_frames >= 0, ">= 0"),
+            ("loaded_map_frames", self.loaded_map_frames >= 0, ">= 0"),
             ("lost_covariance", self.lost_covariance > 0, "> 0"),
             ("blas_threads", self.blas_threads >= 0, ">= 0"),
         ]
@@ -220,6 +223,7 @@ class VisualOdometry:
         self._lost_frames = 0
         self._tracked_at_keyframe = 0
         self._T_origin = np.eye(4)          # pose the map is anchored at after a rebuild
+        self._loaded_map_tries = 0          # frames left that may only relocalize in a loaded map
 
     # -- the step -------------------------------------------------------------------------
     def process(self, frame: Frame) -> TrackingResult:
@@ -255,7 +259,13 @@ class VisualOdometry:
         if self._archive is not None:  # a loaded map or an earlier map: try to continue in its frame
             relocalized = self._relocalize(frame, features)
             if relocalized is not None:
+                self._loaded_map_tries = 0
                 return relocalized
+            if self._loaded_map_tries > 0 and self._archive is not None and self.config.relocalization:
+                # A new map started now would sit at the loaded map's origin, not where the camera is: wait.
+                self._loaded_map_tries -= 1
+                return self._result(frame, TrackingState.INITIALIZING, self._inflated(), features,
+                                    message="not relocalized in the loaded map yet")
         t = time.perf_counter()
         depth = self.depth_source.keyframe_depth(frame)
         if depth is not None:
@@ -578,11 +588,13 @@ class VisualOdometry:
                                     f"{self.extractor.name!r} gives {self._descriptor_width}-wide ones")
 
     def load_map(self, repository: Repository) -> None:
-        """Start over inside ``repository``'s world frame: the next frames relocalize against it first.
-        A map this extractor cannot match is refused before anything is reset (:meth:`check_map`)."""
+        """Start over inside ``repository``'s world frame: the next frames (up to ``loaded_map_frames``) only
+        try to relocalize against it; after them a new map starts at its origin. A map this extractor
+        cannot match is refused before anything is reset (:meth:`check_map`)."""
         self.check_map(repository)
         self.reset()
         self._archive = repository
+        self._loaded_map_tries = self.config.loaded_map_frames
 
     def _relocalize(self, frame: Frame, features: Features) -> TrackingResult | None:
         """Localize against the archive; on success rebuild the window at that pose and resume tracking."""
