@@ -45,13 +45,3 @@ def test_every_argument_and_command_has_help():
     missing = [f"{path}: {' '.join(a.option_strings) or a.dest}" for path, a in _arguments(build_parser(), "kp-vo")
                if not a.help or a.help == argparse.SUPPRESS]
     assert not missing, "no help text: " + "; ".join(missing)
-
-
-def test_an_unknown_recipe_lists_the_available_ones(capsys):
-    from kp_vo.cli import main
-    from kp_vo.training.recipes import available_recipes
-
-    assert main(["train", "no_such_recipe"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "unknown training recipe 'no_such_recipe'" in err[0]
-    assert all(name in err[0] for name in available_recipes())

@@ -12,10 +12,10 @@ log = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
-    # Recipe names are checked when training starts (listing them imports torch, which --help must not).
+    from kp_vo.training.recipes import available_recipes   # the registry only: no torch
+
     p = subparsers.add_parser("train", help="train a model with a recipe (checkpoints, logs, ONNX export)")
-    p.add_argument("recipe", help="training recipe, e.g. kp3d or keypointnet_homography (an unknown name lists "
-                                  "the available ones)")
+    p.add_argument("recipe", choices=available_recipes(), help="training recipe")
     p.add_argument("--config", default=None, help="YAML config (partial overrides of the recipe defaults)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. --set train.steps=100 (repeatable)")
