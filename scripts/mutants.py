@@ -44,7 +44,8 @@ GEOM_SE3 = ["test/test_geometry_se3_camera.py"]
 GEOM_BA = ["test/test_geometry_bundle_adjustment.py"]
 TRACKER = ["test/test_odometry.py", "test/test_odometry_mapping.py", "test/test_end_to_end_bounds.py",
            "test/test_kitti_end_to_end.py"]
-RELOC = ["test/test_reloc_localizer.py", "test/test_bridge_reloc.py", "test/test_reloc_map_file.py"]
+RELOC = ["test/test_core_guards.py", "test/test_reloc_localizer.py", "test/test_bridge_reloc.py",
+         "test/test_reloc_map_file.py"]
 BRIDGE = ["test/test_bridge_node_core.py", "test/test_bridge_reloc.py", "test/test_bridge_conversions.py",
           "test/test_bridge_odom_frames.py", "test/test_bridge_camera_model.py"]
 TUM = ["test/test_datasets_tum.py", "test/test_datasets_open.py"]

@@ -63,3 +63,45 @@ def test_ransac_needed_iterations_known_answers():
     assert needed_iterations(0.1, 3, 0.999, 500) == 500          # capped
     assert needed_iterations(1.0, 3, 0.999, 500) == 0            # all inliers: nothing to draw
     assert math.isclose(needed_iterations(0.5, 3, 0.99, 20), 20)
+
+
+def _repo_and_queries():
+    """Map: 3 unit descriptors at 3 far-apart points. Queries: q0 close to map row 0, q1 nearer to row 0
+    than to any other row but farther from it than q0, q2 close to row 2."""
+    from kp_vo.features.base import Features
+    from kp_vo.reloc.index import IndexConfig
+    from kp_vo.reloc.repository import Repository
+
+    e = np.eye(8, dtype=np.float32)
+    d = e[:3]
+    repo = Repository("l2", 8, "toy", index_config=IndexConfig(threads=1))
+    repo.add_points(np.array([[0.0, 0, 5], [3.0, 0, 5], [0.0, 3, 5]]),
+                    Features(np.zeros((3, 2), np.float32), np.ones(3, np.float32), d, "l2"), 0, 0, np.eye(4))
+    q = np.stack([e[0] + 0.05 * e[3], e[0] + 0.3 * e[4], e[2] + 0.05 * e[5]]).astype(np.float32)
+    return repo, Features(np.zeros((3, 2), np.float32), np.ones(3, np.float32), q, "l2")
+
+
+def test_localizer_mutual_matching_keeps_only_the_map_points_nearest_query():
+    """Mutant localizer-not-mutual. q0 and q1 both have map row 0 as nearest neighbour; row 0's nearest
+    query is q0, so "mutual" (ratio test off: ratio 1) keeps (q0, 0) and (q2, 2) and drops q1."""
+    from kp_vo.reloc.localizer import LocalizerConfig, match_to_repository
+
+    repo, queries = _repo_and_queries()
+    q, ids, dist = match_to_repository(queries, repo, LocalizerConfig(match_mode="mutual", ratio=1.0))
+    np.testing.assert_array_equal(q, [0, 2])
+    np.testing.assert_array_equal(ids, [0, 2])
+    np.testing.assert_allclose(dist, [0.05, 0.05], rtol=1e-5)
+    # "topk" with one candidate keeps both of row 0's suitors (what mutual filtering removes).
+    q, ids, _ = match_to_repository(queries, repo, LocalizerConfig(match_mode="topk", candidates=2, max_distance=0.5))
+    assert sorted(zip(q.tolist(), ids.tolist())) == [(0, 0), (1, 0), (2, 2)]
+
+
+def test_localizer_confidence_known_answers():
+    """Mutant localizer-confidence-no-ratio. confidence = inliers/matches x (1 - exp(-(inliers - min + 1) / min)):
+    50 of 100 with min 12 -> 0.5 x (1 - e^-3.25) = 0.480613; 50 of 50 -> 0.961226; below min -> 0."""
+    from kp_vo.reloc.localizer import _confidence
+
+    assert math.isclose(_confidence(50, 100, 12), 0.5 * (1 - math.exp(-39 / 12)), rel_tol=1e-12)
+    assert math.isclose(_confidence(50, 100, 12), 0.480613, abs_tol=1e-6)
+    assert math.isclose(_confidence(50, 50, 12), 0.961226, abs_tol=1e-6)
+    assert _confidence(11, 100, 12) == 0.0 and _confidence(0, 0, 12) == 0.0
