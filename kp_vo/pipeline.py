@@ -31,6 +31,7 @@ from kp_vo.features import create_extractor
 from kp_vo.features.base import Extractor, Features, create_depth_estimator
 from kp_vo.fileio import atomic_path
 from kp_vo.odometry.tracker import OdometryConfig, VisualOdometry
+from kp_vo.settings import parse_spec
 from kp_vo.types import Frame
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,31 @@ def build_extractor(config: ExtractorConfig) -> Extractor:
     """The extractor named in ``config``: classical, or learned (registered by ``kp_vo.runtime``)."""
     _register_learned_components()
     return create_extractor(config.name, **config.options)
+
+
+def extractor_config_from_spec(spec: str, max_keypoints: int, device: str = "cpu") -> ExtractorConfig:
+    """The ExtractorConfig of a text spec: "orb", "sift", "keypointnet:PATH", "keypointnet_vgg:PATH" or
+    "viewsynth:PATH" (PATH .onnx -> ONNX Runtime, .safetensors -> torch, on ``device``), optionally
+    followed by ",key=value" extractor options (YAML values), e.g. "keypointnet:kpn.onnx,scale=0.5,cell_nms=true",
+    keeping ``max_keypoints``."""
+    name, path, options = parse_spec(spec)
+    if name in ("keypointnet", "keypointnet_vgg", "viewsynth"):
+        if not path:
+            raise InvalidInputError(f"{spec!r}: give the model file as {name}:PATH")
+        backend = "onnx" if path.endswith(".onnx") else "torch"
+        if backend == "torch" and name != "viewsynth":
+            options.setdefault("kind", name)
+        extractor = "viewsynth" if name == "viewsynth" else "keypointnet"   # an .onnx file declares its kind
+        return ExtractorConfig(extractor, {"model_path": path, "backend": backend, "max_keypoints": max_keypoints,
+                                           "device": device, **options})
+    if path:
+        raise InvalidInputError(f"{spec!r}: extractor {name!r} takes no model path")
+    return ExtractorConfig(name, {"max_keypoints": max_keypoints, **options})
+
+
+def extractor_from_spec(spec: str, max_keypoints: int, device: str = "cpu") -> Extractor:
+    """The extractor of a text spec (``extractor_config_from_spec``)."""
+    return build_extractor(extractor_config_from_spec(spec, max_keypoints, device))
 
 
 def build_odometry(config: PipelineConfig) -> VisualOdometry:

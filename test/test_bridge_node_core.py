@@ -10,8 +10,9 @@ import pytest
 from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.bagio import factory
 from kp_vo.bridge.node_core import (NodeConfig, Throttle, VoNodeCore, adjoint, camera_to_base,
-                                    split_node_parameters, unflatten)
+                                    split_node_parameters)
 from kp_vo.errors import InvalidInputError
+from kp_vo.settings import nest
 from kp_vo.odometry.depth import DepthSource
 from kp_vo.odometry.types import TrackingResult, TrackingState
 from kp_vo.types import CameraIntrinsics
@@ -252,15 +253,13 @@ def test_throttle():
 
 def test_parameters_split_and_validation():
     flat = {"ros.mode": "rgbd", "ros.frames.odom": "vo_odom", "ros.sync_slop": 0.05, "extractor.name": "sift"}
-    node_config, rest = split_node_parameters(unflatten(flat))
+    node_config, rest = split_node_parameters(nest(flat, "parameter"))
     assert node_config.mode == "rgbd" and node_config.frames.odom == "vo_odom" and node_config.sync_slop == 0.05
     assert rest == {"extractor": {"name": "sift"}}
     with pytest.raises(InvalidInputError, match="mode"):
         split_node_parameters({"ros": {"mode": "stereo"}})
     with pytest.raises(InvalidInputError, match="unknown config key"):
         split_node_parameters({"ros": {"frmes": {}}})
-    with pytest.raises(InvalidInputError, match="conflicts"):
-        unflatten({"a": 1, "a.b": 2})
 
 
 # ----------------------------------------------------------------------------- issue 19 entries

@@ -99,9 +99,10 @@ def test_readme_table_is_the_generated_one():
 
 def test_node_parameters_round_trip_through_the_typed_config():
     """What a node declares (defaults) loads back into the configs unchanged."""
-    from kp_vo.bridge.node_core import split_node_parameters, unflatten
+    from kp_vo.bridge.node_core import split_node_parameters
+    from kp_vo.settings import nest
     from kp_vo.pipeline import PipelineConfig
 
     flat = {s.name: s.default for s in node_specs("vo_node")}
-    node_config, rest = split_node_parameters(unflatten(flat))
+    node_config, rest = split_node_parameters(nest(flat, "parameter"))
     assert node_config == NodeConfig() and load_config(PipelineConfig, rest) == PipelineConfig()

@@ -49,12 +49,10 @@ def test_set_overrides_single_values_after_the_config_file(tmp_path):
 def test_loader_options_reach_the_sequence_and_network_depth_defaults_to_the_depthnet(tmp_path):
     import argparse
 
-    from kp_vo.cli.run import apply_overrides, open_source
+    from kp_vo.cli.common import apply_overrides, open_source
     from kp_vo.pipeline import PipelineConfig
 
-    args = argparse.Namespace(path="synthetic:street", sequence=None, max_frames=2, start=0, stride=1,
-                              option=["seed=7", "width=160", "height=48"])
-    seq = open_source(args)
+    seq = open_source("synthetic:street", max_frames=2, option_items=["seed=7", "width=160", "height=48"])
     assert seq.scene.seed == 7 and seq.camera.width == 160 and len(seq) == 2
     net = apply_overrides(PipelineConfig(), argparse.Namespace(extractor=None, depth_source="network"))
     assert net.odometry.depth_source == "network" and net.depth.estimator == "depthnet"

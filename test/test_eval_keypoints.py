@@ -122,7 +122,7 @@ def test_cli_eval_keypoints(tmp_path, capsys):
 
 def test_extractor_spec_options(tmp_path):
     """",key=value" options reach the extractor (YAML-typed); typos and malformed items are one-line errors."""
-    from kp_vo.eval.keypoints import extractor_from_spec
+    from kp_vo.pipeline import extractor_from_spec
     from kp_vo.export import export_onnx
     orb = extractor_from_spec("orb,grid_cell=64,fast_threshold=5", 100)
     assert orb.grid_cell == 64 and orb.max_keypoints == 100

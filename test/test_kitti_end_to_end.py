@@ -42,7 +42,7 @@ import numpy as np
 import pytest
 
 from conftest import KITTI_ROOT
-from kp_vo.cli.run import load_configs
+from kp_vo.cli.common import load_configs
 from kp_vo.config import merge
 from kp_vo.datasets import open_sequence
 from kp_vo.pipeline import MemoizedExtractor, PipelineConfig, build_odometry, compute_metrics, run_frames

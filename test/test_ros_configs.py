@@ -10,7 +10,7 @@ import yaml
 
 from kp_vo.bridge.node_core import NodeConfig
 from kp_vo.bridge.reloc_core import RelocConfig
-from kp_vo.cli.run import load_configs
+from kp_vo.cli.common import load_configs
 from kp_vo.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ def test_parameter_files_fit_the_typed_configs(name):
 def test_kp_vo_run_takes_a_ros_parameter_file_with_command_line_overrides():
     import argparse
 
-    from kp_vo.cli.run import pipeline_config
+    from kp_vo.cli.common import pipeline_config
 
     args = argparse.Namespace(config=str(ROOT / "config" / "kitti_mono.yaml"), extractor="keypointnet",
                               depth_source=None)

@@ -101,7 +101,7 @@ def test_registry_and_config_errors(tmp_path):
 
 
 def test_cli_set_parsing():
-    from kp_vo.cli.map import parse_settings
+    from kp_vo.settings import parse_settings
     assert parse_settings(["train.steps=10", "train.lr=0.1", "model=keypointnet_vgg", "zoom=[1, 2]"], "--set") == {
         "train": {"steps": 10, "lr": 0.1}, "model": "keypointnet_vgg", "zoom": [1, 2]}
     with pytest.raises(ConfigError, match="--set expects KEY=VALUE"):

@@ -644,16 +644,3 @@ def split_node_parameters(params: dict) -> tuple[NodeConfig, dict]:
         raise InvalidInputError(f"ros parameters: {exc}") from exc
     return node_config, params
 
-
-def unflatten(flat: dict, sep: str = ".") -> dict:
-    """{"a.b": 1, "a.c": 2} -> {"a": {"b": 1, "c": 2}} (ROS parameters are flat, dotted)."""
-    nested: dict = {}
-    for key, value in flat.items():
-        node = nested
-        parts = key.split(sep)
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise InvalidInputError(f"parameter {key!r} conflicts with a scalar parameter {part!r}")
-        node[parts[-1]] = value
-    return nested

@@ -230,9 +230,8 @@ def apply_changes(config: NodeConfig, specs: list[ParamSpec], changes: dict[str,
     """``config`` with run-time ``changes`` ({dotted name: value}, every one ``ros.*``) applied; raises
     ConfigError with the reason (one line) when any of them is refused (``check_change``, or the
     NodeConfig's own validation)."""
-    from kp_vo.bridge.node_core import unflatten
     from kp_vo.config import ConfigError, merge
-    from kp_vo.errors import InvalidInputError
+    from kp_vo.settings import nest
 
     by_name = {s.name: s for s in specs}
     ros = {}
@@ -241,10 +240,7 @@ def apply_changes(config: NodeConfig, specs: list[ParamSpec], changes: dict[str,
         if reason is not None:
             raise ConfigError(reason)
         ros[name[len("ros."):]] = float(value) if by_name[name].type is float else value
-    try:
-        return merge(config, unflatten(ros))
-    except InvalidInputError as exc:
-        raise ConfigError(str(exc)) from exc
+    return merge(config, nest(ros, "ros parameter"))
 
 
 # ----------------------------------------------------------------------------- README table

@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
-    from kp_vo.cli.run import add_config_arguments, add_source_arguments
+    from kp_vo.cli.common import add_config_arguments, add_source_arguments
 
     bag = subparsers.add_parser(
         "bag", help="run the VO node's logic over a rosbag2 (sqlite3/mcap) or ROS 1 bag, without ROS",
@@ -63,7 +63,8 @@ class _Counted:
 def run_bag_command(args: argparse.Namespace) -> int:
     from kp_vo.bridge.bag_runner import choose_topics, run_bag, segment_to_run_result
     from kp_vo.bridge.bagio import bag_topics, message_counts
-    from kp_vo.cli.run import apply_overrides, format_metrics, load_configs
+    from kp_vo.cli.common import apply_overrides, load_configs
+    from kp_vo.cli.run import format_metrics
     from kp_vo.fileio import atomic_dir
     from kp_vo.pipeline import build_odometry, write_outputs
 
@@ -97,7 +98,7 @@ def run_bag_command(args: argparse.Namespace) -> int:
 
 def make_bag_command(args: argparse.Namespace) -> int:
     from kp_vo.bridge.make_bag import make_bag
-    from kp_vo.cli.map import parse_options
+    from kp_vo.settings import parse_options
 
     count = make_bag(args.path, args.output, sequence=args.sequence, storage=args.storage,
                      progress=show_progress(args), max_frames=args.max_frames, start=args.start, stride=args.stride,

@@ -15,12 +15,7 @@ import platform
 import time
 from pathlib import Path
 
-from kp_vo.cli.run import (
-    add_config_arguments,
-    add_source_arguments,
-    open_source,
-    pipeline_config,
-)
+from kp_vo.cli.common import add_config_arguments, add_source_arguments, open_source, pipeline_config
 from kp_vo.config import ConfigError, merge, read_yaml, to_dict
 
 
@@ -54,7 +49,7 @@ def bench(args: argparse.Namespace) -> int:
     rows_config = bench_rows(args)
     # Decode once, timed on its own, so every configuration then runs on identical in-memory frames.
     t = time.perf_counter()
-    frames = list(open_source(args))
+    frames = list(open_source(args.path, args.sequence, args.start, args.stride, args.max_frames, args.option))
     decode_ms = 1e3 * (time.perf_counter() - t) / max(1, len(frames))
     rows = []
     for name, overrides in rows_config.items():

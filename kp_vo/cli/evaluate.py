@@ -194,8 +194,8 @@ def handle_keypoints(args: argparse.Namespace) -> int:
 
 
 def handle_matches(args: argparse.Namespace) -> int:
-    from kp_vo.cli.map import open_source
-    from kp_vo.eval.keypoints import extractor_from_spec
+    from kp_vo.cli.common import open_source
+    from kp_vo.pipeline import extractor_from_spec
     from kp_vo.eval.matches import evaluate_match_precision, format_table
 
     frames = open_source(args.source, args.sequence, args.start, 1, args.max_frames)
@@ -213,7 +213,7 @@ def handle_matches(args: argparse.Namespace) -> int:
 
 
 def _open_role(args: argparse.Namespace, role: str):
-    from kp_vo.cli.map import open_source
+    from kp_vo.cli.common import open_source
 
     def arg(name: str):
         return getattr(args, f"{role}_{name}")
@@ -223,7 +223,7 @@ def _open_role(args: argparse.Namespace, role: str):
 
 def handle_viewsynth(args: argparse.Namespace) -> int:
     from kp_vo.errors import InvalidInputError
-    from kp_vo.eval.keypoints import extractor_from_spec
+    from kp_vo.pipeline import extractor_from_spec
     from kp_vo.reloc.evaluation import (
         format_summary_table,
         map_and_localize,
@@ -273,7 +273,7 @@ def handle_viewsynth(args: argparse.Namespace) -> int:
 
 
 def handle_depth(args: argparse.Namespace) -> int:
-    from kp_vo.cli.map import open_source
+    from kp_vo.cli.common import open_source
     from kp_vo.datasets.kitti_raw import is_kitti_raw
     from kp_vo.errors import InvalidInputError
     from kp_vo.eval.depth import eigen_crop
@@ -286,7 +286,7 @@ def handle_depth(args: argparse.Namespace) -> int:
 
     depthnet_options = {}
     if args.config:
-        from kp_vo.cli.run import load_configs
+        from kp_vo.cli.common import load_configs
 
         depth = load_configs(args.config)[0].depth
         if depth.estimator in ("", "depthnet"):

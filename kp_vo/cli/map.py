@@ -7,58 +7,12 @@ import json
 import logging
 from pathlib import Path
 
+from kp_vo.cli.common import open_source
 from kp_vo.cli.progress import add_progress_argument, progress_bar
-from kp_vo.config import ConfigError
 from kp_vo.errors import InvalidInputError
+from kp_vo.settings import parse_options
 
 logger = logging.getLogger(__name__)
-
-
-def open_source(source: str, sequence: str | None = None, start: int = 0, stride: int = 1,
-                max_frames: int | None = None, option_items: list[str] | None = None):
-    """The sequence ``open_sequence(source, sequence)`` with the selection options and ``KEY=VALUE``
-    loader options (YAML values); shared by ``kp-vo map`` and ``kp-vo eval viewsynth``."""
-    from kp_vo.datasets import open_sequence
-
-    options = {"start": start, "stride": stride, "max_frames": max_frames}
-    options.update(parse_options(option_items, "--option"))
-    return open_sequence(source, sequence, **options)
-
-
-def parse_options(items: list[str] | None, flag: str) -> dict:
-    """``KEY=VALUE`` items (YAML values) as a dict; ConfigError naming ``flag`` and the key for a malformed one."""
-    import yaml
-
-    from kp_vo.config import yaml_problem
-
-    options = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
-        try:
-            options[key] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{flag} {key}: value {value!r} is not a YAML value ({yaml_problem(exc)})") from None
-    return options
-
-
-def parse_settings(items: list[str] | None, flag: str) -> dict:
-    """``SECTION.KEY=VALUE`` items (YAML values) as one nested dict: ["train.steps=10", "model=vgg"] ->
-    {"train": {"steps": 10}, "model": "vgg"}; ConfigError naming ``flag`` for a malformed one."""
-    nested: dict = {}
-    for dotted, value in parse_options(items, flag).items():
-        *sections, key = dotted.split(".")
-        if not all(sections) or not key:
-            raise ConfigError(f"{flag} {dotted}: empty part in the dotted key")
-        node = nested
-        for depth, section in enumerate(sections):
-            node = node.setdefault(section, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{flag} {dotted}: {'.'.join(sections[:depth + 1])} is also set to a value")
-        node[key] = value
-    return nested
 
 
 def _open(args: argparse.Namespace):

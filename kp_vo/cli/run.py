@@ -7,81 +7,11 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from kp_vo.cli.common import add_config_arguments, add_source_arguments, open_source, pipeline_config
 from kp_vo.cli.progress import add_progress_argument, show_progress
-from kp_vo.config import ConfigError, load_config, merge, read_yaml
+from kp_vo.config import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-def add_source_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments naming the input sequence, shared by ``run`` and ``bench``."""
-    parser.add_argument("path", nargs="?", default="synthetic",
-                        help="KITTI odometry root, TUM RGB-D folder, image folder, or 'synthetic[:street|:room]' "
-                             "(default: synthetic)")
-    parser.add_argument("--sequence", help="KITTI sequence number, e.g. 07")
-    parser.add_argument("--max-frames", type=int, help="process at most this many frames")
-    parser.add_argument("--start", type=int, default=0, help="first frame to process")
-    parser.add_argument("--stride", type=int, default=1, help="process every N-th frame")
-    parser.add_argument("--option", action="append", metavar="KEY=VALUE",
-                        help="extra loader option (YAML value), e.g. seed=200000 for another synthetic street; "
-                             "repeatable")
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML file overriding the pipeline config (nested keys), or a ROS parameter "
-                        "file such as config/kitti_mono.yaml")
-    parser.add_argument("--extractor", help="keypoint extractor: orb, sift, keypointnet, ... (overrides the config)")
-    parser.add_argument("--depth-source", choices=["auto", "sensor", "network", "triangulation"],
-                        help="where keyframe depth comes from; 'triangulation' forces monocular VO; 'network' "
-                             "without a depth estimator in the config uses the shipped DepthNet")
-    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", dest="settings",
-                        help="override one config value (YAML value) after --config, e.g. "
-                             "odometry.keyframe_max_interval=1 or extractor.options.max_keypoints=3000; repeatable")
-
-
-def pipeline_config(args: argparse.Namespace):
-    """The config from defaults, ``--config`` and the command-line overrides, in that order."""
-    return apply_overrides(load_configs(args.config)[0], args)
-
-
-def load_configs(path: str | None):
-    """(PipelineConfig, NodeConfig) from a pipeline YAML or a ROS parameter YAML
-    (``vo_node: ros__parameters: {ros: ..., extractor: ..., odometry: ...}``; another node's
-    section is used when there is no vo_node)."""
-    from kp_vo.bridge.node_core import NodeConfig, split_node_parameters
-    from kp_vo.pipeline import PipelineConfig
-
-    if path is None:
-        return PipelineConfig(), NodeConfig()
-    data = read_yaml(path)
-    nodes = {k: v for k, v in data.items() if isinstance(v, dict) and "ros__parameters" in v}
-    if nodes:
-        data = (nodes.get("vo_node") or next(iter(nodes.values())))["ros__parameters"] or {}
-    node_config, rest = split_node_parameters(data)
-    return load_config(PipelineConfig, rest), node_config
-
-
-def apply_overrides(config, args: argparse.Namespace):
-    """``config`` with ``--set``, ``--extractor`` and ``--depth-source`` applied, in that order (``network``
-    with no estimator configured: the shipped DepthNet)."""
-    from kp_vo.cli.map import parse_settings
-
-    config = merge(config, parse_settings(getattr(args, "settings", None), "--set"))
-    if args.extractor:
-        config = merge(config, {"extractor": {"name": args.extractor}})
-    if args.depth_source:
-        config = merge(config, {"odometry": {"depth_source": args.depth_source}})
-        if args.depth_source == "network" and not config.depth.estimator:
-            config = merge(config, {"depth": {"estimator": "depthnet"}})
-    return config
-
-
-def open_source(args: argparse.Namespace):
-    from kp_vo.cli.map import parse_options
-    from kp_vo.datasets import open_sequence
-
-    return open_sequence(args.path, args.sequence, max_frames=args.max_frames, start=args.start, stride=args.stride,
-                         **parse_options(args.option, "--option"))
 
 
 def register(subparsers) -> None:
@@ -105,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
     config = pipeline_config(args)
-    sequence = open_source(args)
+    sequence = open_source(args.path, args.sequence, args.start, args.stride, args.max_frames, args.option)
     odometry = build_odometry(config)
     log.info("%s: %d frames, extractor %s", sequence.name, len(sequence), config.extractor.name)
     if args.seeds > 1:

@@ -24,7 +24,7 @@ def register(subparsers) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from kp_vo.cli.map import parse_settings
+    from kp_vo.settings import parse_settings
     from kp_vo.training.trainer import train
 
     overrides = parse_settings(args.overrides, "--set")

@@ -24,6 +24,7 @@ import numpy as np
 
 from kp_vo.errors import InvalidInputError
 from kp_vo.eval.depth import METRICS, constant_depth, depth_errors, summarize
+from kp_vo.settings import parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +79,7 @@ def _stereo(options: dict) -> Callable[[DepthSample], np.ndarray]:
 def depth_model_from_spec(spec: str, device: str = "cpu", depthnet_options: dict | None = None) -> DepthModel:
     """The model of a spec (module docstring); ``depthnet_options`` (e.g. a config's depth.options) are
     the defaults of a plain ``depthnet``, under its ,key=value options."""
-    from kp_vo.eval.keypoints import spec_options
-
-    head, *option_items = spec.split(",")
-    options = spec_options(spec, option_items)
-    name, _, path = head.partition(":")
+    name, path, options = parse_spec(spec)
     if name == "constant" and not path and not options:
         return DepthModel(spec, lambda sample: constant_depth(sample.image), None)
     if name == "stereo" and not path:

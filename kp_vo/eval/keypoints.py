@@ -28,8 +28,9 @@ import cv2
 import numpy as np
 
 from kp_vo.errors import DatasetError, InvalidInputError
-from kp_vo.features.base import Features, create_extractor
+from kp_vo.features.base import Features
 from kp_vo.geometry.matching import match_descriptors
+from kp_vo.pipeline import extractor_from_spec
 
 log = logging.getLogger(__name__)
 
@@ -237,43 +238,6 @@ def hpatches_pairs(folder: str | Path, size_hw: tuple[int, int] = (240, 320)) ->
             yield HomographyPair(cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA),
                                  cv2.resize(b, (w, h), interpolation=cv2.INTER_AREA), H / H[2, 2],
                                  f"{seq.name}/1-{k}")
-
-
-# --- extractors ------------------------------------------------------------------------------------
-
-def extractor_from_spec(spec: str, max_keypoints: int, device: str = "cpu"):
-    """"orb", "sift", "keypointnet:PATH", "keypointnet_vgg:PATH" or "viewsynth:PATH" (PATH .onnx ->
-    ONNX Runtime, .safetensors -> torch, on ``device``), optionally followed by ",key=value" extractor
-    options (YAML values), e.g. "keypointnet:kpn.onnx,scale=0.5,cell_nms=true" -> an Extractor keeping
-    ``max_keypoints``."""
-    head, *option_items = spec.split(",")
-    options = spec_options(spec, option_items)
-    name, _, path = head.partition(":")
-    if name in ("keypointnet", "keypointnet_vgg", "viewsynth"):
-        import kp_vo.runtime  # noqa: F401  (registers "keypointnet", "viewsynth")
-        if not path:
-            raise InvalidInputError(f"{spec!r}: give the model file as {name}:PATH")
-        backend = "onnx" if path.endswith(".onnx") else "torch"
-        if backend == "torch" and name != "viewsynth":
-            options.setdefault("kind", name)
-        extractor = "viewsynth" if name == "viewsynth" else "keypointnet"   # an .onnx file declares its kind
-        return create_extractor(extractor, model_path=path, backend=backend, max_keypoints=max_keypoints,
-                                device=device, **options)
-    if path:
-        raise InvalidInputError(f"{spec!r}: extractor {name!r} takes no model path")
-    return create_extractor(name, max_keypoints=max_keypoints, **options)
-
-
-def spec_options(spec: str, items: list[str]) -> dict:
-    import yaml
-
-    options = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise InvalidInputError(f"{spec!r}: extractor options must look like ',key=value', got {item!r}")
-        options[key.strip()] = yaml.safe_load(value)
-    return options
 
 
 def evaluate_extractors(specs: list[str], pairs: list[HomographyPair], max_keypoints: int, eps: float = 3.0

@@ -20,10 +20,11 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.latest_frame import FrameWorker
-from kp_vo.bridge.node_core import MapTransform, NodeConfig, VoNodeCore, VoOutput, unflatten
+from kp_vo.bridge.node_core import MapTransform, NodeConfig, VoNodeCore, VoOutput
 from kp_vo.bridge.parameters import ParamSpec, apply_changes, is_free_form, unknown_overrides
 from kp_vo.config import ConfigError
 from kp_vo.errors import KpVoError
+from kp_vo.settings import nest
 
 _ROS_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
               float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
@@ -66,7 +67,7 @@ def declare_node_parameters(node: Node, specs: list[ParamSpec]) -> dict:
             descriptor = ParameterDescriptor(name=name, description="option of the factory / config named by its "
                                              "section (kp_vo/ros/README.md)", read_only=True, dynamic_typing=True)
             flat[name] = node.declare_parameter(name, parameter.value, descriptor).value
-    return unflatten(flat)
+    return nest(flat, "parameter")
 
 
 def accept_parameter_changes(node: Node, core: VoNodeCore, specs: list[ParamSpec]) -> None:
