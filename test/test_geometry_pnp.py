@@ -117,6 +117,10 @@ def test_gauss_newton_never_worsens_and_converges(seed):
     assert cost(T2) <= cost(T) + 1e-9
     T3, _, _ = refine_pose_gauss_newton(T0, Pw, uv, K, iterations=0)
     np.testing.assert_array_equal(T3, T0)
+    # Without the covariance (nobody reads it): the same pose and RMSE.
+    T4, C4, rmse4 = refine_pose_gauss_newton(T0, Pw, uv, K, iterations=10, covariance=False)
+    assert C4 is None and rmse4 == rmse
+    np.testing.assert_array_equal(T4, T)
 
 
 def test_gauss_newton_with_huber_resists_outliers_and_never_worsens():

@@ -131,15 +131,16 @@ def _covariance(T: np.ndarray, Pw: np.ndarray, uv: np.ndarray, K: np.ndarray,
 
 
 def refine_pose_gauss_newton(T_cam_world: np.ndarray, points_world: np.ndarray, uv: np.ndarray,
-                             K: np.ndarray, iterations: int = 10,
-                             huber_px: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+                             K: np.ndarray, iterations: int = 10, huber_px: float | None = None,
+                             covariance: bool = True) -> tuple[np.ndarray, np.ndarray | None, float]:
     """Non-linear least-squares refinement of ``T_cam_world`` (4, 4) on world points (N, 3) seen at uv (N, 2).
 
     Minimises sum_i rho(|pi(T P_i) - uv_i|^2) (eq. 14-15) with PoseLib's Levenberg-Marquardt on a
     left-perturbed pose (C++; at most ``iterations`` steps); rho is Huber with threshold ``huber_px``
     (IRLS) or plain squares when it is None. Never returns a pose with a higher cost than the input.
     Rows with non-finite values are ignored.
-    Returns (T_cam_world (4, 4), covariance (6, 6) ROS order, reprojection RMSE px over in-front points).
+    Returns (T_cam_world (4, 4), covariance (6, 6) ROS order (None when ``covariance`` is False: a
+    refinement whose covariance nobody reads skips it), reprojection RMSE px over in-front points).
     """
     T = check_pose(T_cam_world, "T_cam_world")
     Pw = check_points(points_world, 3, "points_world")
@@ -166,7 +167,7 @@ def refine_pose_gauss_newton(T_cam_world: np.ndarray, points_world: np.ndarray, 
 
     front = e2 < _BEHIND_PX**2
     rmse = float(np.sqrt(e2[front].mean())) if front.any() else float("inf")
-    return T, _covariance(T, Pw, uv, K, huber_px), rmse
+    return T, _covariance(T, Pw, uv, K, huber_px) if covariance else None, rmse
 
 
 def solve_pnp_ransac(points_world: np.ndarray, uv: np.ndarray, K: np.ndarray, threshold_px: float = 2.0,
