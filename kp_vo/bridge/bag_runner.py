@@ -26,7 +26,7 @@ from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.bagio import BagWriter, bag_topics, read_messages
 from kp_vo.bridge.node_core import NodeConfig, VoNodeCore, VoOutput
 from kp_vo.bridge.scale import odometry_scale
-from kp_vo.errors import DatasetError
+from kp_vo.errors import DatasetError, InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -103,11 +103,15 @@ def _common_prefix(a: str, b: str) -> str:
 
 
 def static_transforms(path: str | Path) -> dict[tuple[str, str], np.ndarray]:
-    """{(parent, child): T_parent_child} of every /tf_static transform in the bag."""
+    """{(parent, child): T_parent_child} of every /tf_static transform in the bag; DatasetError (one line)
+    for a transform that is not one (a zero or NaN quaternion): the extrinsic of every frame depends on it."""
     edges = {}
     for _, _, _, msg in read_messages(path, ["/tf_static"]):
         for t in msg.transforms:
-            edges[(t.header.frame_id, t.child_frame_id)] = cv.transform_msg_to_pose(t.transform)
+            try:
+                edges[(t.header.frame_id, t.child_frame_id)] = cv.transform_msg_to_pose(t.transform)
+            except InvalidInputError as exc:
+                raise DatasetError(f"{path}: /tf_static {t.header.frame_id} -> {t.child_frame_id}: {exc}") from None
     return edges
 
 

@@ -23,11 +23,13 @@ from typing import Any
 import cv2
 import numpy as np
 
+from kp_vo.bridge.conversions import int_field
 from kp_vo.errors import InvalidInputError
 from kp_vo.types import CameraIntrinsics
 
 DISTORTION_MODES = ("rectify", "rectified", "refuse")
 DISTORTION_MODELS = {"plumb_bob": 5, "rational_polynomial": 8, "equidistant": 4}
+MAX_IMAGE_SIDE = 32768   # px; a larger camera_info is corrupt (and would make huge rectification maps)
 
 
 def _field(msg: Any, name: str) -> Any:
@@ -66,10 +68,10 @@ class CameraInfoData:
 def read_camera_info(msg: Any) -> CameraInfoData:
     """sensor_msgs/CameraInfo (ROS 2 or ROS 1 field names) -> CameraInfoData.
 
-    Raises InvalidInputError on a K that is not 9 finite values with fx, fy > 0, a zero image size, or a
-    non-finite D. R unset (all zero) reads as the identity; P unset as zeros.
+    Raises InvalidInputError on a K that is not 9 finite values with fx, fy > 0, an image size outside
+    1..MAX_IMAGE_SIDE, or a non-finite D. R unset (all zero) reads as the identity; P unset as zeros.
     """
-    width, height = int(msg.width), int(msg.height)
+    width, height = int_field(msg.width, "camera_info width"), int_field(msg.height, "camera_info height")
     K = np.asarray(_field(msg, "k"), dtype=np.float64).reshape(-1)
     if K.size != 9:
         raise InvalidInputError(f"camera_info K has {K.size} values, expected 9")
@@ -77,8 +79,8 @@ def read_camera_info(msg: Any) -> CameraInfoData:
     if not (np.isfinite(K).all() and K[0, 0] > 0 and K[1, 1] > 0):
         raise InvalidInputError(f"camera_info has an invalid K (fx={K[0, 0]}, fy={K[1, 1]}, cx={K[0, 2]}, "
                                 f"cy={K[1, 2]})")
-    if width <= 0 or height <= 0:
-        raise InvalidInputError(f"camera_info has image size {width}x{height}")
+    if not (0 < width <= MAX_IMAGE_SIDE and 0 < height <= MAX_IMAGE_SIDE):
+        raise InvalidInputError(f"camera_info has image size {width}x{height} (each side 1..{MAX_IMAGE_SIDE})")
     D = np.asarray(_field(msg, "d"), dtype=np.float64).reshape(-1)
     if not np.isfinite(D).all():
         raise InvalidInputError("camera_info D is not finite")

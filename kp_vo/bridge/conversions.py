@@ -19,10 +19,9 @@ from typing import Any, Callable
 
 import cv2
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from kp_vo.errors import InvalidInputError
-from kp_vo.trajio import rotation_to_quaternion
+from kp_vo.trajio import quaternion_to_rotation, rotation_to_quaternion
 from kp_vo.types import CameraIntrinsics, sanitize_depth
 
 logger = logging.getLogger(__name__)
@@ -52,9 +51,26 @@ COLOR_ENCODINGS = ("mono8", "8UC1", "mono16", "rgb8", "bgr8", "8UC3", "rgba8", "
 
 # ----------------------------------------------------------------------------- time
 
+def int_field(value: Any, what: str) -> int:
+    """A message's integer field as an int; InvalidInputError (one line) for NaN, inf, fractions or text
+    (a message filled in by hand, or a corrupt one)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
+        return int(value)
+    raise InvalidInputError(f"{what} must be an integer, got {value!r}")
+
+
 def stamp_to_ns(stamp: Any) -> int:
-    """builtin_interfaces/Time (``sec``, ``nanosec``) -> int nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+    """builtin_interfaces/Time (``sec``, ``nanosec``) -> int nanoseconds.
+
+    Raises InvalidInputError for a field that is not an integer, a negative ``sec`` or a ``nanosec``
+    outside [0, 1e9)."""
+    sec, nanosec = int_field(stamp.sec, "stamp sec"), int_field(stamp.nanosec, "stamp nanosec")
+    if sec < 0 or not 0 <= nanosec < 1_000_000_000:
+        raise InvalidInputError(f"stamp sec={sec} nanosec={nanosec} is not a valid time "
+                                "(sec >= 0, 0 <= nanosec < 1e9)")
+    return sec * 1_000_000_000 + nanosec
 
 
 def ns_to_sec_nanosec(stamp_ns: int) -> tuple[int, int]:
@@ -65,20 +81,47 @@ def ns_to_sec_nanosec(stamp_ns: int) -> tuple[int, int]:
 
 # ----------------------------------------------------------------------------- images
 
+# Row padding (``step`` beyond the pixels) is alignment: a padding of a whole row or more, past this many
+# bytes, is data of another encoding (rgb8 bytes declared mono8, 32FC1 declared 16UC1), not padding.
+MAX_ALIGNMENT_PADDING = 64
+
+
+def _byte_buffer(data: Any, encoding: str) -> np.ndarray:
+    """``msg.data`` (bytes, array('B'), list of ints or a numpy array) as a flat uint8 array."""
+    try:
+        if isinstance(data, np.ndarray):
+            return np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+        if isinstance(data, (list, tuple)):
+            return np.asarray(data, dtype=np.uint8)
+        return np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidInputError(f"image data ({encoding}) is not a byte buffer: {type(data).__name__} "
+                                f"({exc})") from None
+
+
 def _raw_array(msg: Any, dtype: str, channels: int) -> np.ndarray:
-    """(H, W, C) view of ``msg.data`` honouring ``step`` (row padding) and byte order."""
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    """(H, W, C) view of ``msg.data`` honouring ``step`` (row padding) and byte order.
+
+    The byte count must be the declared one: ``step * height`` (or without the last row's padding), with
+    ``step`` at least one row of ``width * channels * itemsize`` bytes plus alignment padding of less than
+    a row (or under MAX_ALIGNMENT_PADDING bytes): an encoding that does not fit the data is refused."""
+    encoding = msg.encoding
+    height, width = int_field(msg.height, "image height"), int_field(msg.width, "image width")
+    step = int_field(msg.step, "image step")
     if height <= 0 or width <= 0:
-        raise InvalidInputError(f"empty image {width}x{height} ({msg.encoding})")
+        raise InvalidInputError(f"empty image {width}x{height} ({encoding})")
     dt = np.dtype(dtype).newbyteorder(">" if getattr(msg, "is_bigendian", 0) else "<")
     row_bytes = width * channels * dt.itemsize
     if step < row_bytes:
-        raise InvalidInputError(f"image step {step} is smaller than a row of {row_bytes} bytes ({msg.encoding})")
-    data = np.frombuffer(memoryview(msg.data).cast("B") if not isinstance(msg.data, np.ndarray) else msg.data,
-                         dtype=np.uint8)
-    if data.size < step * (height - 1) + row_bytes:
+        raise InvalidInputError(f"image step {step} is smaller than a row of {row_bytes} bytes "
+                                f"({width} px of {encoding})")
+    if step - row_bytes >= max(row_bytes, MAX_ALIGNMENT_PADDING):
+        raise InvalidInputError(f"image step {step} is {step / row_bytes:.2f} rows of {width} px {encoding} "
+                                f"({row_bytes} bytes): the data is not {encoding}")
+    data = _byte_buffer(msg.data, encoding)
+    if data.size not in (step * height, step * (height - 1) + row_bytes):
         raise InvalidInputError(
-            f"image data has {data.size} bytes, {width}x{height} {msg.encoding} with step {step} needs "
+            f"image data has {data.size} bytes, {width}x{height} {encoding} with step {step} needs "
             f"{step * height}")
     rows = np.lib.stride_tricks.as_strided(data, shape=(height, row_bytes), strides=(step, 1))
     return np.ascontiguousarray(rows).view(dt).reshape(height, width, channels).astype(dt.newbyteorder("="))
@@ -111,9 +154,7 @@ def compressed_image_to_numpy(msg: Any) -> np.ndarray:
     Colour payloads are BGR (image_transport encodes colour as bgr8), 16-bit PNG is scaled to 8 bits (>> 8),
     alpha is dropped. Raises InvalidInputError for an empty payload or one that does not decode.
     """
-    data = msg.data
-    buffer = data if isinstance(data, np.ndarray) else np.frombuffer(memoryview(data).cast("B"), np.uint8)
-    buffer = buffer.reshape(-1).view(np.uint8)
+    buffer = _byte_buffer(msg.data, f"CompressedImage {msg.format!r}")
     if buffer.size == 0:
         raise InvalidInputError(f"empty CompressedImage ({msg.format!r})")
     image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
@@ -179,16 +220,27 @@ def camera_info_fields(camera: CameraIntrinsics) -> dict:
 
 # ----------------------------------------------------------------------------- poses
 
-def quaternion_xyzw(R: np.ndarray) -> np.ndarray:
-    """(3, 3) rotation matrix -> (4,) unit quaternion (x, y, z, w) with w >= 0 (kp_vo.trajio)."""
-    return rotation_to_quaternion(R)
+# |q.q - 1| above this refuses a quaternion (tf2's TF_DENORMALIZED_QUATERNION bound); below it q is normalised
+QUATERNION_TOLERANCE = 0.01
 
 
 def pose_from_translation_quaternion(t: Any, q_xyzw: Any) -> np.ndarray:
-    """(3,) translation + (4,) quaternion (x, y, z, w) -> (4, 4) pose."""
+    """(3,) translation + (4,) quaternion (x, y, z, w) -> (4, 4) pose.
+
+    Raises InvalidInputError for values that are not finite numbers or a quaternion whose squared norm is
+    more than QUATERNION_TOLERANCE from 1 (a zero quaternion: an orientation never filled in)."""
+    try:
+        t = np.asarray(t, dtype=np.float64).reshape(3)
+        q = np.asarray(q_xyzw, dtype=np.float64).reshape(4)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"pose is not numeric: {exc}") from None
+    if not (np.isfinite(t).all() and np.isfinite(q).all()):
+        raise InvalidInputError(f"pose is not finite: translation {t.tolist()}, rotation {q.tolist()}")
+    if abs(float(q @ q) - 1.0) > QUATERNION_TOLERANCE:
+        raise InvalidInputError(f"rotation {q.tolist()} is not a unit quaternion (norm {np.linalg.norm(q):.4g})")
     T = np.eye(4)
-    T[:3, :3] = Rotation.from_quat(np.asarray(q_xyzw, dtype=np.float64)).as_matrix()
-    T[:3, 3] = np.asarray(t, dtype=np.float64)
+    T[:3, :3] = quaternion_to_rotation(q)
+    T[:3, 3] = t
     return T
 
 
@@ -212,8 +264,11 @@ def pose_with_covariance_stamped_to_pose(msg: Any) -> tuple[str, np.ndarray]:
     """
     pose = msg.pose.pose
     p, r = pose.position, pose.orientation
-    t = np.array([p.x, p.y, p.z], dtype=np.float64)
-    q = np.array([r.x, r.y, r.z, r.w], dtype=np.float64)
+    try:
+        t = np.array([p.x, p.y, p.z], dtype=np.float64)
+        q = np.array([r.x, r.y, r.z, r.w], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"pose is not numeric: {exc}") from None
     if not (np.isfinite(t).all() and np.isfinite(q).all()):
         raise InvalidInputError(f"pose is not finite: position {t.tolist()}, orientation {q.tolist()}")
     if abs(np.linalg.norm(q) - 1.0) > 1e-3:
@@ -242,7 +297,7 @@ def header_msg(factory: MessageFactory, stamp_ns: int, frame_id: str) -> Any:
 
 def pose_msg(factory: MessageFactory, T: np.ndarray) -> Any:
     """(4, 4) pose -> geometry_msgs/Pose."""
-    q = quaternion_xyzw(T[:3, :3])
+    q = rotation_to_quaternion(T[:3, :3])
     t = np.asarray(T, dtype=np.float64)[:3, 3]
     point = factory("geometry_msgs/msg/Point")(x=float(t[0]), y=float(t[1]), z=float(t[2]))
     quat = factory("geometry_msgs/msg/Quaternion")(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3]))
@@ -251,7 +306,7 @@ def pose_msg(factory: MessageFactory, T: np.ndarray) -> Any:
 
 def transform_stamped_msg(factory: MessageFactory, stamp_ns: int, parent: str, child: str, T_parent_child: np.ndarray) -> Any:
     """geometry_msgs/TransformStamped of the (4, 4) pose of ``child`` in ``parent``."""
-    q = quaternion_xyzw(T_parent_child[:3, :3])
+    q = rotation_to_quaternion(T_parent_child[:3, :3])
     t = np.asarray(T_parent_child, dtype=np.float64)[:3, 3]
     translation = factory("geometry_msgs/msg/Vector3")(x=float(t[0]), y=float(t[1]), z=float(t[2]))
     rotation = factory("geometry_msgs/msg/Quaternion")(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3]))

@@ -12,7 +12,8 @@ behaviour:
    message_filters and call ``on_pair``.)
 3. stamps: a stamp more than ``loop_reset_threshold`` s before the previous one is a bag loop:
    the odometry resets and the frame is processed; any other stamp not after the previous one
-   (repeated / out of order) is dropped with a warning.
+   (repeated / out of order) is dropped with a warning, as is a stamp that is not a valid time and a
+   zero stamp after the first frame (a header left unset, which must not read as a bag loop).
 4. the frame is converted (sensor_msgs/Image, or CompressedImage with ``image_transport: compressed``),
    rectified when asked, and validated; bad encodings or payloads, empty images and size mismatches are
    one log line each (an unsupported encoding once per encoding) and the frame is dropped.
@@ -36,6 +37,12 @@ Threads: the receive side (``on_*``, ``on_camera_info``) runs in one thread and
 ``process_pending`` in one other; processing, ``reset`` and the map services are serialised by
 a lock that the receive side never takes.
 
+Errors: no entry point (``on_*``, ``process*``) raises. A bad message is one log line naming what is wrong
+and counted in ``problems`` (shown as ``dropped_<kind>`` in the diagnostics); an exception that is not a
+``KpVoError`` is a bug: logged with its traceback and counted as ``internal_error``. The service-like calls
+(``set_pose``, ``save_map``, ``load_map``) raise a one-line ``KpVoError`` instead, which the node answers
+with; a refused call changes nothing.
+
 Outputs are plain dataclasses (``VoOutput``, ``Diagnostics``) that the node and the bag writer
 both turn into messages with ``kp_vo.bridge.conversions``.
 """
@@ -43,6 +50,7 @@ both turn into messages with ``kp_vo.bridge.conversions``.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import threading
 import time
@@ -63,7 +71,7 @@ from kp_vo.bridge.conversions import (
 from kp_vo.bridge.latest_frame import FrameTiming, LatestFrameSlot, PendingInput, ProcessingStats
 from kp_vo.bridge.odom_frames import OdomFrames, TransformStamper, adjoint, body_twist
 from kp_vo.bridge.scale import Scale, check_required_metric
-from kp_vo.errors import InvalidInputError, KpVoError
+from kp_vo.errors import InvalidInputError, KpVoError, MapFileError
 from kp_vo.types import CameraIntrinsics, Frame
 
 logger = logging.getLogger(__name__)
@@ -205,6 +213,22 @@ class Throttle:
         return True
 
 
+def check_rigid(T: Any, what: str) -> np.ndarray:
+    """``T`` as a (4, 4) float64 rigid transform; InvalidInputError (one line) when it is not one (shape,
+    NaN/inf, a rotation block that is not orthonormal with det +1, a last row other than 0 0 0 1)."""
+    try:
+        T = np.asarray(T, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{what} is not numeric: {exc}") from None
+    if T.shape != (4, 4) or not np.isfinite(T).all():
+        raise InvalidInputError(f"{what} is not a finite 4x4 transform (shape {T.shape})")
+    R = T[:3, :3]
+    if not (np.allclose(R @ R.T, np.eye(3), atol=1e-4) and np.linalg.det(R) > 0
+            and np.allclose(T[3], [0, 0, 0, 1])):
+        raise InvalidInputError(f"{what} is not a rigid transform (rotation not orthonormal or last row not 0 0 0 1)")
+    return T
+
+
 def camera_to_base(T_world_cam: np.ndarray, covariance_cam: np.ndarray, T_base_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Camera pose in the VO world -> base_link pose in odom, with the covariance moved along.
 
@@ -216,6 +240,26 @@ def camera_to_base(T_world_cam: np.ndarray, covariance_cam: np.ndarray, T_base_c
     T_odom_base = T_base_cam @ T_world_cam @ T_cam_base
     A = adjoint(T_base_cam)
     return T_odom_base, A @ covariance_cam @ A.T
+
+
+def _guarded(method: Callable) -> Callable:
+    """A message entry point that never raises: a KpVoError that got this far is one warning line
+    (``bad_input``); any other exception is a bug, logged with its traceback and counted as
+    ``internal_error`` (shown in the diagnostics). The message is dropped either way."""
+
+    @functools.wraps(method)
+    def entry(self: "VoNodeCore", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except KpVoError as exc:
+            self._problem("bad_input", f"{method.__name__}: dropping the message: {exc}", None, throttled=False)
+        except Exception:   # noqa: BLE001 - the last resort that keeps the node alive
+            self.problems["internal_error"] += 1
+            logger.exception("%s: unexpected error, message dropped (internal_error %d)", method.__name__,
+                             self.problems["internal_error"])
+        return None
+
+    return entry
 
 
 # ----------------------------------------------------------------------------- core
@@ -287,6 +331,7 @@ class VoNodeCore:
         return None if model is None else model.camera
 
     # ------------------------------------------------------------------ inputs
+    @_guarded
     def on_camera_info(self, msg: Any, now_ns: int | None = None) -> None:
         """Keep the camera model of a good camera_info (maps built once per camera_info); log (throttled)
         and ignore a bad one."""
@@ -316,28 +361,37 @@ class VoNodeCore:
         t = T[:3, 3]
         return f"odometry reset at ({t[0]:.3f}, {t[1]:.3f}, {t[2]:.3f}) in {frame_id or frames.odom}"
 
+    @_guarded
     def on_image(self, msg: Any, now_ns: int | None = None) -> VoOutput | None:
         """An image message. Mono: processed now (``latest_only``: made the pending input, None);
         RGB-D: it waits for its depth."""
         now_ns = self._now(now_ns)
         self._last_image_ns = now_ns
+        if self._read_stamp(msg, "image", now_ns) is None:
+            return None
         if self.config.mode == "mono":
             return self._accept(msg, None, now_ns)
         with self._sync_lock:
             self._images.append(msg)
         return self._try_pair(now_ns)
 
+    @_guarded
     def on_depth(self, msg: Any, now_ns: int | None = None) -> VoOutput | None:
         """A depth message (RGB-D mode): waits for the image of the same instant."""
+        if self._read_stamp(msg, "depth", self._now(now_ns)) is None:
+            return None
         with self._sync_lock:
             self._depths.append(msg)
         return self._try_pair(self._now(now_ns))
 
+    @_guarded
     def on_pair(self, image_msg: Any, depth_msg: Any, now_ns: int | None = None) -> VoOutput | None:
         """An RGB-D pair synchronised by the caller (message_filters): processed now, or with
         ``latest_only`` made the pending input (None)."""
         now_ns = self._now(now_ns)
         self._last_image_ns = now_ns
+        if self._read_stamp(image_msg, "image", now_ns) is None or self._read_stamp(depth_msg, "depth", now_ns) is None:
+            return None
         return self._accept(image_msg, depth_msg, now_ns)
 
     def reset(self, reason: str = "requested") -> None:
@@ -364,7 +418,12 @@ class VoNodeCore:
             raise KpVoError("parameter ros.map_path is empty")
         with self._lock:
             repository = self.odometry.export_map()
-        repository.save(path)
+        try:
+            repository.save(path)
+        except KpVoError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise MapFileError(f"cannot write map {path!r}: {getattr(exc, 'strerror', None) or exc}") from None
         return f"map with {len(repository)} points from {repository.num_frames} keyframes saved to {path}"
 
     def load_map(self, path: str) -> str:
@@ -375,7 +434,12 @@ class VoNodeCore:
 
         if not path:
             raise KpVoError("parameter ros.map_path is empty")
-        repository = Repository.load(path)
+        try:
+            repository = Repository.load(path)
+        except KpVoError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise MapFileError(f"cannot read map {path!r}: {getattr(exc, 'strerror', None) or exc}") from None
         with self._lock:
             self.odometry.load_map(repository)    # checks first: a refused map leaves the odometry as it is
             self.odom_frames.enter_map()
@@ -450,6 +514,7 @@ class VoNodeCore:
                            self.pending.dropped)
         return None
 
+    @_guarded
     def process_pending(self, timeout_s: float | None = 0.0) -> VoOutput | None:
         """Process the newest pending input (``latest_only``), waiting up to ``timeout_s`` s for one
         (None: until one arrives or ``pending`` is closed); None when there is none or it is dropped."""
@@ -458,6 +523,7 @@ class VoNodeCore:
             return None
         return self._run(item.image, item.depth, item.received_ns, self.clock())
 
+    @_guarded
     def process(self, image_msg: Any, depth_msg: Any | None = None, now_ns: int | None = None) -> VoOutput | None:
         """Run the odometry on one (image[, depth]) pair now; None when the frame is dropped."""
         now_ns = self._now(now_ns)
@@ -479,7 +545,9 @@ class VoNodeCore:
 
     def _process(self, image_msg: Any, depth_msg: Any | None, now_ns: int) -> VoOutput | None:
         """Steps 1 and 3-5 of the module docstring for one input; None when the frame is dropped."""
-        stamp_ns = stamp_to_ns(image_msg.header.stamp)
+        stamp_ns = self._read_stamp(image_msg, "image", now_ns)
+        if stamp_ns is None or (depth_msg is not None and self._read_stamp(depth_msg, "depth", now_ns) is None):
+            return None
         if self.camera_model is None:
             self._problem("camera_info_missing", "waiting for camera_info: dropping image", now_ns)
             return None
@@ -538,12 +606,18 @@ class VoNodeCore:
             self.T_base_cam = np.eye(4)
             return self.T_base_cam
         camera_frame = self.config.frames.camera or image_frame_id
-        T = self.lookup_extrinsic(camera_frame)
-        if T is None:
-            self._problem("extrinsic_missing",
-                          f"waiting for TF {self.config.frames.base_link} -> {camera_frame}: dropping image", now_ns)
+        edge = f"{self.config.frames.base_link} -> {camera_frame}"
+        try:
+            T = self.lookup_extrinsic(camera_frame)
+            if T is not None:
+                T = check_rigid(T, f"TF {edge}")
+        except KpVoError as exc:
+            self._problem("bad_extrinsic", f"refusing TF {edge}, dropping image: {exc}", now_ns)
             return None
-        self.T_base_cam = np.asarray(T, dtype=np.float64)
+        if T is None:
+            self._problem("extrinsic_missing", f"waiting for TF {edge}: dropping image", now_ns)
+            return None
+        self.T_base_cam = T
         return self.T_base_cam
 
     def _output(self, frame: Frame, result: Any, T_base_cam: np.ndarray) -> VoOutput:
@@ -620,6 +694,20 @@ class VoNodeCore:
         return Diagnostics("ok", self.state, values)
 
     # ------------------------------------------------------------------ utilities
+    def _read_stamp(self, msg: Any, what: str, now_ns: int | None) -> int | None:
+        """The message's header stamp in ns, or None (one line, ``bad_stamp``) for an invalid one, or a zero
+        one after a frame was processed (a header never filled in must not read as a bag loop; a bag whose
+        clock starts at 0 still has its first frame processed)."""
+        try:
+            stamp_ns = stamp_to_ns(msg.header.stamp)
+        except InvalidInputError as exc:
+            self._problem("bad_stamp", f"dropping {what}: {exc}", now_ns, throttled=False)
+            return None
+        if stamp_ns == 0 and self._last_stamp_ns is not None:
+            self._problem("bad_stamp", f"dropping {what}: header.stamp is zero (not set)", now_ns, throttled=False)
+            return None
+        return stamp_ns
+
     def _problem(self, kind: str, text: str, now_ns: int | None, throttled: bool = True) -> None:
         self.problems[kind] += 1
         if not throttled or self._throttle.ready(kind, self._now(now_ns)):
