@@ -1,4 +1,4 @@
-"""Trajectory files: KITTI pose lists and TUM trajectories, plus quaternion helpers (numpy only).
+"""Trajectory files: KITTI pose lists and TUM trajectories, plus the quaternion conversions of the package.
 
 Poses are ``T_world_cam`` arrays of shape (N, 4, 4) float64: each maps camera coordinates of
 frame i into the world frame (the camera's pose). Time stamps are int64 nanoseconds.
@@ -16,9 +16,11 @@ from __future__ import annotations
 import logging
 import os
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from kp_vo.errors import DatasetError, InvalidInputError
 from kp_vo.fileio import atomic_path
@@ -33,7 +35,7 @@ _ORTHO_TOL = 1e-3
 # Quaternions
 # ----------------------------------------------------------------------------------------------
 def rotation_to_quaternion(R: np.ndarray) -> np.ndarray:
-    """Unit quaternion of a rotation matrix (Shepperd's method, stable near 180 degrees).
+    """Unit quaternion of a rotation matrix (scipy's ``Rotation``).
 
     R: (3, 3) rotation matrix (orthonormal, det +1, within 1e-3).
     Returns (4,) float64 ``(qx, qy, qz, qw)`` with ``qw >= 0`` (the sign is canonicalised so that
@@ -47,36 +49,11 @@ def rotation_to_quaternion(R: np.ndarray) -> np.ndarray:
         raise InvalidInputError("rotation contains NaN or inf")
     if np.abs(R.T @ R - np.eye(3)).max() > _ORTHO_TOL or np.linalg.det(R) <= 0:
         raise InvalidInputError("matrix is not a rotation (not orthonormal or det <= 0)")
-
-    # Shepperd: pick the largest of 4qw^2-1 = trace, 4qx^2-1 = 2R00-trace, ... to divide by.
-    trace = np.trace(R)
-    candidates = np.array([trace, R[0, 0], R[1, 1], R[2, 2]])
-    k = int(np.argmax(candidates))
-    if k == 0:
-        s = 2.0 * np.sqrt(max(1.0 + trace, 0.0))  # s = 4 qw
-        q = np.array([(R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s, 0.25 * s])
-    elif k == 1:
-        s = 2.0 * np.sqrt(max(1.0 + R[0, 0] - R[1, 1] - R[2, 2], 0.0))  # s = 4 qx
-        q = np.array([0.25 * s, (R[0, 1] + R[1, 0]) / s, (R[0, 2] + R[2, 0]) / s, (R[2, 1] - R[1, 2]) / s])
-    elif k == 2:
-        s = 2.0 * np.sqrt(max(1.0 - R[0, 0] + R[1, 1] - R[2, 2], 0.0))  # s = 4 qy
-        q = np.array([(R[0, 1] + R[1, 0]) / s, 0.25 * s, (R[1, 2] + R[2, 1]) / s, (R[0, 2] - R[2, 0]) / s])
-    else:
-        s = 2.0 * np.sqrt(max(1.0 - R[0, 0] - R[1, 1] + R[2, 2], 0.0))  # s = 4 qz
-        q = np.array([(R[0, 2] + R[2, 0]) / s, (R[1, 2] + R[2, 1]) / s, 0.25 * s, (R[1, 0] - R[0, 1]) / s])
-    q /= np.linalg.norm(q)
-    return _canonical_quaternion(q)
-
-
-def _canonical_quaternion(q: np.ndarray) -> np.ndarray:
-    """q and -q are the same rotation: return the one with qw > 0 (or, at qw == 0, first xyz > 0)."""
-    if q[3] < 0 or (q[3] == 0 and q[np.flatnonzero(q[:3])[0]] < 0):
-        q = -q
-    return q
+    return Rotation.from_matrix(R).as_quat(canonical=True)
 
 
 def quaternion_to_rotation(q) -> np.ndarray:
-    """Rotation matrix of a quaternion ``(qx, qy, qz, qw)`` (normalised first).
+    """Rotation matrix of a quaternion ``(qx, qy, qz, qw)`` (normalised first; scipy's ``Rotation``).
 
     q: (4,) array-like, scalar last. Returns (3, 3) float64.
     """
@@ -86,12 +63,7 @@ def quaternion_to_rotation(q) -> np.ndarray:
     norm = np.linalg.norm(q)
     if not np.isfinite(norm) or norm < 1e-12:
         raise InvalidInputError(f"quaternion {q.tolist()} is not finite or has zero norm")
-    x, y, z, w = q / norm
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
+    return Rotation.from_quat(q / norm).as_matrix()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -190,6 +162,13 @@ def _parse_stamp(text: str) -> int:
     return int(value.to_integral_value())
 
 
+def stamps_to_seconds(stamps_ns: np.ndarray) -> np.ndarray:
+    """(N,) float64 seconds of (N,) integer nanoseconds, each the double nearest the exact value: the same
+    float that ``float(text)`` gives for the stamp written with at most 9 decimals (so stamps read from
+    two files of one dataset compare equal; ``ns / 1e9`` can be one ulp off past 2**53 ns)."""
+    return np.array([float(Fraction(int(ns), 1_000_000_000)) for ns in stamps_ns], np.float64)
+
+
 def _check_stamps(stamps_ns: np.ndarray, n: int) -> np.ndarray:
     stamps = np.asarray(stamps_ns)
     if stamps.shape != (n,):
@@ -223,12 +202,13 @@ def write_tum_trajectory(path: str | os.PathLike, stamps_ns: np.ndarray, T_world
     logger.debug("wrote %d TUM poses to %s", len(T), path)
 
 
-def read_tum_trajectory(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+def read_tum_trajectory(path: str | os.PathLike, increasing: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Read a TUM trajectory. Returns ``(stamps_ns (N,) int64, T_world_cam (N, 4, 4) float64)``.
 
     Blank lines and lines starting with ``#`` are skipped; quaternions are normalised. Raises
     DatasetError (``file:line: why``) on a malformed line, a zero quaternion, time stamps that do
-    not strictly increase, or a file without poses.
+    not strictly increase (unless ``increasing`` is False: a dataset's ground truth, sorted by the
+    caller), or a file without poses.
     """
     stamps, poses = [], []
     for lineno, line in enumerate(_read_lines(path), start=1):
@@ -244,7 +224,7 @@ def read_tum_trajectory(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
             raise DatasetError(f"{path}:{lineno}: not a number in {line.strip()!r}") from None
         if not np.all(np.isfinite(values)):
             raise DatasetError(f"{path}:{lineno}: pose contains NaN or inf")
-        if stamps and ns <= stamps[-1]:
+        if increasing and stamps and ns <= stamps[-1]:
             raise DatasetError(f"{path}:{lineno}: time stamp {fields[0]} does not increase")
         try:
             R = quaternion_to_rotation(values[3:])

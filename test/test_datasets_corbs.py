@@ -83,7 +83,7 @@ def test_bad_corbs_input_is_one_line(tmp_path):
         open_sequence(f"corbs:{tmp_path / 'missing'}")
     root = _write_corbs(tmp_path / "D2")
     (root / "D1_gt.txt").write_text("10.0 1 2 3\n")
-    with pytest.raises(DatasetError, match="expected 8 numbers") as err:
+    with pytest.raises(DatasetError, match="D1_gt.txt:1: expected 8 values") as err:
         open_sequence(str(root))
     assert "\n" not in str(err.value)
     unregistered = open_sequence(str(_write_corbs(tmp_path / "raw", depth_hw=(24, 30))))

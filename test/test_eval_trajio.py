@@ -1,5 +1,6 @@
 """Trajectory file formats (KITTI, TUM) and quaternion helpers."""
 
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +175,11 @@ def test_read_real_kitti_poses():
     # rotations stored with ~7 significant digits are still rotations
     err = np.abs(np.einsum("nji,njk->nik", T[:, :3, :3], T[:, :3, :3]) - np.eye(3)).max()
     assert err < 1e-5
+
+
+def test_stamps_to_seconds_is_the_float_of_the_text():
+    """Nanosecond stamps past 2**53 come back as the very float the decimal text parses to."""
+    from kp_vo.trajio import stamps_to_seconds
+    texts = ["1341841278.8427", "1341841279.510700001", "0.5", "1305031102.175304"]
+    ns = np.array([int(Decimal(t) * 10**9) for t in texts], np.int64)
+    np.testing.assert_array_equal(stamps_to_seconds(ns), [float(t) for t in texts])

@@ -28,6 +28,7 @@ from scipy.spatial.transform import Rotation, Slerp
 
 from kp_vo.datasets.base import IndexedSequence, read_depth_png, read_image_u8
 from kp_vo.errors import DatasetError
+from kp_vo.trajio import read_tum_trajectory, stamps_to_seconds
 from kp_vo.types import CameraIntrinsics
 
 logger = logging.getLogger(__name__)
@@ -68,24 +69,6 @@ def read_tum_list(path: str | Path) -> tuple[np.ndarray, list[str]]:
             raise DatasetError(f"{path}:{lineno}: missing filename")
         names.append(parts[1].replace("\\", "/"))
     return np.array(stamps, np.float64), names
-
-
-def read_tum_trajectory(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(N,) float64 seconds and (N, 4, 4) T_world_cam from a TUM trajectory file."""
-    path = Path(path)
-    try:
-        rows = [ln.split() for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    except OSError as e:
-        raise DatasetError(f"cannot read {path}: {e.strerror or e}") from None
-    try:
-        data = np.array([[float(v) for v in r] for r in rows], np.float64).reshape(-1, 8)
-    except ValueError:
-        raise DatasetError(f"{path}: expected 8 numbers per line (timestamp tx ty tz qx qy qz qw)") from None
-    poses = np.tile(np.eye(4), (len(data), 1, 1))
-    if len(data):
-        poses[:, :3, :3] = Rotation.from_quat(data[:, 4:8]).as_matrix()
-        poses[:, :3, 3] = data[:, 1:4]
-    return data[:, 0], poses
 
 
 def associate_nearest(query: np.ndarray, reference: np.ndarray, max_diff: float) -> np.ndarray:
@@ -197,7 +180,8 @@ class TumRgbd(IndexedSequence):
         poses = None
         gt_path = self.groundtruth_path(root)
         if gt_path is not None:
-            gt_t, gt_poses = read_tum_trajectory(gt_path)
+            gt_ns, gt_poses = read_tum_trajectory(gt_path, increasing=False)
+            gt_t = stamps_to_seconds(gt_ns)
             poses = interpolate_poses(rgb_t, gt_t, gt_poses, max_gt_gap)
             missing = int(np.isnan(poses[:, 0, 0]).sum())
             if missing:

@@ -21,6 +21,7 @@ import numpy as np
 from kp_vo.geometry.se3 import transform
 from kp_vo.reloc.localizer import LocalizationResult, Localizer
 from kp_vo.reloc.repository import lift_to_camera
+from kp_vo.trajio import write_tum_trajectory
 from kp_vo.types import Frame
 
 logger = logging.getLogger(__name__)
@@ -188,22 +189,15 @@ def format_summary_table(summaries: dict[str, dict]) -> str:
 
 
 def write_evaluation(evaluation: RelocEvaluation, output_dir: str | Path) -> dict[str, Path]:
-    """Write ``metrics.json`` and ``poses_tum.txt`` (stamp_s tx ty tz qx qy qz qw, successful queries)."""
-    from scipy.spatial.transform import Rotation
-
+    """Write ``metrics.json`` and ``poses_tum.txt`` (the TUM trajectory of the successful queries)."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     metrics = output_dir / "metrics.json"
     metrics.write_text(json.dumps(evaluation.to_json(), indent=2))
     poses = output_dir / "poses_tum.txt"
-    lines = []
-    for idx in sorted(evaluation.poses):
-        T = evaluation.poses[idx]
-        q = Rotation.from_matrix(T[:3, :3]).as_quat()  # x, y, z, w
-        t = T[:3, 3]
-        lines.append(f"{evaluation.stamps_ns[idx] / 1e9:.9f} {t[0]:.6f} {t[1]:.6f} {t[2]:.6f} "
-                     f"{q[0]:.9f} {q[1]:.9f} {q[2]:.9f} {q[3]:.9f}")
-    poses.write_text("\n".join(lines) + ("\n" if lines else ""))
+    queries = sorted(evaluation.poses)
+    write_tum_trajectory(poses, np.array([evaluation.stamps_ns[i] for i in queries], np.int64),
+                         np.array([evaluation.poses[i] for i in queries]).reshape(-1, 4, 4))
     return {"metrics": metrics, "poses": poses}
 
 
