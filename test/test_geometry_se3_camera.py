@@ -181,3 +181,15 @@ def test_se3_exp_many_equals_se3_exp_row_by_row():
         se3_exp_many(np.zeros((3, 5)))
     with pytest.raises(InvalidInputError):
         se3_exp_many(np.full((1, 6), np.nan))
+
+
+def test_project_unchecked_matches_project_in_front_and_stays_finite_behind():
+    from kp_vo.geometry.camera import project, project_unchecked
+    rng = np.random.default_rng(3)
+    P = rng.normal(size=(50, 3)) + [0, 0, 0.5]
+    K = np.array([[500.0, 2.0, 320.0], [0, 480.0, 240.0], [0, 0, 1]])
+    uv, front = project(P, K)
+    uv_fast, front_fast = project_unchecked(P, K)
+    np.testing.assert_array_equal(front, front_fast)
+    assert 0 < front.sum() < len(P) and np.isfinite(uv_fast).all() and np.isnan(uv[~front]).all()
+    np.testing.assert_array_equal(uv[front], uv_fast[front])

@@ -45,14 +45,21 @@ def project(points_cam: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarr
     (or with non-finite coordinates) get NaN pixels.
     """
     P = check_points(points_cam, 3, "points_cam")
-    K = check_K(K)
-    z = P[:, 2]
-    in_front = np.isfinite(P).all(axis=1) & (z > MIN_DEPTH)
-    uv = np.full((len(P), 2), np.nan)
-    x = P[in_front, 0] / z[in_front]
-    y = P[in_front, 1] / z[in_front]
-    uv[in_front, 0] = K[0, 0] * x + K[0, 1] * y + K[0, 2]
-    uv[in_front, 1] = K[1, 1] * y + K[1, 2]
+    finite = np.isfinite(P).all(axis=1)
+    uv, in_front = project_unchecked(np.where(finite[:, None], P, 0.0), check_K(K))   # z = 0: not in front
+    uv[~in_front] = np.nan
+    return uv, in_front
+
+
+def project_unchecked(points_cam: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``project`` without the input checks, for inner loops (PnP refinement): (N, 3) float64 points and a
+    valid (3, 3) K in; ``uv`` (N, 2) and ``in_front`` (N,) out. Rows not in front keep finite pixels
+    (those of the point moved to z = 1): mask them with ``in_front``."""
+    z = points_cam[:, 2]
+    in_front = z > MIN_DEPTH
+    zs = np.where(in_front, z, 1.0)
+    x, y = points_cam[:, 0] / zs, points_cam[:, 1] / zs
+    uv = np.stack([K[0, 0] * x + K[0, 1] * y + K[0, 2], K[1, 1] * y + K[1, 2]], axis=1)
     return uv, in_front
 
 
