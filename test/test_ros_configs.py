@@ -151,10 +151,11 @@ def test_rviz_config_shows_the_node_topics():
     assert manager["Global Options"]["Fixed Frame"] == "odom"
 
 
-def test_ci_workflow_builds_and_tests_on_humble_and_jazzy():
+def test_ci_workflow_builds_and_tests_on_a_distro_whose_python_takes_the_pins():
+    """Jazzy (Python 3.12); Humble's Python 3.10 cannot install the pinned numpy (>= 3.11)."""
     wf = yaml.safe_load((ROOT / ".github" / "workflows" / "ros2.yml").read_text())
     text = (ROOT / ".github" / "workflows" / "ros2.yml").read_text()
     assert "colcon build" in text and "colcon test" in text
     distros = {inc["ros_distro"] for job in wf["jobs"].values()
                for inc in job.get("strategy", {}).get("matrix", {}).get("include", [])}
-    assert {"humble", "jazzy"} <= distros
+    assert distros == {"jazzy"}

@@ -1,6 +1,6 @@
 """vo_node under a real rclpy: images in, odom / TF / path / status out, services, bad input.
 
-Runs where ROS 2 (Humble/Jazzy) is installed (see .github/workflows/ros2.yml); skips elsewhere.
+Runs where ROS 2 (Jazzy) is installed (see .github/workflows/ros2.yml); skips elsewhere.
 """
 
 from __future__ import annotations
