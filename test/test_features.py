@@ -72,3 +72,22 @@ def test_out_of_range_classical_extractor_options_are_one_line_errors(name, opti
 
     with pytest.raises(InvalidInputError, match="must be a positive integer"):
         create_extractor(name, **options)
+
+
+def test_registry_refuses_a_second_factory_an_unknown_name_and_bad_options():
+    from kp_vo.features.base import Registry, create_depth_estimator
+    registry = Registry("widget")
+
+    @registry.register("w")
+    def make(size: int = 1):
+        return ("w", size)
+
+    assert registry.names() == ["w"] and registry.create("w", size=3) == ("w", 3)
+    with pytest.raises(ValueError, match="widget 'w' registered twice"):
+        registry.register("w")(make)
+    with pytest.raises(InvalidInputError, match="unknown widget 'v'; available: w"):
+        registry.create("v")
+    with pytest.raises(InvalidInputError, match=r"widget 'w': bad options \['sise'\]"):
+        registry.create("w", sise=2)
+    with pytest.raises(InvalidInputError, match="unknown depth estimator 'nope'"):
+        create_depth_estimator("nope")

@@ -96,32 +96,34 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     return np.clip(rgb @ np.array([0.299, 0.587, 0.114], np.float32) + 0.5, 0, 255).astype(np.uint8)
 
 
-ExtractorFactory = Callable[..., Extractor]
-_REGISTRY: dict[str, ExtractorFactory] = {}
+class Registry:
+    """Factories ``f(**options) -> object`` by name (one per kind of component: extractors, depth
+    estimators); ``create`` refuses an unknown name or options the factory cannot take in one line."""
 
+    def __init__(self, kind: str):
+        self.kind = kind                                  # "extractor", "depth estimator": used in messages
+        self._factories: dict[str, Callable] = {}
 
-def register_extractor(name: str) -> Callable[[ExtractorFactory], ExtractorFactory]:
-    """Decorator registering a factory ``f(**options) -> Extractor`` under ``name``."""
+    def register(self, name: str) -> Callable[[Callable], Callable]:
+        """Decorator registering a factory under ``name``."""
 
-    def wrap(factory: ExtractorFactory) -> ExtractorFactory:
-        if name in _REGISTRY:
-            raise ValueError(f"extractor {name!r} registered twice")
-        _REGISTRY[name] = factory
-        return factory
+        def wrap(factory: Callable) -> Callable:
+            if name in self._factories:
+                raise ValueError(f"{self.kind} {name!r} registered twice")
+            self._factories[name] = factory
+            return factory
 
-    return wrap
+        return wrap
 
+    def names(self) -> list[str]:
+        return sorted(self._factories)
 
-def available_extractors() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def create_extractor(name: str, **options) -> Extractor:
-    """Build the extractor registered as ``name`` with keyword ``options``."""
-    if name not in _REGISTRY:
-        raise InvalidInputError(f"unknown extractor {name!r}; available: {', '.join(available_extractors())}")
-    _check_options(f"extractor {name!r}", _REGISTRY[name], options)
-    return _REGISTRY[name](**options)
+    def create(self, name: str, **options):
+        """Build the component registered as ``name`` with keyword ``options``."""
+        if name not in self._factories:
+            raise InvalidInputError(f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}")
+        _check_options(f"{self.kind} {name!r}", self._factories[name], options)
+        return self._factories[name](**options)
 
 
 def _check_options(what: str, factory: Callable, options: dict) -> None:
@@ -148,24 +150,29 @@ class DepthEstimator(Protocol):
         ...
 
 
-DepthEstimatorFactory = Callable[..., DepthEstimator]
-_DEPTH_REGISTRY: dict[str, DepthEstimatorFactory] = {}
+EXTRACTORS = Registry("extractor")
+DEPTH_ESTIMATORS = Registry("depth estimator")
 
 
-def register_depth_estimator(name: str) -> Callable[[DepthEstimatorFactory], DepthEstimatorFactory]:
+def register_extractor(name: str) -> Callable[[Callable[..., Extractor]], Callable[..., Extractor]]:
+    """Decorator registering a factory ``f(**options) -> Extractor`` under ``name``."""
+    return EXTRACTORS.register(name)
+
+
+def available_extractors() -> list[str]:
+    return EXTRACTORS.names()
+
+
+def create_extractor(name: str, **options) -> Extractor:
+    """Build the extractor registered as ``name`` with keyword ``options``."""
+    return EXTRACTORS.create(name, **options)
+
+
+def register_depth_estimator(name: str) -> Callable[[Callable[..., DepthEstimator]], Callable[..., DepthEstimator]]:
     """Decorator registering a factory ``f(**options) -> DepthEstimator`` under ``name``."""
-
-    def wrap(factory: DepthEstimatorFactory) -> DepthEstimatorFactory:
-        if name in _DEPTH_REGISTRY:
-            raise ValueError(f"depth estimator {name!r} registered twice")
-        _DEPTH_REGISTRY[name] = factory
-        return factory
-
-    return wrap
+    return DEPTH_ESTIMATORS.register(name)
 
 
 def create_depth_estimator(name: str, **options) -> DepthEstimator:
-    if name not in _DEPTH_REGISTRY:
-        raise InvalidInputError(f"unknown depth estimator {name!r}; available: {', '.join(sorted(_DEPTH_REGISTRY))}")
-    _check_options(f"depth estimator {name!r}", _DEPTH_REGISTRY[name], options)
-    return _DEPTH_REGISTRY[name](**options)
+    """Build the depth estimator registered as ``name`` with keyword ``options``."""
+    return DEPTH_ESTIMATORS.create(name, **options)
