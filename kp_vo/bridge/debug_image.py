@@ -5,10 +5,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-STATE_COLOURS = {"tracking": (0, 200, 0), "initializing": (230, 180, 0), "lost": (230, 0, 0)}
+from kp_vo.odometry.types import TrackingResult, TrackingState
+
+STATE_COLOURS = {TrackingState.TRACKING: (0, 200, 0), TrackingState.INITIALIZING: (230, 180, 0),
+                 TrackingState.LOST: (230, 0, 0)}
 
 
-def draw_debug_image(image: np.ndarray, result) -> np.ndarray:
+def draw_debug_image(image: np.ndarray, result: TrackingResult) -> np.ndarray:
     """(H, W, 3) uint8 RGB: ``image`` ((H, W) gray or (H, W, 3) RGB uint8) with the result's
     keypoints (blue), each inlier match as a line from its keypoint to where its map point was seen
     in the newest keyframe observing it (green: the image motion since that keyframe) and the
@@ -18,8 +21,7 @@ def draw_debug_image(image: np.ndarray, result) -> np.ndarray:
     match_keyframe_uv (M, 2) pixels, state, num_inliers).
     """
     canvas = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image.copy()
-    features = getattr(result, "features", None)
-    keypoints = np.zeros((0, 2)) if features is None else np.asarray(features.keypoints)
+    keypoints = np.zeros((0, 2)) if result.features is None else np.asarray(result.features.keypoints)
     for u, v in keypoints:
         cv2.circle(canvas, (int(round(u)), int(round(v))), 2, (60, 120, 255), 1, cv2.LINE_AA)
     matches = np.asarray(result.matches, dtype=np.int64).reshape(-1, 2)
@@ -30,8 +32,7 @@ def draw_debug_image(image: np.ndarray, result) -> np.ndarray:
             b = tuple(int(round(x)) for x in uv_keyframe)
             cv2.line(canvas, a, b, (0, 220, 0), 1, cv2.LINE_AA)
             cv2.circle(canvas, a, 3, (0, 220, 0), 1, cv2.LINE_AA)
-    state = getattr(result.state, "value", str(result.state))
-    text = f"{state}  inliers {result.num_inliers}"
-    cv2.putText(canvas, text, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, STATE_COLOURS.get(state, (255, 255, 255)), 2,
-                cv2.LINE_AA)
+    state = TrackingState(result.state)
+    text = f"{state.value}  inliers {result.num_inliers}"
+    cv2.putText(canvas, text, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, STATE_COLOURS[state], 2, cv2.LINE_AA)
     return canvas

@@ -72,6 +72,7 @@ from kp_vo.bridge.latest_frame import FrameTiming, LatestFrameSlot, PendingInput
 from kp_vo.bridge.odom_frames import OdomFrames, TransformStamper, adjoint, body_twist
 from kp_vo.bridge.scale import Scale, check_required_metric
 from kp_vo.errors import InvalidInputError, KpVoError, MapFileError
+from kp_vo.odometry.types import TrackingResult, TrackingState
 from kp_vo.types import CameraIntrinsics, Frame
 
 logger = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ class VoOutput:
     T_map_odom: np.ndarray = field(default_factory=lambda: np.eye(4))
     twist: np.ndarray | None = None
     twist_covariance: np.ndarray | None = None
-    result: Any = None   # the TrackingResult (debug image, timings)
+    result: TrackingResult | None = None   # the tracker's result (debug image, timings)
     frame: Frame | None = None
 
 
@@ -620,23 +621,24 @@ class VoNodeCore:
         self.T_base_cam = T
         return self.T_base_cam
 
-    def _output(self, frame: Frame, result: Any, T_base_cam: np.ndarray) -> VoOutput:
+    def _output(self, frame: Frame, result: TrackingResult, T_base_cam: np.ndarray) -> VoOutput:
         """Step 5 of the module docstring: the tracker's pose as REP-105 outputs."""
-        state = getattr(result.state, "value", str(result.state))
+        tracking_state = TrackingState(result.state)
+        state = tracking_state.value
         if state != self.state and self.state != "waiting":
             logger.info("tracking state %s -> %s (frame at %d ns)", self.state, state, frame.stamp_ns)
         self.state = state
         T_world_cam = np.asarray(result.T_world_cam, dtype=np.float64)
         T_W_base, cov = camera_to_base(T_world_cam, np.asarray(result.covariance, dtype=np.float64), T_base_cam)
-        tracking = state == "tracking"
+        tracking = tracking_state is TrackingState.TRACKING
         if self.continuous_odom:
-            T_odom_base, jumped = self.odom_frames.update(tracking, T_W_base, getattr(result, "relocalized", False))
+            T_odom_base, jumped = self.odom_frames.update(tracking, T_W_base, result.relocalized)
             if jumped:
                 logger.info("frame at %d ns re-anchored: map -> odom corrected, odom -> base_link continues",
                             frame.stamp_ns)
         else:
             T_odom_base, jumped = T_W_base, False
-        if state == "lost":
+        if tracking_state is TrackingState.LOST:
             cov = cov + np.diag([self.config.lost_position_variance] * 3 + [self.config.lost_rotation_variance] * 3)
         twist = twist_cov = None
         if tracking and not jumped and self._previous is not None:
@@ -648,7 +650,7 @@ class VoNodeCore:
         self._path_stamps.append(frame.stamp_ns)
         self._path_poses.append(T_odom_base)
         status = f"{state} inliers={result.num_inliers} matches={result.num_matches}"
-        if getattr(result, "message", ""):
+        if result.message:
             status += f" {result.message}"
         publish_tf = self.config.publish_tf and (tracking or self.config.lost_tf == "hold")
         out = VoOutput(frame.stamp_ns, frame.index, state, T_world_cam, T_odom_base, cov, frames.odom, base,
@@ -685,7 +687,7 @@ class VoNodeCore:
         idle_s = (now_ns - self._last_image_ns) * 1e-9
         if idle_s > self.config.no_image_timeout:
             return Diagnostics("warn", f"no image for {idle_s:.1f} s", values)
-        warnings = ["lost"] if self.state == "lost" else []
+        warnings = ["lost"] if self.state == TrackingState.LOST.value else []
         if self.stats.dropped_in_window(dropped_stale) > 0:
             warnings.append(f"processing at {values.get('processing_rate_hz', 0.0):.1f} Hz, dropping stale frames: "
                             "camera faster than the odometry")

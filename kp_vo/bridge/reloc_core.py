@@ -73,15 +73,14 @@ class LocalizerAsOdometry:
         result = self.localizer.localize(frame)
         if result.success:
             self._last = np.asarray(result.T_world_cam, dtype=np.float64)
-            cov = getattr(result, "covariance", None)
-            cov = localization_covariance(result.num_inliers, self.config) if cov is None else np.asarray(cov)
+            cov = localization_covariance(result.num_inliers, self.config)
             state = TrackingState.TRACKING
         else:
             cov = np.eye(6) * self.config.failed_variance
             state = TrackingState.LOST
         return TrackingResult(frame.index, frame.stamp_ns, state, self._last.copy(), cov,
                               num_matches=int(result.num_matches), num_inliers=int(result.num_inliers),
-                              features=getattr(result, "features", None), timings=dict(result.timings or {}),
+                              features=result.features, timings=dict(result.timings or {}),
                               message=result.message)
 
     def reset(self) -> None:

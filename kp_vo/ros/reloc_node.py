@@ -24,6 +24,7 @@ from kp_vo.bridge.node_core import VoOutput, split_node_parameters
 from kp_vo.bridge.parameters import node_specs
 from kp_vo.bridge.reloc_core import MapOdomCorrection, RelocConfig, make_reloc_core
 from kp_vo.errors import KpVoError
+from kp_vo.odometry.types import TrackingState
 from kp_vo.ros.common import (
     accept_parameter_changes,
     declare_node_parameters,
@@ -97,7 +98,7 @@ class RelocNode(Node):
         return self._lookup(self.config.frames.odom, self.config.frames.base_link, Time(nanoseconds=stamp_ns))
 
     def _publish(self, out: VoOutput | None) -> None:
-        if out is None or out.state != "tracking":
+        if out is None or out.state != TrackingState.TRACKING:
             return
         self.pose_pub.publish(cv.pose_with_covariance_stamped_msg(cv.ros_factory, out.stamp_ns, out.odom_frame,
                                                                   out.T_odom_base, out.covariance))
