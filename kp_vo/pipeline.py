@@ -97,9 +97,11 @@ def extractor_from_spec(spec: str, max_keypoints: int, device: str = "cpu") -> E
     return build_extractor(extractor_config_from_spec(spec, max_keypoints, device))
 
 
-def build_odometry(config: PipelineConfig) -> VisualOdometry:
-    """The VisualOdometry described by ``config`` (extractor and optional depth network included)."""
-    extractor = build_extractor(config.extractor)
+def build_odometry(config: PipelineConfig, extractor: Extractor | None = None) -> VisualOdometry:
+    """The VisualOdometry described by ``config`` (extractor and optional depth network included);
+    ``extractor``, when given, is used instead of building ``config.extractor`` (e.g. a MemoizedExtractor
+    of it)."""
+    extractor = extractor or build_extractor(config.extractor)
     estimator = create_depth_estimator(config.depth.estimator, **config.depth.options) if config.depth.estimator else None
     return VisualOdometry(config.odometry, extractor, estimator)
 

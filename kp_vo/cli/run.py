@@ -30,16 +30,15 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kp_vo.pipeline import MemoizedExtractor, build_odometry, run_frames, write_outputs
+    from kp_vo.pipeline import MemoizedExtractor, build_extractor, build_odometry, run_frames, write_outputs
 
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
     config = pipeline_config(args)
     sequence = open_source(args.path, args.sequence, args.start, args.stride, args.max_frames, args.option)
-    odometry = build_odometry(config)
+    extractor = build_extractor(config.extractor)
+    odometry = build_odometry(config, MemoizedExtractor(extractor) if args.seeds > 1 else extractor)
     log.info("%s: %d frames, extractor %s", sequence.name, len(sequence), config.extractor.name)
-    if args.seeds > 1:
-        odometry.extractor = MemoizedExtractor(odometry.extractor)
     result = run_frames(sequence, odometry, total=len(sequence), progress=show_progress(args))
     reruns = {}
     for seed in range(config.odometry.seed + 1, config.odometry.seed + args.seeds):
