@@ -702,7 +702,7 @@ def _most_recent(window, limit: int) -> np.ndarray | None:
     (ties: the window's order); None when the window holds no more than ``limit`` points."""
     if len(window) <= limit:
         return None
-    return np.sort(np.argsort(-window.keyframe_of, kind="stable")[:limit])
+    return np.sort(window.by_recency[:limit])
 
 
 def _reprojection_errors(T_cam_world: np.ndarray, P: np.ndarray, uv: np.ndarray, K: np.ndarray) -> np.ndarray:
