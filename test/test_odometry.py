@@ -256,9 +256,9 @@ def test_guided_matching_sizes_its_window_from_the_last_prior_error_and_widens_o
     radii = []
     guided = VisualOdometry._guided
 
-    def recording(self, window, features, T, K, camera, radius, *args, **kwargs):
+    def recording(self, window, features, tree, T, K, camera, radius, *args, **kwargs):
         radii.append(radius)
-        return guided(self, window, features, T, K, camera, radius, *args, **kwargs)
+        return guided(self, window, features, tree, T, K, camera, radius, *args, **kwargs)
 
     monkeypatch.setattr(VisualOdometry, "_guided", recording)
     sequence = SyntheticSequence("room", num_frames=10, width=320, height=240, seed=1)

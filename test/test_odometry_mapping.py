@@ -195,3 +195,18 @@ def test_out_of_range_odometry_settings_are_one_line_config_errors(key, value, m
 
     with pytest.raises(ConfigError, match=f"odometry.{message}"):
         merge(OdometryConfig(), {key: value})
+
+
+def test_points_no_window_keyframe_observes_any_more_are_forgotten():
+    rng = np.random.default_rng(1)
+    local = LocalMap(window_size=2)
+    xyz = rng.normal(size=(4, 3))
+    ids = local.add_points(xyz)
+    kfs = [new_keyframe(i, i, np.eye(4), _features(3, rng), None) for i in range(3)]
+    local.add_keyframe(kfs[0], np.array([ids[0], ids[1], -1]))     # ids[0] is seen by keyframe 0 alone
+    local.add_keyframe(kfs[1], np.array([ids[1], ids[2], -1]))
+    assert local.add_keyframe(kfs[2], np.array([ids[3], -1, ids[2]])) is kfs[0]   # keyframe 0 leaves
+    assert local.num_points == 3
+    with pytest.raises(KeyError):
+        local.points(ids[:1])
+    np.testing.assert_array_equal(local.points(ids[1:]), xyz[1:])   # the others keep their coordinates

@@ -9,6 +9,7 @@ Points no keyframe of the window observes any more are forgotten.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -33,6 +34,11 @@ class WindowPoints:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @cached_property
+    def by_recency(self) -> np.ndarray:
+        """Rows (P,) ordered by their newest observation, most recent keyframe first (ties: window order)."""
+        return np.argsort(-self.keyframe_of, kind="stable")
 
 
 class LocalMap:
@@ -137,10 +143,11 @@ class LocalMap:
         self._version += 1
 
     def _forget_unobserved(self) -> None:
-        observed = [kf.point_ids[kf.point_ids >= 0] for kf in self.keyframes]
-        ids = np.unique(np.concatenate(observed)) if observed else np.zeros(0, np.int64)
-        self._xyz = self.points(ids).reshape(-1, 3)
-        self._ids = ids
+        observed = np.zeros(len(self._ids), dtype=bool)
+        for kf in self.keyframes:
+            observed[self._rows(kf.point_ids[kf.point_ids >= 0])] = True
+        self._xyz = self._xyz[observed]
+        self._ids = self._ids[observed]
 
     def window_points(self) -> WindowPoints:
         """Unique points of the window with the descriptor of their newest observation.

@@ -34,6 +34,7 @@ from typing import Callable
 
 import cv2
 import numpy as np
+from scipy.spatial import cKDTree
 
 from kp_vo.config import ConfigError
 from kp_vo.errors import InvalidInputError
@@ -383,6 +384,7 @@ class VisualOdometry:
         if len(window) < cfg.min_inliers or len(features) < cfg.min_inliers:
             return None
         uv = features.keypoints.astype(np.float64)
+        keypoint_tree = cKDTree(uv) if np.isfinite(uv).all() else None   # searched by both guided passes
         ratio = cfg.match_ratio if cfg.match_ratio < 1.0 else None
 
         # Candidate match sets, made only when the ones before them gave too few inliers: guided by the
@@ -393,7 +395,8 @@ class VisualOdometry:
             rows = _most_recent(window, cfg.guided_max_points)
             first = min(cfg.guided_radius_px, max(cfg.refine_radius_px, 2.0 * self._prior_error_px))
             radii = [first] + [cfg.guided_retry_radius_px] * (cfg.guided_retry_radius_px > first)
-            candidates = [lambda r=r: self._guided(window, features, T_pred, K, camera, r, ratio, rows=rows) for r in radii]
+            candidates = [lambda r=r: self._guided(window, features, keypoint_tree, T_pred, K, camera, r, ratio, rows=rows)
+                          for r in radii]
         candidates.append(lambda: match_descriptors(window.descriptors, features.descriptors, features.metric,
                                                     mutual=True, ratio=ratio)[0])
         best = None
@@ -414,7 +417,7 @@ class VisualOdometry:
 
         # Second pass: the window points (the refine_max_points newest), guided by the solved pose, then
         # GN + Procrustes.
-        matches = self._guided(window, features, T_world_cam, K, camera, cfg.refine_radius_px, ratio,
+        matches = self._guided(window, features, keypoint_tree, T_world_cam, K, camera, cfg.refine_radius_px, ratio,
                                rows=_most_recent(window, cfg.refine_max_points))
         if len(matches) < cfg.min_inliers:
             return None
@@ -438,9 +441,10 @@ class VisualOdometry:
         return _PoseSolution(T_world_cam, cov, window.ids[matches[inl, 0]], matches[inl, 1],
                              window.uv[matches[inl, 0]], num_matches, float(np.percentile(prior_error, 99)))
 
-    def _guided(self, window, features: Features, T_world_cam: np.ndarray, K: np.ndarray, camera,
-                radius: float, ratio: float | None, rows: np.ndarray | None = None) -> np.ndarray:
-        """Projection-guided matches (K, 2) [window row, keypoint] of the window points (or of its ``rows``)."""
+    def _guided(self, window, features: Features, keypoint_tree: cKDTree | None, T_world_cam: np.ndarray, K: np.ndarray,
+                camera, radius: float, ratio: float | None, rows: np.ndarray | None = None) -> np.ndarray:
+        """Projection-guided matches (K, 2) [window row, keypoint] of the window points (or of its ``rows``);
+        ``keypoint_tree`` is the cKDTree of the frame's keypoints (None: built here)."""
         xyz, descriptors = (window.xyz, window.descriptors) if rows is None else (window.xyz[rows],
                                                                                  window.descriptors[rows])
         pts_cam = transform(invert(T_world_cam), xyz)
@@ -449,7 +453,8 @@ class VisualOdometry:
             & (uv_pred[:, 1] >= 0) & (uv_pred[:, 1] < camera.height)
         uv_pred = np.where(inside[:, None], uv_pred, np.nan)
         matches, _ = match_by_projection(descriptors, uv_pred, features.descriptors,
-                                         features.keypoints.astype(np.float64), features.metric, radius, ratio)
+                                         features.keypoints.astype(np.float64), features.metric, radius, ratio,
+                                         tree_b=keypoint_tree)
         if rows is not None:
             matches[:, 0] = rows[matches[:, 0]]
         return matches
@@ -702,7 +707,7 @@ def _most_recent(window, limit: int) -> np.ndarray | None:
     (ties: the window's order); None when the window holds no more than ``limit`` points."""
     if len(window) <= limit:
         return None
-    return np.sort(np.argsort(-window.keyframe_of, kind="stable")[:limit])
+    return np.sort(window.by_recency[:limit])
 
 
 def _reprojection_errors(T_cam_world: np.ndarray, P: np.ndarray, uv: np.ndarray, K: np.ndarray) -> np.ndarray:
