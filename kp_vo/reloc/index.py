@@ -20,7 +20,6 @@ import logging
 import math
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 
 from kp_vo.errors import InvalidInputError
@@ -68,6 +67,7 @@ def _nlist(num: int, config: IndexConfig) -> int:
 def _set_threads(config: IndexConfig) -> None:
     """FAISS's OpenMP thread count for the calling thread (an OpenMP setting is per thread: an index
     built in a background thread and used in another sets it again there)."""
+    import faiss  # lazy: imported with the tracker, FAISS is needed only once a map is indexed
     if config.threads > 0 and faiss.omp_get_max_threads() != config.threads:
         faiss.omp_set_num_threads(config.threads)
 
@@ -111,6 +111,7 @@ class DescriptorIndex:
     def build(cls, descriptors: np.ndarray, metric: str, config: IndexConfig | None = None,
               rng: np.random.Generator | None = None) -> "DescriptorIndex":
         """Build and fill an index for ``descriptors`` ((N, D) f32 for "l2", (N, B) uint8 for "hamming")."""
+        import faiss  # lazy: imported with the tracker, FAISS is needed only once a map is indexed
         config = config or IndexConfig()
         arr = cls._check(descriptors, metric)
         _set_threads(config)
@@ -179,6 +180,7 @@ class DescriptorIndex:
 
     def serialize(self) -> np.ndarray:
         """The index as a uint8 array (FAISS's own binary format, not a pickle) for a map file."""
+        import faiss  # lazy: imported with the tracker, FAISS is needed only once a map is indexed
         if self.metric == "l2":
             return faiss.serialize_index(self.faiss_index)
         return faiss.serialize_index_binary(self.faiss_index)
@@ -188,6 +190,7 @@ class DescriptorIndex:
                     config: IndexConfig | None = None) -> "DescriptorIndex":
         """An index from ``serialize``'s bytes; InvalidInputError when it indexes descriptors of another
         width than ``dim`` (FAISS would only assert at the first search)."""
+        import faiss  # lazy: imported with the tracker, FAISS is needed only once a map is indexed
         data = np.ascontiguousarray(data, dtype=np.uint8)
         index = faiss.deserialize_index(data) if metric == "l2" else faiss.deserialize_index_binary(data)
         width = index.d if metric == "l2" else index.d // 8

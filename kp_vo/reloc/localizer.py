@@ -20,7 +20,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import faiss
 import numpy as np
 
 from kp_vo.errors import InvalidInputError
@@ -78,6 +77,7 @@ class LocalizationResult:
 
 def _distances_to_queries(map_desc: np.ndarray, query_desc: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """For each map descriptor (M, D), the nearest query descriptor: (distance (M,), query row (M,))."""
+    import faiss  # lazy: imported with the tracker, FAISS is needed only once a map is searched
     if metric == "l2":
         index = faiss.IndexFlatL2(query_desc.shape[1])
         index.add(np.ascontiguousarray(query_desc, np.float32))
