@@ -13,7 +13,8 @@ from kp_vo.bridge.bagio import factory
 from kp_vo.bridge.node_core import FramesConfig, NodeConfig
 from kp_vo.bridge.reloc_core import RelocConfig, localization_covariance, make_reloc_core, map_to_odom
 from kp_vo.features.base import create_extractor
-from kp_vo.reloc.evaluation import pose_error, render_room_frames, room_trajectory
+from kp_vo.eval.reloc_room import render_room_frames, room_trajectory
+from kp_vo.reloc.evaluation import pose_error
 from kp_vo.reloc.index import IndexConfig
 from kp_vo.reloc.localizer import Localizer, LocalizerConfig
 from kp_vo.reloc.repository import Repository, build_repository

@@ -13,7 +13,7 @@ import pytest
 from kp_vo.cli import main
 from kp_vo.errors import InvalidInputError
 from kp_vo.features.base import Features, extract_frame
-from kp_vo.reloc.evaluation import render_room_frames, room_trajectory
+from kp_vo.eval.reloc_room import render_room_frames, room_trajectory
 from kp_vo.types import CameraIntrinsics, Frame
 
 FAST_ROOM = ["--num-map", "12", "--num-query", "6", "--size", "120x160"]

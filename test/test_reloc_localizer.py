@@ -9,8 +9,8 @@ import kp_vo.features.classical  # noqa: F401  (registers orb / sift)
 from kp_vo.errors import InvalidInputError
 from kp_vo.features.base import Features, create_extractor
 from kp_vo.odometry.types import Keyframe
-from kp_vo.reloc.evaluation import (evaluate_localizer, localization_accuracy, mma, pose_error, render_room_frames,
-                                    room_pose, room_trajectory, write_evaluation)
+from kp_vo.eval.reloc_room import render_room_frames, room_pose, room_trajectory
+from kp_vo.reloc.evaluation import evaluate_localizer, localization_accuracy, mma, pose_error, write_evaluation
 from kp_vo.reloc.index import IndexConfig
 from kp_vo.reloc.localizer import Localizer, LocalizerConfig, match_to_repository
 from kp_vo.reloc.repository import Repository, build_repository, lift_to_camera

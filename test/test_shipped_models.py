@@ -155,7 +155,7 @@ def test_viewsynth_relocalizes_in_an_unseen_room_where_untrained_features_cannot
     import torch
 
     from kp_vo.export import export_onnx
-    from kp_vo.reloc.evaluation import room_experiment
+    from kp_vo.eval.reloc_room import room_experiment
     from kp_vo.reloc.localizer import LocalizerConfig
 
     torch.manual_seed(0)

@@ -8,7 +8,7 @@
         matched keypoints from their ground-truth epipolar lines, share within 1 px and beyond 3 px.
     kp-vo eval viewsynth --extractors orb sift viewsynth:models/viewsynth.onnx
                          [--map-source SRC --query-source SRC ...]
-        ViewSynth relocalization protocol (``kp_vo.reloc.evaluation``): MMA at 0.1/0.25/0.5 m and
+        ViewSynth relocalization protocol (``kp_vo.eval.reloc_room``): MMA at 0.1/0.25/0.5 m and
         localization accuracy at (0.5 m, 2 deg), (1 m, 5 deg), (5 m, 10 deg); by default on the
         synthetic RGB-D room (map one trajectory, localize another), else map one dataset sequence
         (depth + ground truth, e.g. a 7-Scenes train sequence) and localize another.
@@ -223,14 +223,9 @@ def _open_role(args: argparse.Namespace, role: str):
 
 def handle_viewsynth(args: argparse.Namespace) -> int:
     from kp_vo.errors import InvalidInputError
+    from kp_vo.eval.reloc_room import room_experiment
     from kp_vo.pipeline import extractor_from_spec
-    from kp_vo.reloc.evaluation import (
-        format_summary_table,
-        map_and_localize,
-        pooled_summary,
-        room_experiment,
-        with_ground_truth,
-    )
+    from kp_vo.reloc.evaluation import format_summary_table, map_and_localize, pooled_summary, with_ground_truth
     from kp_vo.reloc.localizer import LocalizerConfig
 
     if (args.map_source is None) != (args.query_source is None):
