@@ -1,11 +1,10 @@
 """Synthetic 3D scenes made of textured planar rectangles ("quads"), deterministic from a seed.
 
-World frame of both scenes: z up, ground (floor) at z = 0.
+World frame of both scenes (``kp_vo.datasets.scenes.make_scene`` builds them and the random rooms): z up, ground (floor) at z = 0.
 - "street": x forward along the road at its start, y left. A 10 m wide road (centreline
   ``road_centerline``) runs from s = -10 m to s = 170 m with a smooth left turn between
   s = 50 m and s = 85 m; building fronts on both sides, parked cars, poles, billboards.
 - "room": the box [0, 6] x [0, 5] x [0, 3] m with furniture along the walls and posters.
-- "random_room": a room of random size and furnishing per seed (``kp_vo.datasets.random_room``).
 
 A quad is the rectangle {origin + a * axis_u + b * axis_v : 0 <= a <= size_u, 0 <= b <= size_v}
 (axis_u, axis_v orthonormal). Its texture coordinate in texels is
@@ -18,16 +17,12 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from kp_vo.datasets import textures as tx
-from kp_vo.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
-
-SCENE_KINDS = ("street", "room", "random_room")
 
 ROAD_WIDTH = 10.0          # m
 ROAD_START, ROAD_END = -10.0, 170.0   # arc length range of the road, m
@@ -175,7 +170,7 @@ def _road_point(s: float, lateral: float, height: float = 0.0) -> tuple[np.ndarr
     return np.array([xy[0], xy[1], height]), float(h)
 
 
-def _make_street(seed: int, texture_dir: str | None) -> Scene:
+def make_street(seed: int, texture_dir: str | None) -> Scene:
     rng = np.random.default_rng([seed, 1])
     b = SceneBuilder()
     road = b.add_texture(tx.road_texture(rng))
@@ -252,7 +247,7 @@ def _make_street(seed: int, texture_dir: str | None) -> Scene:
 # ----------------------------------------------------------------------------- room
 
 
-def _make_room(seed: int, texture_dir: str | None) -> Scene:
+def make_room(seed: int, texture_dir: str | None) -> Scene:
     rng = np.random.default_rng([seed, 2])
     b = SceneBuilder(light_dir=(0.3, 0.5, 0.8), ambient=0.55)
     lx, ly, lz = ROOM_SIZE
@@ -300,25 +295,3 @@ def _make_room(seed: int, texture_dir: str | None) -> Scene:
         start = np.array([ax, ay, zc + h / 2]) + d * (a - w / 2) + inward * 0.01
         b.add_quad(start, d * w, [0, 0, -h], posters[int(rng.integers(len(posters)))])
     return b.build("room", seed, sky_top=(40, 40, 40), sky_bottom=(40, 40, 40), extent=ROOM_SIZE)
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_scene(kind: str, seed: int, texture_dir: str | None) -> Scene:
-    if kind == "random_room":
-        from kp_vo.datasets.random_room import make_random_room
-        return make_random_room(seed, texture_dir)
-    return _make_street(seed, texture_dir) if kind == "street" else _make_room(seed, texture_dir)
-
-
-def make_scene(kind: str = "street", seed: int = 0, texture_dir: str | None = None) -> Scene:
-    """The textured scene ``kind`` ("street" | "room" | "random_room"), deterministic from ``seed`` (cached; read-only).
-
-    ``texture_dir``: a folder of photos (e.g. ../shared/data/photos) used on billboards/posters.
-    """
-    if kind not in SCENE_KINDS:
-        raise InvalidInputError(f"unknown synthetic scene {kind!r}, expected one of {SCENE_KINDS}")
-    if texture_dir is not None:
-        if not Path(texture_dir).is_dir():
-            raise InvalidInputError(f"texture_dir {texture_dir} is not a folder")
-        texture_dir = str(Path(texture_dir).resolve())
-    return _cached_scene(kind, int(seed), texture_dir)

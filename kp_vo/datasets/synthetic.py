@@ -20,7 +20,8 @@ import numpy as np
 
 from kp_vo.datasets.base import IndexedSequence
 from kp_vo.datasets.render import raycast, render
-from kp_vo.datasets.scene import SCENE_KINDS, Scene, make_scene, road_centerline
+from kp_vo.datasets.scene import Scene, road_centerline
+from kp_vo.datasets.scenes import SCENE_KINDS, make_scene
 from kp_vo.datasets.trajectories import camera_pose, room_trajectory, street_trajectory
 from kp_vo.errors import InvalidInputError
 from kp_vo.types import CameraIntrinsics

@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 
 from kp_vo.datasets import SyntheticSequence
-from kp_vo.datasets.scene import make_scene
+from kp_vo.datasets.scenes import make_scene
 from kp_vo.reloc.evaluation import RelocEvaluation, map_and_localize
 from kp_vo.types import Frame
 
