@@ -15,6 +15,12 @@ buffer doubles its capacity) and keeps the descriptor index current without buil
 caller's thread (``kp_vo.reloc.live_index``), so a keyframe added to the odometry's archive costs
 about as much at 0.5 M points as at 5 k, apart from one copy per doubling
 (``scripts/bench_archive.py``).
+
+Memory: ``nbytes`` is what the map holds (allocated buffers plus an estimate of its descriptor index);
+``max_bytes`` bounds it: near the bound the buffers grow only as far as it allows, ``can_add`` says
+whether a frame's points still fit, and ``add_points`` past it raises ``ArchiveFullError`` and adds
+nothing. The policy at the bound is the owner's (the odometry's archive keeps its earlier keyframes and
+stops archiving, as with its keyframe count bound).
 """
 
 from __future__ import annotations
@@ -61,16 +67,39 @@ class _Table:
     def __getitem__(self, name: str) -> np.ndarray:
         return self._buffers[name][: self.rows]
 
-    def append(self, parts: dict[str, np.ndarray]) -> None:
+    @property
+    def capacity(self) -> int:
+        return len(next(iter(self._buffers.values())))
+
+    @property
+    def row_bytes(self) -> int:
+        return sum(b.itemsize * int(np.prod(b.shape[1:])) for b in self._buffers.values())
+
+    def capacity_after(self, end: int, limit: int | None = None) -> int:
+        """The capacity once ``end`` rows are held: unchanged while they fit a writable buffer, else doubled
+        (at least 64 rows), but not past ``limit`` rows (never below ``end``)."""
+        writable = all(b.flags.writeable for b in self._buffers.values())
+        if end <= self.capacity and writable:
+            return self.capacity
+        grown = max(2 * self.capacity, 64)
+        return max(end, grown if limit is None else min(grown, limit))
+
+    def append(self, parts: dict[str, np.ndarray], limit: int | None = None) -> None:
+        """Append rows; a buffer that must grow gets ``capacity_after(end, limit)`` rows."""
         end = self.rows + len(next(iter(parts.values())))
+        capacity = self.capacity_after(end, limit)
         for name, part in parts.items():
             buffer = self._buffers[name]
             if end > len(buffer) or not buffer.flags.writeable:
-                grown = np.empty((max(end, 2 * len(buffer), 64),) + buffer.shape[1:], buffer.dtype)
+                grown = np.empty((capacity,) + buffer.shape[1:], buffer.dtype)
                 grown[: self.rows] = buffer[: self.rows]
                 self._buffers[name] = buffer = grown
             buffer[self.rows: end] = part
         self.rows = end
+
+
+class ArchiveFullError(InvalidInputError):
+    """``add_points`` on a map whose ``max_bytes`` the new points would pass (nothing is added)."""
 
 
 def _column(table: str, name: str) -> property:
@@ -89,7 +118,7 @@ class Repository:
     ``from_keyframes``, ``build_repository`` or ``load``; search with ``index``."""
 
     def __init__(self, metric: str, descriptor_dim: int, extractor: str = "", metadata: dict | None = None,
-                 index_config: IndexConfig | None = None):
+                 index_config: IndexConfig | None = None, max_bytes: int | None = None):
         if metric not in ("l2", "hamming"):
             raise InvalidInputError(f"unknown descriptor metric {metric!r}")
         self.metric = metric
@@ -97,6 +126,9 @@ class Repository:
         self.extractor = extractor
         self.metadata = dict(metadata or {})
         self.index_config = index_config or IndexConfig()
+        if max_bytes is not None and not max_bytes > 0:
+            raise InvalidInputError(f"max_bytes must be > 0 (or None: unbounded), got {max_bytes}")
+        self.max_bytes = max_bytes   # bound of ``nbytes`` that ``add_points`` keeps (None: unbounded)
         dtype = np.uint8 if metric == "hamming" else np.float32
         self._points = _Table({"points_world": np.zeros((0, 3), np.float64),
                                "descriptors": np.zeros((0, self.descriptor_dim), dtype),
@@ -155,12 +187,16 @@ class Repository:
         valid = valid[np.argsort(-features.scores[valid], kind="stable")]
         if top_k is not None:
             valid = valid[: int(top_k)]
+        plan = self._plan(len(valid), 1)
+        if plan is None:
+            raise ArchiveFullError(f"map at its memory bound: {self.nbytes} of {self.max_bytes} bytes, "
+                                   f"{len(valid)} more points do not fit")
         frame_row = self.num_frames
         self._frames.append({"frame_indices": [frame_index], "frame_stamps_ns": [stamp_ns],
-                             "frame_poses": T_world_cam[None]})
+                             "frame_poses": T_world_cam[None]}, plan[1])
         self._points.append({"points_world": points_world[valid], "descriptors": features.descriptors[valid],
                              "scores": features.scores[valid], "keypoints": features.keypoints[valid],
-                             "frame_ids": np.full(len(valid), frame_row, np.int64)})
+                             "frame_ids": np.full(len(valid), frame_row, np.int64)}, plan[0])
         self._index.extend(self.descriptors)
         return len(valid)
 
@@ -210,6 +246,68 @@ class Repository:
             arrays[name] = np.concatenate(parts)
         out._set_arrays(arrays)
         return out
+
+    # ------------------------------------------------------------------ memory
+    def _index_row_bytes(self, rows: int) -> int:
+        """Estimated bytes per point of the descriptor index over ``rows`` points: its codes (the descriptor,
+        or one byte per dimension for float IVF with sq8 codes), plus an 8-byte id in IVF lists, plus the
+        2 * hnsw_m level-0 links of HNSW."""
+        config, kind = self.index_config, choose_kind(rows, self.index_config)
+        row = self._points["descriptors"].itemsize * self.descriptor_dim
+        if kind == "ivf":
+            codes = self.descriptor_dim if (self.metric == "l2" and config.ivf_codes == "sq8") else row
+            return codes + 8
+        if kind == "hnsw":
+            return row + 2 * config.hnsw_m * 4
+        return row
+
+    def _bytes(self, point_capacity: int, frame_capacity: int, points: int) -> int:
+        return (point_capacity * self._points.row_bytes + frame_capacity * self._frames.row_bytes
+                + points * self._index_row_bytes(points))
+
+    def _plan(self, points: int, frames: int) -> tuple[int, int, int] | None:
+        """(point capacity, frame capacity, nbytes) after adding ``points`` points of ``frames`` frames; with
+        ``max_bytes`` the buffers grow only as far as the bound allows, and None when even exact-fit buffers
+        would pass it."""
+        end_p, end_f = len(self) + int(points), self.num_frames + int(frames)
+        cap_f = self._frames.capacity_after(end_f)
+        cap_p = self._points.capacity_after(end_p)
+        total = self._bytes(cap_p, cap_f, end_p)
+        if self.max_bytes is None or total <= self.max_bytes:
+            return cap_p, cap_f, total
+        cap_f = end_f if cap_f > self._frames.capacity else cap_f   # no spare frame rows near the bound
+        room = self.max_bytes - self._bytes(0, cap_f, 0)
+        # point rows that fit with their index share once filled (the index kind may change on the way)
+        limit = room // (self._points.row_bytes + self._index_row_bytes(end_p))
+        limit = min(limit, room // (self._points.row_bytes + self._index_row_bytes(max(limit, end_p))))
+        if limit < end_p:
+            return None
+        cap_p = self._points.capacity_after(end_p, limit)
+        total = self._bytes(cap_p, cap_f, end_p)
+        return (cap_p, cap_f, total) if total <= self.max_bytes else None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the map holds: the allocated point and frame buffers (spare capacity included; memory-mapped
+        ones too, which the first append copies) plus the descriptor index over every point (estimated
+        from its codes, see ``_index_row_bytes``: the index is built lazily). A background index build
+        holds a second index while it runs; that transient copy is not counted."""
+        return self._bytes(self._points.capacity, self._frames.capacity, len(self))
+
+    def nbytes_after(self, points: int, frames: int = 1) -> int:
+        """``nbytes`` once ``points`` more points of ``frames`` more frames are added (a buffer's growth
+        included, clamped by ``max_bytes``)."""
+        plan = self._plan(points, frames)
+        return self._bytes(*self._plan_unbounded(points, frames)) if plan is None else plan[2]
+
+    def _plan_unbounded(self, points: int, frames: int) -> tuple[int, int, int]:
+        end_p = len(self) + int(points)
+        return (self._points.capacity_after(end_p), self._frames.capacity_after(self.num_frames + int(frames)),
+                end_p)
+
+    def can_add(self, points: int, frames: int = 1) -> bool:
+        """Whether ``points`` more points of ``frames`` frames fit under ``max_bytes`` (always, without one)."""
+        return self._plan(points, frames) is not None
 
     # ------------------------------------------------------------------ search
     @property
