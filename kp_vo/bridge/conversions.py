@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import cv2
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from kp_vo.errors import InvalidInputError
 from kp_vo.trajio import quaternion_to_rotation, rotation_to_quaternion
@@ -358,10 +359,28 @@ def pose_with_covariance_stamped_msg(factory: MessageFactory, stamp_ns: int, fra
     return factory("geometry_msgs/msg/PoseWithCovarianceStamped")(header=header_msg(factory, stamp_ns, frame_id), pose=pwc)
 
 
+def quaternions_xyzw(R: np.ndarray) -> np.ndarray:
+    """(N, 3, 3) rotation matrices -> (N, 4) unit quaternions (x, y, z, w), canonical as ``kp_vo.trajio.rotation_to_quaternion``,
+    in one call (a path of thousands of poses is converted per published frame)."""
+    R = np.asarray(R, dtype=np.float64).reshape(-1, 3, 3)
+    if not len(R):
+        return np.zeros((0, 4))
+    if not np.isfinite(R).all():
+        raise InvalidInputError("rotation contains NaN or inf")
+    if (np.abs(R.transpose(0, 2, 1) @ R - np.eye(3)).max() > 1e-3 or (np.linalg.det(R) <= 0).any()):
+        raise InvalidInputError("matrix is not a rotation (not orthonormal or det <= 0)")
+    return Rotation.from_matrix(R).as_quat(canonical=True)
+
+
 def path_msg(factory: MessageFactory, frame_id: str, stamps_ns: list[int], poses: list[np.ndarray]) -> Any:
     """nav_msgs/Path of (4, 4) poses in ``frame_id``; the header stamp is the last pose's."""
-    ps = factory("geometry_msgs/msg/PoseStamped")
-    items = [ps(header=header_msg(factory, s, frame_id), pose=pose_msg(factory, T)) for s, T in zip(stamps_ns, poses)]
+    ps, pose, point, quaternion = (factory(f"geometry_msgs/msg/{name}")
+                                   for name in ("PoseStamped", "Pose", "Point", "Quaternion"))
+    T = np.asarray(poses, dtype=np.float64).reshape(-1, 4, 4)
+    qs, ts = quaternions_xyzw(T[:, :3, :3]).tolist(), T[:, :3, 3].tolist()
+    items = [ps(header=header_msg(factory, s, frame_id),
+                pose=pose(position=point(x=t[0], y=t[1], z=t[2]), orientation=quaternion(x=q[0], y=q[1], z=q[2], w=q[3])))
+             for s, t, q in zip(stamps_ns, ts, qs)]
     last = stamps_ns[-1] if stamps_ns else 0
     return factory("nav_msgs/msg/Path")(header=header_msg(factory, last, frame_id), poses=items)
 
