@@ -13,7 +13,8 @@ loop forwards then backwards (continuous motion, places revisited), ``wrap`` jum
 camera_info and the image (+ depth) into the core (conversions in), then the odometry, TF, map -> odom, path
 and status messages built from its output (conversions out); diagnostics once per second of stamps.
 
-Measured: per-frame latency (messages in -> messages out; core and publishing apart), and every ``--every``
+Measured: per-frame latency (messages in -> messages out; core and publishing apart; and the process CPU
+time per frame, which a loaded machine disturbs less than wall-clock time), and every ``--every``
 frames the resident memory (VmRSS), the keyframe window (keyframes, points), the path length, the archive
 (points, ``Repository.nbytes``). Printed as a table and written as JSON with a verdict per series: its
 slope per 1000 frames after the warm-up (first ``--warmup`` share of the frames), whether it grows, and
@@ -147,7 +148,7 @@ def run(args) -> dict:
     roi = F("sensor_msgs/msg/RegionOfInterest")(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
     order = loop_order(len(loop), args.frames, args.loop)
     dt_ns = int(1e9 / fps)
-    samples, chunk, chunks = [], {"total": [], "core": [], "publish": []}, []
+    samples, chunk, chunks = [], {"total": [], "core": [], "publish": [], "cpu": []}, []
     states: dict[str, int] = {}
     gc.collect()
     rss0 = rss_mb()
@@ -155,7 +156,7 @@ def run(args) -> dict:
     for i, k in enumerate(order):
         stamp = 1_000_000_000 + i * dt_ns
         image_fields, depth_fields = loop[k]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         info = F("sensor_msgs/msg/CameraInfo")(header=cv.header_msg(F, stamp, FRAME_ID), binning_x=0, binning_y=0,
                                                roi=roi, **info_fields)
         core.on_camera_info(info)
@@ -170,7 +171,8 @@ def run(args) -> dict:
         if i % max(1, int(fps)) == 0:
             d = core.diagnostics()
             cv.diagnostic_array_msg(F, stamp, "kp_vo: visual odometry", "kp_vo", d.level, d.message, d.values)
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
+        chunk["cpu"].append((c2 - c0) * 1e3)
         chunk["total"].append((t2 - t0) * 1e3)
         chunk["core"].append((t1 - t0) * 1e3)
         chunk["publish"].append((t2 - t1) * 1e3)
@@ -184,11 +186,12 @@ def run(args) -> dict:
                       "archive_points": len(archive) if archive is not None else 0,
                       "archive_mb": archive.nbytes / 2 ** 20 if archive is not None else 0.0,
                       "latency_ms": percentiles(chunk["total"]), "core_ms": percentiles(chunk["core"]),
-                      "publish_ms": percentiles(chunk["publish"]), "states": dict(states),
+                      "publish_ms": percentiles(chunk["publish"]), "cpu_ms": percentiles(chunk["cpu"]),
+                      "states": dict(states),
                       "problems": dict(core.problems)}
             samples.append(sample)
             chunks.append(chunk["total"])
-            chunk = {"total": [], "core": [], "publish": []}
+            chunk = {"total": [], "core": [], "publish": [], "cpu": []}
             states = {}
             if not args.quiet:
                 print(f"{sample['frame']:6d}  {sample['elapsed_s']:7.1f} s  RSS {sample['rss_mb']:7.1f} MB  "
@@ -196,7 +199,8 @@ def run(args) -> dict:
                       f"path {sample['path_length']:5d}  archive {sample['archive_keyframes']:4d} kf "
                       f"{sample['archive_points']:7d} pts {sample['archive_mb']:6.2f} MB  latency p50 "
                       f"{sample['latency_ms']['p50']:6.1f} p95 {sample['latency_ms']['p95']:6.1f} p99 "
-                      f"{sample['latency_ms']['p99']:6.1f} max {sample['latency_ms']['max']:7.1f} ms  "
+                      f"{sample['latency_ms']['p99']:6.1f} max {sample['latency_ms']['max']:7.1f} ms (publish p50 "
+                      f"{sample['publish_ms']['p50']:5.1f}, CPU p50 {sample['cpu_ms']['p50']:6.1f})  "
                       f"{sample['states']}", flush=True)
     return summarise(args, config, node_config, samples, chunks, rss0, mode)
 
@@ -222,6 +226,8 @@ def summarise(args, config, node_config, samples, chunks, rss0, mode) -> dict:
         "archive_mb": verdict(frames, series("archive_mb"), warmup, archive_bound_mb, 0.05, 0.5),
         "latency_p50_ms": verdict(frames, series("latency_ms", "p50"), warmup, None, 0.25, 5.0),
         "latency_p95_ms": verdict(frames, series("latency_ms", "p95"), warmup, None, 0.25, 10.0),
+        "publish_p50_ms": verdict(frames, series("publish_ms", "p50"), warmup, None, 0.25, 1.0),
+        "cpu_p50_ms": verdict(frames, series("cpu_ms", "p50"), warmup, None, 0.25, 5.0),
     }
     after = [v for s, c in zip(samples, chunks) if s["frame"] > warmup for v in c]
     result = {"args": vars(args), "mode": mode, "rss_start_mb": rss0, "samples": samples,
