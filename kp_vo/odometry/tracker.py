@@ -17,10 +17,12 @@ One call of ``VisualOdometry.process(frame)`` does, in order:
    approximately right: the adjustment keeps its scale and removes its per-keyframe errors).
    Triangulation and adjustment run in the mapping worker (odometry/mapping_worker.py) while the
    next frame is extracted, and are joined before that frame's pose is solved;
-7. when no pose can be solved against the window, relocalize against the keyframe archive
-   (every keyframe that left the window, or a map loaded with ``load_map``) through the
-   3D keypoint repository of ``kp_vo.reloc``, and resume there; failing that, report LOST
-   with the motion prior and an inflated covariance and keep trying.
+7. when no pose can be solved against the window from the prior or by unguided matching (a fast
+   turn, a low frame rate, little texture), localize the frame against the window's keyframes
+   through the relocalizer of ``kp_vo.reloc`` (3D-3D with the frame's depth, else PnP) and add
+   it to the window; failing that, relocalize against the keyframe archive (every keyframe that
+   left the window, or a map loaded with ``load_map``) and resume there; failing that, report
+   LOST with the motion prior and an inflated covariance and keep trying.
 
 Ground truth is never read. Poses are ``T_world_cam``; the first keyframe is the world origin.
 """
