@@ -17,10 +17,12 @@ One call of ``VisualOdometry.process(frame)`` does, in order:
    approximately right: the adjustment keeps its scale and removes its per-keyframe errors).
    Triangulation and adjustment run in the mapping worker (odometry/mapping_worker.py) while the
    next frame is extracted, and are joined before that frame's pose is solved;
-7. when no pose can be solved against the window, relocalize against the keyframe archive
-   (every keyframe that left the window, or a map loaded with ``load_map``) through the
-   3D keypoint repository of ``kp_vo.reloc``, and resume there; failing that, report LOST
-   with the motion prior and an inflated covariance and keep trying.
+7. when no pose can be solved against the window from the prior or by unguided matching (a fast
+   turn, a low frame rate, little texture), localize the frame against the window's keyframes
+   through the relocalizer of ``kp_vo.reloc`` (3D-3D with the frame's depth, else PnP) and add
+   it to the window; failing that, relocalize against the keyframe archive (every keyframe that
+   left the window, or a map loaded with ``load_map``) and resume there; failing that, report
+   LOST with the motion prior and an inflated covariance and keep trying.
 
 Ground truth is never read. Poses are ``T_world_cam``; the first keyframe is the world origin.
 """
@@ -353,9 +355,9 @@ class VisualOdometry:
         timings["pose"] = time.perf_counter() - t
 
         if solution is None:
-            relocalized = self._relocalize(frame, features)
-            if relocalized is not None:
-                return relocalized
+            recovered = self._recover_in_window(frame, features) or self._relocalize(frame, features)
+            if recovered is not None:
+                return recovered
             return self._handle_lost(frame, features, T_pred)
 
         self._velocity = _rigid(invert(self._T_world_cam) @ solution.T_world_cam)
@@ -609,6 +611,45 @@ class VisualOdometry:
         self._archive = repository
         self._loaded_map_tries = self.config.loaded_map_frames
 
+    def _localizer(self, repository: Repository, min_inliers: int) -> Localizer:
+        return Localizer(repository, None, LocalizerConfig(threshold_px=self.config.pnp_threshold_px,
+                                                           min_inliers=min_inliers))
+
+    def _recover_in_window(self, frame: Frame, features: Features) -> TrackingResult | None:
+        """When the window cannot be tracked from the motion prior (a fast turn, a low frame rate), localize
+        the frame against the window's keyframes through the relocalizer (3D-3D with the frame's depth,
+        else PnP) and add it to the window as a keyframe observing the points it matched; None on failure."""
+        cfg = self.config
+        keyframes = [kf for kf in self._map.keyframes if np.isfinite(kf.points_world[:, 0]).any()]
+        if not cfg.relocalization or not keyframes:
+            return None
+        window = Repository.from_keyframes(keyframes, None, self.extractor.name)
+        depth = self.depth_source.keyframe_depth(frame)
+        found = self._localizer(window, cfg.min_inliers).localize_features(features, frame.camera, depth)
+        if not found.success:
+            return None
+        T = _rigid(found.T_world_cam)
+        kf = new_keyframe(frame.index, frame.stamp_ns, T, features, depth)
+        ids = np.full(len(features), -1, np.int64)
+        rows, map_ids = found.query_indices[found.inliers], found.map_ids[found.inliers]
+        ids[rows] = self._map.add_points(np.asarray(window.points_world)[map_ids])
+        if depth is not None:
+            points_cam, valid = self._lift(features, depth, frame)
+            fresh = valid & (ids < 0)
+            ids[fresh] = self._map.add_points(transform(T, points_cam[fresh]))
+        self._add_keyframe(kf, ids)
+        self._velocity = np.eye(4)          # the motion since the last tracked frame is not a velocity
+        self._T_world_cam = T
+        self._prior_error_px = np.inf
+        self._lost_frames = 0
+        self._state = TrackingState.TRACKING
+        self._after_keyframe(int((ids >= 0).sum()))
+        log.debug("frame %d placed against the window's keyframes (%d inliers)", frame.index, found.num_inliers)
+        result = self._result(frame, TrackingState.TRACKING, self._pose_covariance_default(), features,
+                              is_keyframe=True, message=f"placed against the window with {found.num_inliers} inliers")
+        result.num_matches, result.num_inliers = found.num_matches, found.num_inliers
+        return result
+
     def _relocalize(self, frame: Frame, features: Features) -> TrackingResult | None:
         """Localize against the archive; on success rebuild the window at that pose and resume tracking."""
         cfg = self.config
@@ -620,10 +661,8 @@ class VisualOdometry:
             log.error("dropping the loaded map: %s", exc)
             self._archive = None
             return None
-        localizer = Localizer(self._archive, None, LocalizerConfig(threshold_px=cfg.pnp_threshold_px,
-                                                                   min_inliers=2 * cfg.min_inliers))
         depth = self.depth_source.keyframe_depth(frame)
-        found = localizer.localize_features(features, frame.camera, depth)
+        found = self._localizer(self._archive, 2 * cfg.min_inliers).localize_features(features, frame.camera, depth)
         if not found.success:
             return None
         log.info("frame %d relocalized against the keyframe archive (%d inliers)", frame.index, found.num_inliers)
