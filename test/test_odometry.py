@@ -274,3 +274,17 @@ def test_guided_matching_sizes_its_window_from_the_last_prior_error_and_widens_o
     _, result = _run(sequence, guided_radius_px=0.01, guided_retry_radius_px=20.0, refine_radius_px=6.0)
     assert result.states.count("tracking") == len(sequence)
     assert radii.count(0.01) == radii.count(20.0) == len(sequence) - 1
+
+
+def test_the_keyframe_archive_stays_within_its_memory_bound():
+    sequence = list(SyntheticSequence("street", num_frames=40, width=640, height=192, seed=7))
+    unbounded = VisualOdometry(OdometryConfig(window_size=3, keyframe_max_interval=2),
+                               create_extractor("orb", max_keypoints=1000))
+    bounded = VisualOdometry(OdometryConfig(window_size=3, keyframe_max_interval=2, archive_max_mb=0.05),
+                             create_extractor("orb", max_keypoints=1000))
+    for frame in sequence:
+        unbounded.process(frame)
+        bounded.process(frame)
+    assert unbounded._archive.nbytes > 0.05 * 2**20           # the run archives more than the bound
+    assert 0 < bounded._archive.nbytes <= 0.05 * 2**20
+    assert 0 < bounded._archive.num_frames < unbounded._archive.num_frames

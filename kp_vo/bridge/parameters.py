@@ -145,6 +145,7 @@ ODOMETRY_DOCS = {
     "relocalization": Doc("relocalize against the keyframe archive when lost"),
     "archive_points_per_keyframe": Doc("3D keypoints archived per keyframe"),
     "archive_max_keyframes": Doc("keyframe archive capacity"),
+    "archive_max_mb": Doc("MiB, memory bound of the keyframe archive, index included (0: none)"),
     "max_lost_frames": Doc("lost frames before the map is rebuilt"),
     "loaded_map_frames": Doc("after ~/load_map: frames that only try to relocalize before a new map starts"),
     "lost_covariance": Doc("variance reported while lost or initialising (m^2, rad^2)"),

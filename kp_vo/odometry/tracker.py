@@ -113,7 +113,8 @@ class OdometryConfig:
     init_baseline: float = 1.0          # ... length given to the first baseline (sets the map's unit)
     relocalization: bool = True         # when lost, relocalize against the archive of past keyframes
     archive_points_per_keyframe: int = 300  # best-scoring 3D keypoints archived per keyframe
-    archive_max_keyframes: int = 5000   # archive capacity (older keyframes are kept, newer not added)
+    archive_max_keyframes: int = 5000   # archive capacity (older keyframes are kept, newer not added) ...
+    archive_max_mb: float = 0.0         # ... and its memory bound in MiB, index included (0: none)
     max_lost_frames: int = 30           # after this many LOST frames the map is rebuilt from scratch
     loaded_map_frames: int = 30         # after load_map: frames that only try to relocalize in the loaded map
                                         # before a new map is started at its origin (0: start at once)
@@ -159,6 +160,7 @@ class OdometryConfig:
             ("init_baseline", self.init_baseline > 0, "> 0"),
             ("archive_points_per_keyframe", self.archive_points_per_keyframe >= 1, ">= 1"),
             ("archive_max_keyframes", self.archive_max_keyframes >= 0, ">= 0"),
+            ("archive_max_mb", self.archive_max_mb >= 0, ">= 0 (0 = no bound)"),
             ("max_lost_frames", self.max_lost_frames >= 0, ">= 0"),
             ("loaded_map_frames", self.loaded_map_frames >= 0, ">= 0"),
             ("lost_covariance", self.lost_covariance > 0, "> 0"),
@@ -571,13 +573,17 @@ class VisualOdometry:
     def _archive_keyframe(self, kf: Keyframe) -> None:
         if self._archive is None:
             self._archive = Repository(kf.features.metric, kf.features.descriptors.shape[1], self.extractor.name,
-                                       {"source": "odometry keyframes"})
-        if self._archive.num_frames >= self.config.archive_max_keyframes:
-            log.debug("keyframe archive full (%d keyframes); not archiving frame %d", self._archive.num_frames,
-                      kf.frame_index)
+                                       {"source": "odometry keyframes"}, max_bytes=self._archive_max_bytes())
+        if (self._archive.num_frames >= self.config.archive_max_keyframes
+                or not self._archive.can_add(self.config.archive_points_per_keyframe)):
+            log.debug("keyframe archive full (%d keyframes, %d bytes); not archiving frame %d",
+                      self._archive.num_frames, self._archive.nbytes, kf.frame_index)
             return
         self._archive.add_points(kf.points_world, kf.features, kf.frame_index, kf.stamp_ns, kf.T_world_cam,
                                  self.config.archive_points_per_keyframe)
+
+    def _archive_max_bytes(self) -> int | None:
+        return int(self.config.archive_max_mb * 2**20) or None
 
     # -- relocalization -------------------------------------------------------------------
     def export_map(self) -> Repository:
@@ -609,6 +615,8 @@ class VisualOdometry:
         self.check_map(repository)
         self.reset()
         self._archive = repository
+        if self._archive_max_bytes() is not None:
+            repository.max_bytes = self._archive_max_bytes()   # later keyframes join it within the bound
         self._loaded_map_tries = self.config.loaded_map_frames
 
     def _localizer(self, repository: Repository, min_inliers: int) -> Localizer:
