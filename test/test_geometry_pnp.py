@@ -53,6 +53,12 @@ def test_pnp_ransac_recovers_pose_with_outliers(seed):
     assert C.shape == (6, 6)
     np.testing.assert_allclose(C, C.T, atol=1e-18)
     assert np.linalg.eigvalsh(C).min() > 0
+    # Without the final least-squares refinement (a caller refining it itself): PoseLib's pose, as good.
+    raw = solve_pnp_ransac(Pw, uv, K, threshold_px=2.0, final_refinement=False)
+    assert raw.success and raw.covariance is None
+    assert not (raw.inliers & outlier).any() and raw.inliers[~outlier].mean() > 0.95
+    assert pose_errors(raw.T_cam_world, T_true)[0] < 0.2 and pose_errors(raw.T_cam_world, T_true)[1] < 0.01 * SCENE_DEPTH
+    assert 0.3 < raw.reprojection_rmse < 1.2
 
 
 def test_pnp_is_deterministic_and_ignores_nonfinite_rows():

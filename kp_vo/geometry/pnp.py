@@ -40,7 +40,8 @@ class PnPResult:
     num_inliers: inliers.sum().
     reprojection_rmse: RMS reprojection error over the inliers (px); inf on failure.
     covariance: (6, 6) covariance of the left perturbation of T_cam_world in ROS order
-        (tx, ty, tz, rx, ry, rz); a large diagonal on failure.
+        (tx, ty, tz, rx, ry, rz); a large diagonal on failure; None when the caller asked for no
+        final refinement.
     """
 
     success: bool
@@ -48,7 +49,7 @@ class PnPResult:
     inliers: np.ndarray
     num_inliers: int
     reprojection_rmse: float
-    covariance: np.ndarray = field(default_factory=lambda: FAILED_COVARIANCE * np.eye(6))
+    covariance: np.ndarray | None = field(default_factory=lambda: FAILED_COVARIANCE * np.eye(6))
 
 
 def _project_cam(Pc: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -173,14 +174,16 @@ def refine_pose_gauss_newton(T_cam_world: np.ndarray, points_world: np.ndarray, 
 def solve_pnp_ransac(points_world: np.ndarray, uv: np.ndarray, K: np.ndarray, threshold_px: float = 2.0,
                      iterations: int = 200, confidence: float = 0.999, min_inliers: int = 8,
                      T_init: np.ndarray | None = None,
-                     rng: np.random.Generator | None = None) -> PnPResult:
+                     rng: np.random.Generator | None = None, final_refinement: bool = True) -> PnPResult:
     """Robust ``T_cam_world`` from world points (N, 3) and their pixels uv (N, 2).
 
     PoseLib's LO-RANSAC (C++): P3P hypotheses on random minimal samples plus ``T_init`` when given,
     MSAC scoring (reprojection error < threshold_px, in front of the camera), local optimisation of
     every new best model, the iteration count adapted to the inlier ratio (``confidence``) within
     [min(``iterations``, MIN_ITERATIONS), ``iterations``], then a Huber refinement on the inliers.
-    A final Gauss-Newton on the re-classified inliers gives the covariance. Data-dependent failures
+    A final Gauss-Newton on the re-classified inliers gives the covariance (skipped with
+    ``final_refinement=False``, for a caller that refines the pose itself: the pose is then
+    PoseLib's, the covariance None and the RMSE that of PoseLib's pose). Data-dependent failures
     return success=False with T_init (or identity); malformed input raises InvalidInputError. Rows
     with non-finite values are ignored. Deterministic for a given ``rng`` (default:
     np.random.default_rng(0)), which seeds PoseLib's sampler.
@@ -222,9 +225,12 @@ def solve_pnp_ransac(points_world: np.ndarray, uv: np.ndarray, K: np.ndarray, th
     mask = _squared_errors(T, P, q, K) < threshold_px**2
     if mask.sum() < max(min_inliers, 4):
         return failure(f"{int(mask.sum())} inliers after refinement < {min_inliers}")
-    T, cov, rmse = refine_pose_gauss_newton(T, P[mask], q[mask], K)
-    if not np.isfinite(T).all() or cov[0, 0] >= FAILED_COVARIANCE:
-        return failure("degenerate configuration (singular normal equations)")
+    if final_refinement:
+        T, cov, rmse = refine_pose_gauss_newton(T, P[mask], q[mask], K)
+        if not np.isfinite(T).all() or cov[0, 0] >= FAILED_COVARIANCE:
+            return failure("degenerate configuration (singular normal equations)")
+    else:
+        cov, rmse = None, float(np.sqrt(_squared_errors(T, P[mask], q[mask], K).mean()))
     inliers = np.zeros(n, dtype=bool)
     inliers[rows[mask]] = True
     log.debug("solve_pnp_ransac: %d/%d inliers after %d iterations, rmse %.3f px",

@@ -75,12 +75,10 @@ class OdometryConfig:
     network_every_frame: bool = False   # run the depth network on every frame (the naive baseline), not keyframes only
     window_size: int = 7                # keyframes kept in the window
     match_ratio: float = 0.9            # Lowe ratio for descriptor matching (1.0 disables)
-    guided_radius_px: float = 14.0      # largest search radius around the motion-prior projections: the radius
-                                        # is twice the last frame's prior error (the 99th percentile of its
-                                        # inliers' distances to their prior projections; below 11 px on every
-                                        # frame of KITTI 00, 4 px in the synthetic room), at least
-                                        # refine_radius_px; the candidate pairs grow with radius^2 ...
-    guided_retry_radius_px: float = 20.0  # ... and the radius tried when that gives too few PnP inliers
+    guided_radius_px: float = 14.0      # search radius around the motion-prior projections (the candidate pairs
+                                        # grow with radius^2; the 99th percentile of the final inliers' distance
+                                        # to their prior projection stayed below 11 px on every frame of KITTI 00)
+    guided_retry_radius_px: float = 20.0  # ... and the wider one tried when that gives too few PnP inliers
                                         # (< 3 x min_inliers)
     guided_max_points: int = 2000       # ... matched there: at most this many window points, the most recently
                                         # observed first
@@ -179,7 +177,6 @@ class _PoseSolution:
     keypoints: np.ndarray      # (M,) current keypoint indices of the inlier matches
     keyframe_uv: np.ndarray    # (M, 2) pixels of those map points in their newest observing keyframe
     num_matches: int
-    prior_error_px: float      # 99th percentile of the inliers' pixel distances to their motion-prior projections
 
 
 class VisualOdometry:
@@ -232,7 +229,6 @@ class VisualOdometry:
         self._tracked_at_keyframe = 0
         self._T_origin = np.eye(4)          # pose the map is anchored at after a rebuild
         self._loaded_map_tries = 0          # frames left that may only relocalize in a loaded map
-        self._prior_error_px = np.inf       # of the last tracked frame (sets the guided search radius)
 
     # -- the step -------------------------------------------------------------------------
     def process(self, frame: Frame) -> TrackingResult:
@@ -364,7 +360,6 @@ class VisualOdometry:
 
         self._velocity = _rigid(invert(self._T_world_cam) @ solution.T_world_cam)
         self._T_world_cam = solution.T_world_cam
-        self._prior_error_px = solution.prior_error_px
         self._lost_frames = 0
         self._state = TrackingState.TRACKING
         self._frames_since_keyframe += 1
@@ -397,8 +392,7 @@ class VisualOdometry:
         candidates = []
         if self._state == TrackingState.TRACKING:
             rows = _most_recent(window, cfg.guided_max_points)
-            first = min(cfg.guided_radius_px, max(cfg.refine_radius_px, 2.0 * self._prior_error_px))
-            radii = [first] + [cfg.guided_retry_radius_px] * (cfg.guided_retry_radius_px > first)
+            radii = [cfg.guided_radius_px] + [cfg.guided_retry_radius_px] * (cfg.guided_retry_radius_px > cfg.guided_radius_px)
             candidates = [lambda r=r: self._guided(window, features, keypoint_tree, T_pred, K, camera, r, ratio, rows=rows)
                           for r in radii]
         candidates.append(lambda: match_descriptors(window.descriptors, features.descriptors, features.metric,
@@ -409,7 +403,8 @@ class VisualOdometry:
             if len(matches) < cfg.min_inliers:
                 continue
             pnp = solve_pnp_ransac(window.xyz[matches[:, 0]], uv[matches[:, 1]], K, cfg.pnp_threshold_px,
-                                   cfg.pnp_iterations, 0.999, cfg.min_inliers, invert(T_pred), self._rng)
+                                   cfg.pnp_iterations, 0.999, cfg.min_inliers, invert(T_pred), self._rng,
+                                   final_refinement=False)   # the solved-pose pass below refines it
             if pnp.success and (best is None or pnp.num_inliers > best[0].num_inliers):
                 best = (pnp, len(matches))
             if best is not None and best[0].num_inliers >= 3 * cfg.min_inliers:
@@ -440,10 +435,8 @@ class VisualOdometry:
         if not self._plausible_step(T_world_cam, T_pred):
             log.debug("rejected a pose jump against the motion prior")
             return None
-        P_inl, q_inl = P[inl], q[inl]
-        prior_error = _reprojection_errors(invert(T_pred), P_inl, q_inl, K)
         return _PoseSolution(T_world_cam, cov, window.ids[matches[inl, 0]], matches[inl, 1],
-                             window.uv[matches[inl, 0]], num_matches, float(np.percentile(prior_error, 99)))
+                             window.uv[matches[inl, 0]], num_matches)
 
     def _guided(self, window, features: Features, keypoint_tree: cKDTree | None, T_world_cam: np.ndarray, K: np.ndarray,
                 camera, radius: float, ratio: float | None, rows: np.ndarray | None = None) -> np.ndarray:
@@ -648,7 +641,6 @@ class VisualOdometry:
         self._add_keyframe(kf, ids)
         self._velocity = np.eye(4)          # the motion since the last tracked frame is not a velocity
         self._T_world_cam = T
-        self._prior_error_px = np.inf
         self._lost_frames = 0
         self._state = TrackingState.TRACKING
         self._after_keyframe(int((ids >= 0).sum()))
@@ -697,7 +689,6 @@ class VisualOdometry:
         self._map.add_keyframe(kf, ids)
         self._T_world_cam = T
         self._velocity = np.eye(4)
-        self._prior_error_px = np.inf
         self._state = TrackingState.TRACKING
         self._lost_frames = 0
         self._init_reference = None
@@ -711,7 +702,6 @@ class VisualOdometry:
     def _handle_lost(self, frame: Frame, features: Features, T_pred: np.ndarray) -> TrackingResult:
         self._lost_frames += 1
         self._T_world_cam = T_pred
-        self._prior_error_px = np.inf
         self._state = TrackingState.LOST
         if self._lost_frames > self.config.max_lost_frames:
             log.warning("lost for %d frames: rebuilding the map at the predicted pose", self._lost_frames)
