@@ -120,3 +120,13 @@ def test_jacobians_match_finite_differences():
         P_step[:, k] += eps
         numeric = (_linearize(T_cw, P_step, slices, pt, uv, K)[0] - r) / eps
         np.testing.assert_allclose(Jp[:, :, k], numeric, rtol=1e-4, atol=1e-3)
+
+
+def test_huber_weights_and_cost_known_answers():
+    from kp_vo.geometry.robust import huber_cost, huber_weights
+
+    e = np.array([0.0, 1.0, 2.0, 4.0])
+    np.testing.assert_allclose(huber_weights(e, 2.0), [1.0, 1.0, 1.0, 0.5])
+    np.testing.assert_allclose(huber_weights(e, None), 1.0)
+    assert huber_cost(e, 2.0) == pytest.approx(0.0 + 0.5 + 2.0 + 2.0 * (4.0 - 1.0))
+    assert huber_cost(e, None) == pytest.approx(0.5 * (0 + 1 + 4 + 16))

@@ -67,6 +67,12 @@ def test_monocular_run_is_reproducible_whatever_ran_before():
     np.testing.assert_array_equal(again, first)
     other = VisualOdometry(OdometryConfig(depth_source="triangulation"), create_extractor("orb", max_keypoints=1000))
     np.testing.assert_array_equal(np.array([other.process(f).T_world_cam for f in frames]), first)
+    # reseed: the poses of a fresh tracker with that seed.
+    seeded = VisualOdometry(OdometryConfig(depth_source="triangulation", seed=3), create_extractor("orb", max_keypoints=1000))
+    vo.reseed(3)
+    np.testing.assert_array_equal(np.array([vo.process(f).T_world_cam for f in frames]),
+                                  np.array([seeded.process(f).T_world_cam for f in frames]))
+    assert vo.config.seed == 3
 
 
 class _BiasedDepthNet:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -42,8 +41,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_frames(sequence, odometry, total=len(sequence), progress=show_progress(args))
     reruns = {}
     for seed in range(config.odometry.seed + 1, config.odometry.seed + args.seeds):
-        odometry.config = dataclasses.replace(config.odometry, seed=seed)
-        odometry.reset()
+        odometry.reseed(seed)
         reruns[seed] = run_frames(sequence, odometry, total=len(sequence), progress=show_progress(args))
     metrics = write_outputs(result, args.output, config, reruns)
     print(format_metrics(metrics))

@@ -14,6 +14,7 @@ import numpy as np
 from scipy import sparse
 
 from kp_vo.errors import InvalidInputError
+from kp_vo.geometry.robust import huber_cost, huber_weights
 from kp_vo.geometry.se3 import se3_exp_many
 
 
@@ -54,16 +55,6 @@ def _inverse_3x3(A: np.ndarray) -> np.ndarray:
     adjugate = np.stack(c, axis=2)                      # columns: cofactors of the rows of A
     det = np.einsum("ni,ni->n", A[:, 0], c[0])
     return adjugate / det[:, None, None]
-
-
-def _huber_weights(r: np.ndarray, huber_px: float) -> np.ndarray:
-    e = np.linalg.norm(r, axis=1)
-    return np.where(e <= huber_px, 1.0, huber_px / np.maximum(e, 1e-12))
-
-
-def _cost(r: np.ndarray, huber_px: float) -> float:
-    e = np.linalg.norm(r, axis=1)
-    return float(np.sum(np.where(e <= huber_px, 0.5 * e**2, huber_px * (e - 0.5 * huber_px))))
 
 
 def bundle_adjust(T_cam_world: np.ndarray, points: np.ndarray, obs_cam: np.ndarray, obs_point: np.ndarray,
@@ -111,9 +102,9 @@ def bundle_adjust(T_cam_world: np.ndarray, points: np.ndarray, obs_cam: np.ndarr
     lam = 1e-3
 
     r, Jc, Jp = _linearize(T, P, cam_slices, pt, uv, K)
-    cost = _cost(r, huber_px)
+    cost = huber_cost(np.linalg.norm(r, axis=1), huber_px)
     for _ in range(max_iterations):
-        w = _huber_weights(r, huber_px)[:, None, None]
+        w = huber_weights(np.linalg.norm(r, axis=1), huber_px)[:, None, None]
         Jc_w = Jc * (w * is_free[:, None, None])        # fixed cameras get no update
         Jp_w = Jp * w
         # Per-point blocks V (N,3,3), g_p (N,3); per-camera U (C,6,6), g_c (C,6); W per observation (M,6,3).
@@ -150,7 +141,7 @@ def bundle_adjust(T_cam_world: np.ndarray, points: np.ndarray, obs_cam: np.ndarr
         T_new[free] = se3_exp_many(delta_c[free]) @ T[free]
         P_new = P + delta_p
         r_new, Jc_new, Jp_new = _linearize(T_new, P_new, cam_slices, pt, uv, K)
-        cost_new = _cost(r_new, huber_px)
+        cost_new = huber_cost(np.linalg.norm(r_new, axis=1), huber_px)
         if cost_new < cost:
             T, P, r, Jc, Jp = T_new, P_new, r_new, Jc_new, Jp_new
             converged = cost - cost_new < tolerance * cost

@@ -18,7 +18,8 @@ import numpy as np
 import poselib
 
 from kp_vo.errors import InvalidInputError
-from kp_vo.geometry.camera import MIN_DEPTH, check_K, check_points
+from kp_vo.geometry.camera import check_K, check_points, project_unchecked
+from kp_vo.geometry.robust import huber_cost, huber_weights
 from kp_vo.geometry.se3 import check_pose, make_pose
 
 log = logging.getLogger(__name__)
@@ -52,35 +53,18 @@ class PnPResult:
     covariance: np.ndarray | None = field(default_factory=lambda: FAILED_COVARIANCE * np.eye(6))
 
 
-def _project_cam(Pc: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels (N, 2) of camera-frame points (N, 3) and the in-front mask (N,)."""
-    z = Pc[:, 2]
-    front = z > MIN_DEPTH
-    zs = np.where(front, z, 1.0)
-    x, y = Pc[:, 0] / zs, Pc[:, 1] / zs
-    uv = np.stack([K[0, 0] * x + K[0, 1] * y + K[0, 2], K[1, 1] * y + K[1, 2]], axis=1)
-    return uv, front
-
-
 def _squared_errors(T: np.ndarray, Pw: np.ndarray, uv: np.ndarray, K: np.ndarray) -> np.ndarray:
     """Squared reprojection errors (N,) px^2; points behind the camera get _BEHIND_PX^2."""
     Pc = Pw @ T[:3, :3].T + T[:3, 3]
-    proj, front = _project_cam(Pc, K)
+    proj, front = project_unchecked(Pc, K)
     e2 = np.sum((proj - uv) ** 2, axis=1)
     return np.where(front, e2, _BEHIND_PX**2)
-
-
-def _robust_cost(e2: np.ndarray, huber_px: float | None) -> float:
-    if huber_px is None:
-        return float(e2.sum())
-    r = np.sqrt(e2)
-    return float(np.where(r <= huber_px, e2, 2.0 * huber_px * r - huber_px**2).sum())
 
 
 def _linearize(T: np.ndarray, Pw: np.ndarray, uv: np.ndarray, K: np.ndarray):
     """Residuals e = pi(T P) - uv (N, 2), Jacobians de/dxi (N, 2, 6) and the in-front mask (N,)."""
     Pc = Pw @ T[:3, :3].T + T[:3, 3]
-    proj, front = _project_cam(Pc, K)
+    proj, front = project_unchecked(Pc, K)
     e = proj - uv
     x, y = Pc[:, 0], Pc[:, 1]
     z = np.where(front, Pc[:, 2], 1.0)
@@ -101,13 +85,6 @@ def _linearize(T: np.ndarray, Pw: np.ndarray, uv: np.ndarray, K: np.ndarray):
     return e, A @ B, front
 
 
-def _huber_weights(e2: np.ndarray, huber_px: float | None) -> np.ndarray:
-    if huber_px is None:
-        return np.ones_like(e2)
-    r = np.sqrt(e2)
-    return np.where(r <= huber_px, 1.0, huber_px / np.maximum(r, 1e-12))
-
-
 def _covariance(T: np.ndarray, Pw: np.ndarray, uv: np.ndarray, K: np.ndarray,
                 huber_px: float | None) -> np.ndarray:
     """sigma^2 (J^T W J)^-1 in ROS order, sigma^2 = weighted residual variance floored at MIN_SIGMA2_PX2."""
@@ -116,7 +93,7 @@ def _covariance(T: np.ndarray, Pw: np.ndarray, uv: np.ndarray, K: np.ndarray,
     n = len(e)
     if n < 3:
         return FAILED_COVARIANCE * np.eye(6)
-    w = _huber_weights(np.sum(e**2, axis=1), huber_px)
+    w = huber_weights(np.sqrt(np.sum(e**2, axis=1)), huber_px)
     J_rows = J.reshape(-1, 6)                                 # (2n, 6): the u and v rows of every point
     H = (J_rows * np.repeat(w, 2)[:, None]).T @ J_rows        # sum_n w_n J_n^T J_n
     dof = max(2 * n - 6, 1)
@@ -163,7 +140,7 @@ def refine_pose_gauss_newton(T_cam_world: np.ndarray, points_world: np.ndarray, 
         T_new = _from_poselib(pose)
         if np.isfinite(T_new).all():
             e2_new = _squared_errors(T_new, Pw, uv, K)
-            if _robust_cost(e2_new, huber_px) <= _robust_cost(e2, huber_px):
+            if huber_cost(np.sqrt(e2_new), huber_px) <= huber_cost(np.sqrt(e2), huber_px):
                 T, e2 = T_new, e2_new
 
     front = e2 < _BEHIND_PX**2

@@ -29,6 +29,7 @@ Ground truth is never read. Poses are ``T_world_cam``; the first keyframe is the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -210,6 +211,11 @@ class VisualOdometry:
     @property
     def state(self) -> TrackingState:
         return self._state
+
+    def reseed(self, seed: int) -> None:
+        """Start over (:meth:`reset`) with RANSAC seed ``seed``: the same frames tracked again with another seed."""
+        self.config = dataclasses.replace(self.config, seed=seed)
+        self.reset()
 
     def reset(self) -> None:
         """Forget the map, the archive and the motion; the next frame starts a new trajectory at the origin.
