@@ -290,3 +290,38 @@ def test_the_keyframe_archive_stays_within_its_memory_bound():
     assert unbounded._archive.nbytes > 0.05 * 2**20           # the run archives more than the bound
     assert 0 < bounded._archive.nbytes <= 0.05 * 2**20
     assert 0 < bounded._archive.num_frames < unbounded._archive.num_frames
+
+
+def _street_tracker(num_frames=16):
+    frames = list(SyntheticSequence("street", num_frames=num_frames, width=640, height=192, seed=2))
+    vo = VisualOdometry(OdometryConfig(depth_source="triangulation", async_mapping=False),
+                        create_extractor("orb", max_keypoints=1000))
+    for frame in frames:
+        vo.process(frame)
+    return vo, frames[0].camera.K
+
+
+def test_window_bundle_adjustment_drops_the_observations_it_cannot_fit():
+    vo, K = _street_tracker()
+    keyframes = vo._map.keyframes
+    kf = keyframes[-1]                                     # free in the adjustment (the oldest two are fixed)
+    seen = np.concatenate([k.point_ids[k.point_ids >= 0] for k in keyframes[:-1]])
+    ids, counts = np.unique(seen, return_counts=True)
+    # Points seen by two more keyframes: the adjustment cannot absorb a bad observation of them.
+    shared = np.flatnonzero(np.isin(kf.point_ids, ids[counts >= 2]))
+    assert len(shared) > 30
+    moved = shared[:: len(shared) // 6][:6]
+    kf.features.keypoints[moved] += np.float32([9.0, 9.0])  # six observations 13 px off their points
+    before = int((kf.point_ids >= 0).sum())
+    vo._local_bundle_adjustment(K)
+    assert (kf.point_ids[moved] == -1).all()
+    assert before - int((kf.point_ids >= 0).sum()) < 6 + 0.05 * before   # and few others
+
+
+def test_a_pose_far_beyond_the_motion_prior_is_rejected():
+    vo, _ = _street_tracker(10)
+    T = vo._T_world_cam
+    near, far = T.copy(), T.copy()
+    near[:3, 3] += 0.5 * vo._velocity[:3, 3]
+    far[:3, 3] += 100.0 * max(np.linalg.norm(vo._velocity[:3, 3]), vo._map_scale())
+    assert vo._plausible_step(near, T) and not vo._plausible_step(far, T)
