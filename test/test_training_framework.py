@@ -91,7 +91,7 @@ def test_logger_writes_jsonl(tmp_path):
 
 
 def test_registry_and_config_errors(tmp_path):
-    assert available_recipes() == ["depthnet_selfsup", "keypointnet_homography", "kp3d", "object_keypoints",
+    assert available_recipes() == ["depthnet_selfsup", "keypointnet_distill", "keypointnet_homography", "kp3d", "object_keypoints",
                                    "viewsynth"]
     with pytest.raises(InvalidInputError, match="unknown training recipe"):
         get_recipe("nope")

@@ -138,6 +138,7 @@ def quantize_model(input_path: str | Path, output_path: str | Path, *, mode: str
             q.metadata_props.add(key=k, value=v)
         onnx.checker.check_model(q)
         onnx.save_model(q, tmp, save_as_external_data=False)
+        os.chmod(tmp, 0o644)                    # mkstemp makes it owner-only; a model file is for everyone
         os.replace(tmp, output_path)
     finally:
         if os.path.exists(tmp):
