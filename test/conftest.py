@@ -35,6 +35,8 @@ def _skip_reason(longrepr) -> str:
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA device (skips without one); run them with "
                                        "pytest -m gpu, as scripts/gpu_check.sh does")
+    config.addinivalue_line("markers", "slow: long-running (the node-core soak); run by .ci/run's plain "
+                                       "pytest at a reduced length, deselect with -m 'not slow'")
 
 
 @pytest.hookimpl(hookwrapper=True)

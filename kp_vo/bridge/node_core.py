@@ -140,6 +140,19 @@ class NodeConfig:
             raise InvalidInputError("ros.sync_slop must be >= 0, ros.queue_size and ros.path_max_length >= 1")
         if self.qos.reliability not in ("best_effort", "reliable"):
             raise InvalidInputError(f"ros.qos.reliability must be best_effort or reliable, got {self.qos.reliability!r}")
+        # the numeric ranges the ROS node declares (kp_vo.bridge.parameters.ROS_DOCS), held here too so that a
+        # bag run or a YAML file cannot pass NaN, inf or a size that overflows a deque
+        for name, value, low, high in (
+                ("sync_slop", self.sync_slop, 0.0, 1.0), ("queue_size", self.queue_size, 1, 1000),
+                ("qos.depth", self.qos.depth, 1, 1000), ("path_max_length", self.path_max_length, 1, 1_000_000),
+                ("loop_reset_threshold", self.loop_reset_threshold, 0.0, 1e6),
+                ("warn_period", self.warn_period, 0.0, 3600.0), ("no_image_timeout", self.no_image_timeout, 0.0, 3600.0),
+                ("lost_position_variance", self.lost_position_variance, 0.0, 1e12),
+                ("lost_rotation_variance", self.lost_rotation_variance, 0.0, 1e12),
+                ("stats_window", self.stats_window, 2, 100_000), ("map_tf_rate", self.map_tf_rate, 0.1, 1000.0),
+                ("map_tf_tolerance", self.map_tf_tolerance, 0.0, 10.0)):
+            if not low <= value <= high:   # NaN fails too
+                raise InvalidInputError(f"ros.{name} must be in [{low:g}, {high:g}], got {value!r}")
 
 
 # ----------------------------------------------------------------------------- outputs
