@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -164,10 +165,15 @@ class OdometryConfig:
             ("loaded_map_frames", self.loaded_map_frames >= 0, ">= 0"),
             ("lost_covariance", self.lost_covariance > 0, "> 0"),
             ("blas_threads", self.blas_threads >= 0, ">= 0"),
+            ("seed", self.seed >= 0, ">= 0"),
         ]
         for name, ok, expected in rules:
             if not ok:
                 raise ConfigError(f"odometry.{name} must be {expected}, got {getattr(self, name)!r}")
+        for field in dataclasses.fields(self):   # no knob takes an infinite value (NaN fails the rules above)
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"odometry.{field.name} must be finite, got {value!r}")
 
 
 @dataclass
