@@ -404,9 +404,11 @@ class VisualOdometry:
         candidates = []
         if self._state == TrackingState.TRACKING:
             rows = _most_recent(window, cfg.guided_max_points)
-            radii = [cfg.guided_radius_px] + [cfg.guided_retry_radius_px] * (cfg.guided_retry_radius_px > cfg.guided_radius_px)
-            candidates = [lambda r=r: self._guided(window, features, keypoint_tree, T_pred, K, camera, r, ratio, rows=rows)
-                          for r in radii]
+            radii = [cfg.guided_radius_px]
+            if cfg.guided_retry_radius_px > cfg.guided_radius_px:
+                radii.append(cfg.guided_retry_radius_px)
+            candidates = [lambda r=r: self._guided(window, features, keypoint_tree, T_pred, K, camera, r, ratio,
+                                                   rows=rows) for r in radii]
         candidates.append(lambda: match_descriptors(window.descriptors, features.descriptors, features.metric,
                                                     mutual=True, ratio=ratio)[0])
         best = None
@@ -657,8 +659,8 @@ class VisualOdometry:
         self._state = TrackingState.TRACKING
         self._after_keyframe(int((ids >= 0).sum()))
         log.debug("frame %d placed against the window's keyframes (%d inliers)", frame.index, found.num_inliers)
-        result = self._result(frame, TrackingState.TRACKING, self._pose_covariance_default(), features,
-                              is_keyframe=True, message=f"placed against the window with {found.num_inliers} inliers")
+        result = self._result(frame, TrackingState.TRACKING, self._inflated() * 1e-6, features, is_keyframe=True,
+                              message=f"placed against the window with {found.num_inliers} inliers")
         result.num_matches, result.num_inliers = found.num_matches, found.num_inliers
         return result
 
