@@ -67,8 +67,9 @@ def test_committed_training_configs_load(path):
     from kp_vo.config import load_config
     from kp_vo.training.recipes import get_recipe
 
-    recipe = {"train_keypointnet": "keypointnet_homography", "train_depthnet": "depthnet_selfsup",
-              "train_kp3d": "kp3d", "train_viewsynth": "viewsynth", "train_object": "object_keypoints"}
+    recipe = {"train_keypointnet_distill": "keypointnet_distill", "train_keypointnet": "keypointnet_homography",
+              "train_depthnet": "depthnet_selfsup", "train_kp3d": "kp3d", "train_viewsynth": "viewsynth",
+              "train_object": "object_keypoints"}   # the first prefix that fits names the recipe
     name = next(v for k, v in recipe.items() if path.name.startswith(k))
     cfg = load_config(get_recipe(name).config_type, path)
     assert cfg.train.steps >= 1
