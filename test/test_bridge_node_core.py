@@ -9,9 +9,10 @@ import pytest
 
 from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.bagio import factory
-from kp_vo.bridge.node_core import (NodeConfig, Throttle, VoNodeCore, adjoint, camera_to_base,
+from kp_vo.bridge.node_core import (NodeConfig, Throttle, VoNodeCore, camera_to_base,
                                     split_node_parameters)
 from kp_vo.errors import InvalidInputError
+from kp_vo.geometry.se3 import adjoint_translation_first
 from kp_vo.settings import nest
 from kp_vo.odometry.depth import DepthSource
 from kp_vo.odometry.types import TrackingResult, TrackingState
@@ -231,7 +232,7 @@ def test_camera_to_base_covariance_matches_sampling():
     T_wc[:3, 3] = [1, 2, 3]
     cov = np.diag([1e-4, 2e-4, 3e-4, 1e-5, 2e-5, 3e-5])
     T_ob, cov_b = camera_to_base(T_wc, cov, T_bc)
-    A = adjoint(T_bc)
+    A = adjoint_translation_first(T_bc)
     # the adjoint maps a small camera-frame twist to the base-frame twist of the same motion
     xi = rng.normal(size=6) * 1e-4
     def exp(x):

@@ -193,3 +193,16 @@ def test_project_unchecked_matches_project_in_front_and_stays_finite_behind():
     np.testing.assert_array_equal(front, front_fast)
     assert 0 < front.sum() < len(P) and np.isfinite(uv_fast).all() and np.isnan(uv[~front]).all()
     np.testing.assert_array_equal(uv[front], uv_fast[front])
+
+
+def test_adjoint_translation_first_maps_twists_between_frames():
+    from kp_vo.geometry.se3 import adjoint_translation_first
+
+    rng = np.random.default_rng(8)
+    A, B = se3_exp(rng.normal(size=6)), se3_exp(rng.normal(size=6))
+    np.testing.assert_allclose(adjoint_translation_first(A @ B),
+                               adjoint_translation_first(A) @ adjoint_translation_first(B), atol=1e-12)
+    # A body twist (v, w) of frame b seen from a frame a offset by t (same orientation): (v + t x w, w).
+    t, v, w = np.array([1.0, 2.0, 3.0]), np.array([0.1, 0.0, 0.0]), np.array([0.0, 0.0, 0.5])
+    np.testing.assert_allclose(adjoint_translation_first(make_pose(np.eye(3), t)) @ np.r_[v, w],
+                               np.r_[v + np.cross(t, w), w])

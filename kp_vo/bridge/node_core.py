@@ -69,9 +69,10 @@ from kp_vo.bridge.conversions import (
     stamp_to_ns,
 )
 from kp_vo.bridge.latest_frame import FrameTiming, LatestFrameSlot, PendingInput, ProcessingStats
-from kp_vo.bridge.odom_frames import OdomFrames, TransformStamper, adjoint, body_twist
+from kp_vo.bridge.odom_frames import OdomFrames, TransformStamper, body_twist
 from kp_vo.bridge.scale import Scale, check_required_metric
 from kp_vo.errors import InvalidInputError, KpVoError, MapFileError
+from kp_vo.geometry.se3 import adjoint_translation_first
 from kp_vo.odometry.types import TrackingResult, TrackingState
 from kp_vo.types import CameraIntrinsics, Frame
 
@@ -252,7 +253,7 @@ def camera_to_base(T_world_cam: np.ndarray, covariance_cam: np.ndarray, T_base_c
     """
     T_cam_base = np.linalg.inv(T_base_cam)
     T_odom_base = T_base_cam @ T_world_cam @ T_cam_base
-    A = adjoint(T_base_cam)
+    A = adjoint_translation_first(T_base_cam)
     return T_odom_base, A @ covariance_cam @ A.T
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kp_vo.geometry.se3 import se3_log
+from kp_vo.geometry.se3 import adjoint_translation_first, se3_log
 
 @dataclass(frozen=True)
 class MapAnchor:
@@ -99,17 +99,6 @@ class OdomFrames:
         return self.T_odom_base.copy(), jumped
 
 
-def adjoint(T: np.ndarray) -> np.ndarray:
-    """(6, 6) adjoint of a (4, 4) pose for twists ordered (translation, rotation)."""
-    R, t = T[:3, :3], T[:3, 3]
-    tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
-    A = np.zeros((6, 6))
-    A[:3, :3] = R
-    A[:3, 3:] = tx @ R
-    A[3:, 3:] = R
-    return A
-
-
 def body_twist(T_prev: np.ndarray, T_cur: np.ndarray, cov_prev: np.ndarray, cov_cur: np.ndarray,
                dt_s: float) -> tuple[np.ndarray, np.ndarray]:
     """Twist of base_link between two poses ``dt_s`` s apart, in base_link (nav_msgs/Odometry's child frame).
@@ -122,7 +111,7 @@ def body_twist(T_prev: np.ndarray, T_cur: np.ndarray, cov_prev: np.ndarray, cov_
     T_rel = np.linalg.inv(T_prev) @ T_cur
     omega_rho = se3_log(T_rel)
     twist = np.concatenate([omega_rho[3:], omega_rho[:3]]) / dt_s
-    A = adjoint(np.linalg.inv(T_rel))
+    A = adjoint_translation_first(np.linalg.inv(T_rel))
     cov = (A @ cov_prev @ A.T + cov_cur) / dt_s ** 2
     return twist, cov
 

@@ -40,6 +40,17 @@ def skew(w: np.ndarray) -> np.ndarray:
     return np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
 
 
+def adjoint_translation_first(T: np.ndarray) -> np.ndarray:
+    """(6, 6) adjoint of a (4, 4) pose for twists ordered (translation, rotation), the ROS order of
+    twists and pose covariances: a twist expressed in frame b maps to frame a by Ad(T_a_b)."""
+    R, t = T[:3, :3], T[:3, 3]
+    A = np.zeros((6, 6))
+    A[:3, :3] = R
+    A[:3, 3:] = skew(t) @ R
+    A[3:, 3:] = R
+    return A
+
+
 def so3_exp(omega: np.ndarray) -> np.ndarray:
     """Rotation vector (3,) (axis * angle, rad) -> (3, 3) rotation matrix (Rodrigues)."""
     omega = _vector(omega, 3, "rotation vector")
