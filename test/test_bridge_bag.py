@@ -13,7 +13,7 @@ from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.bag_runner import chain_transform, choose_topics, run_bag, static_transforms
 from kp_vo.bridge.bagio import BagWriter, bag_topics, read_messages
 from kp_vo.bridge.make_bag import default_T_base_cam, write_frames_bag
-from kp_vo.bridge.node_core import NodeConfig
+from kp_vo.bridge.node_config import NodeConfig
 from kp_vo.errors import DatasetError
 from kp_vo.types import CameraIntrinsics, Frame
 

@@ -12,7 +12,8 @@ import pytest
 from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.bagio import factory, typestore
 from kp_vo.bridge.camera_model import CameraModels, build_camera_model, read_camera_info
-from kp_vo.bridge.node_core import NodeConfig, VoNodeCore
+from kp_vo.bridge.node_core import VoNodeCore
+from kp_vo.bridge.node_config import NodeConfig
 from kp_vo.errors import InvalidInputError
 from kp_vo.types import CameraIntrinsics
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from kp_vo.bridge.latest_frame import FrameWorker, LatestFrameSlot
-from kp_vo.bridge.node_core import NodeConfig, VoNodeCore
+from kp_vo.bridge.node_core import VoNodeCore
+from kp_vo.bridge.node_config import NodeConfig
 from kp_vo.errors import InvalidInputError
 
 from test_bridge_node_core import SEC, FakeOdometry, depth, image, info  # noqa: E402  (test helpers)

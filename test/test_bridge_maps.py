@@ -5,7 +5,8 @@ import pytest
 
 from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.bagio import factory
-from kp_vo.bridge.node_core import NodeConfig, VoNodeCore
+from kp_vo.bridge.node_core import VoNodeCore
+from kp_vo.bridge.node_config import NodeConfig
 from kp_vo.datasets import SyntheticSequence
 from kp_vo.errors import KpVoError, MapFileError
 from kp_vo.features import create_extractor

@@ -9,8 +9,8 @@ import pytest
 
 from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.bagio import factory
-from kp_vo.bridge.node_core import (NodeConfig, Throttle, VoNodeCore, camera_to_base,
-                                    split_node_parameters)
+from kp_vo.bridge.node_core import Throttle, VoNodeCore, camera_to_base
+from kp_vo.bridge.node_config import NodeConfig, split_node_parameters
 from kp_vo.errors import InvalidInputError
 from kp_vo.geometry.se3 import adjoint_translation_first
 from kp_vo.settings import nest

@@ -17,7 +17,8 @@ from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.bag_runner import run_bag
 from kp_vo.bridge.bagio import factory, read_messages
 from kp_vo.bridge.make_bag import default_T_base_cam, write_frames_bag
-from kp_vo.bridge.node_core import NodeConfig, VoNodeCore
+from kp_vo.bridge.node_core import VoNodeCore
+from kp_vo.bridge.node_config import NodeConfig
 from kp_vo.bridge.odom_frames import OdomFrames, TransformStamper, body_twist
 from kp_vo.datasets import SyntheticSequence
 from kp_vo.features import create_extractor

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kp_vo.bridge.node_core import NodeConfig, VoNodeCore
+from kp_vo.bridge.node_core import VoNodeCore
+from kp_vo.bridge.node_config import NodeConfig
 from kp_vo.bridge.parameters import (
     apply_changes,
     check_change,
@@ -99,7 +100,7 @@ def test_readme_table_is_the_generated_one():
 
 def test_node_parameters_round_trip_through_the_typed_config():
     """What a node declares (defaults) loads back into the configs unchanged."""
-    from kp_vo.bridge.node_core import split_node_parameters
+    from kp_vo.bridge.node_config import split_node_parameters
     from kp_vo.settings import nest
     from kp_vo.pipeline import PipelineConfig
 

@@ -10,7 +10,7 @@ import pytest
 import kp_vo.features.classical  # noqa: F401  (registers orb)
 from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.bagio import factory
-from kp_vo.bridge.node_core import FramesConfig, NodeConfig
+from kp_vo.bridge.node_config import FramesConfig, NodeConfig
 from kp_vo.bridge.reloc_core import RelocConfig, localization_covariance, make_reloc_core, map_to_odom
 from kp_vo.features.base import create_extractor
 from kp_vo.eval.reloc_room import render_room_frames, room_trajectory

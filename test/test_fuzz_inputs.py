@@ -34,7 +34,8 @@ from hypothesis import strategies as st
 
 from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.bagio import factory
-from kp_vo.bridge.node_core import NodeConfig, VoNodeCore, split_node_parameters
+from kp_vo.bridge.node_core import VoNodeCore
+from kp_vo.bridge.node_config import NodeConfig, split_node_parameters
 from kp_vo.config import ConfigError, merge
 from kp_vo.errors import KpVoError
 from kp_vo.reloc import map_file

@@ -19,7 +19,8 @@ import pytest
 
 from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.bagio import factory
-from kp_vo.bridge.node_core import NodeConfig, VoNodeCore
+from kp_vo.bridge.node_core import VoNodeCore
+from kp_vo.bridge.node_config import NodeConfig
 from kp_vo.errors import KpVoError
 
 F = factory()

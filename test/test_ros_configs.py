@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kp_vo.bridge.node_core import NodeConfig
+from kp_vo.bridge.node_config import NodeConfig
 from kp_vo.bridge.reloc_core import RelocConfig
 from kp_vo.cli.common import load_configs
 from kp_vo.config import load_config

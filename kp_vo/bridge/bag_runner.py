@@ -24,7 +24,8 @@ import numpy as np
 
 from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.bagio import BagWriter, bag_topics, read_messages
-from kp_vo.bridge.node_core import NodeConfig, VoNodeCore, VoOutput
+from kp_vo.bridge.node_core import VoNodeCore, VoOutput
+from kp_vo.bridge.node_config import NodeConfig
 from kp_vo.bridge.scale import odometry_scale
 from kp_vo.errors import DatasetError, InvalidInputError
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kp_vo.bridge.camera_model import DISTORTION_MODES
-from kp_vo.bridge.node_core import NodeConfig
+from kp_vo.bridge.node_config import NodeConfig
 from kp_vo.bridge.reloc_core import RelocConfig
 from kp_vo.odometry.depth import SOURCES
 from kp_vo.odometry.tracker import OdometryConfig

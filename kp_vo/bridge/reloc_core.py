@@ -26,7 +26,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from kp_vo.bridge.node_core import MapTransform, NodeConfig, VoNodeCore
+from kp_vo.bridge.node_core import MapTransform, VoNodeCore
+from kp_vo.bridge.node_config import NodeConfig
 from kp_vo.bridge.odom_frames import TransformStamper
 from kp_vo.odometry.types import TrackingResult, TrackingState
 from kp_vo.types import Frame

@@ -31,7 +31,8 @@ import numpy as np
 
 from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.bagio import factory
-from kp_vo.bridge.node_core import NodeConfig, VoNodeCore
+from kp_vo.bridge.node_core import VoNodeCore
+from kp_vo.bridge.node_config import NodeConfig
 
 ROOT = Path(__file__).resolve().parents[2]   # the repository (config/, ../shared/data for KITTI)
 FRAME_ID = "camera_optical_frame"

@@ -60,7 +60,7 @@ def load_configs(path: str | None):
     """(PipelineConfig, NodeConfig) from a pipeline YAML or a ROS parameter YAML
     (``vo_node: ros__parameters: {ros: ..., extractor: ..., odometry: ...}``; another node's
     section is used when there is no vo_node)."""
-    from kp_vo.bridge.node_core import NodeConfig, split_node_parameters
+    from kp_vo.bridge.node_config import NodeConfig, split_node_parameters
     from kp_vo.pipeline import PipelineConfig
 
     if path is None:

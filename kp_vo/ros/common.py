@@ -20,7 +20,8 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.latest_frame import FrameWorker
-from kp_vo.bridge.node_core import MapTransform, NodeConfig, VoNodeCore, VoOutput
+from kp_vo.bridge.node_core import MapTransform, VoNodeCore, VoOutput
+from kp_vo.bridge.node_config import NodeConfig
 from kp_vo.bridge.parameters import ParamSpec, apply_changes, is_free_form, unknown_overrides
 from kp_vo.config import ConfigError
 from kp_vo.errors import KpVoError

@@ -20,7 +20,8 @@ from std_srvs.srv import Trigger
 from tf2_ros import Buffer, TransformBroadcaster, TransformException, TransformListener
 
 from kp_vo.bridge import conversions as cv
-from kp_vo.bridge.node_core import VoOutput, split_node_parameters
+from kp_vo.bridge.node_core import VoOutput
+from kp_vo.bridge.node_config import split_node_parameters
 from kp_vo.bridge.parameters import node_specs
 from kp_vo.bridge.reloc_core import MapOdomCorrection, RelocConfig, make_reloc_core
 from kp_vo.errors import KpVoError

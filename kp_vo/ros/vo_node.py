@@ -23,7 +23,8 @@ from tf2_ros import Buffer, TransformBroadcaster, TransformException, TransformL
 
 from kp_vo.bridge import conversions as cv
 from kp_vo.bridge.debug_image import draw_debug_image
-from kp_vo.bridge.node_core import VoNodeCore, VoOutput, split_node_parameters
+from kp_vo.bridge.node_core import VoNodeCore, VoOutput
+from kp_vo.bridge.node_config import split_node_parameters
 from kp_vo.bridge.parameters import node_specs
 from kp_vo.bridge.scale import odometry_scale
 from kp_vo.errors import KpVoError
