@@ -643,26 +643,10 @@ class VisualOdometry:
         found = self._localizer(window, cfg.min_inliers).localize_features(features, frame.camera, depth)
         if not found.success:
             return None
-        T = _rigid(found.T_world_cam)
-        kf = new_keyframe(frame.index, frame.stamp_ns, T, features, depth)
-        ids = np.full(len(features), -1, np.int64)
-        rows, map_ids = found.query_indices[found.inliers], found.map_ids[found.inliers]
-        ids[rows] = self._map.add_points(np.asarray(window.points_world)[map_ids])
-        if depth is not None:
-            points_cam, valid = self._lift(features, depth, frame)
-            fresh = valid & (ids < 0)
-            ids[fresh] = self._map.add_points(transform(T, points_cam[fresh]))
-        self._add_keyframe(kf, ids)
-        self._velocity = np.eye(4)          # the motion since the last tracked frame is not a velocity
-        self._T_world_cam = T
-        self._lost_frames = 0
-        self._state = TrackingState.TRACKING
-        self._after_keyframe(int((ids >= 0).sum()))
         log.debug("frame %d placed against the window's keyframes (%d inliers)", frame.index, found.num_inliers)
-        result = self._result(frame, TrackingState.TRACKING, self._inflated() * 1e-6, features, is_keyframe=True,
-                              message=f"placed against the window with {found.num_inliers} inliers")
-        result.num_matches, result.num_inliers = found.num_matches, found.num_inliers
-        return result
+        self._continue_at(frame, features, found, window, depth, new_window=False)
+        return self._placed_result(frame, features, found,
+                                   f"placed against the window with {found.num_inliers} inliers")
 
     def _relocalize(self, frame: Frame, features: Features) -> TrackingResult | None:
         """Localize against the archive; on success rebuild the window at that pose and resume tracking."""
@@ -680,33 +664,40 @@ class VisualOdometry:
         if not found.success:
             return None
         log.info("frame %d relocalized against the keyframe archive (%d inliers)", frame.index, found.num_inliers)
-        self._resume_at(frame, features, found, depth)
-        result = self._result(frame, TrackingState.TRACKING, self._inflated() * 1e-6, features, is_keyframe=True,
-                              message=f"relocalized with {found.num_inliers} inliers")
-        result.num_matches, result.num_inliers = found.num_matches, found.num_inliers
+        self._continue_at(frame, features, found, self._archive, depth, new_window=True)
+        result = self._placed_result(frame, features, found, f"relocalized with {found.num_inliers} inliers")
         result.relocalized = True
         return result
 
-    def _resume_at(self, frame: Frame, features: Features, found: LocalizationResult,
-                   depth: np.ndarray | None) -> None:
-        """A new one-keyframe window at the relocalized pose, observing the archive points it matched."""
+    def _continue_at(self, frame: Frame, features: Features, found: LocalizationResult, repository: Repository,
+                     depth: np.ndarray | None, new_window: bool) -> None:
+        """Make the frame a keyframe at its localized pose, observing the ``repository`` points it matched
+        (and its depth-lifted keypoints), and track on from it; ``new_window``: in a window of its own."""
         T = _rigid(found.T_world_cam)
-        self._map.clear()
+        if new_window:
+            self._map.clear()
         kf = new_keyframe(frame.index, frame.stamp_ns, T, features, depth)
         ids = np.full(len(features), -1, np.int64)
         rows, map_ids = found.query_indices[found.inliers], found.map_ids[found.inliers]
-        ids[rows] = self._map.add_points(np.asarray(self._archive.points_world)[map_ids])
+        ids[rows] = self._map.add_points(np.asarray(repository.points_world)[map_ids])
         if depth is not None:
             points_cam, valid = self._lift(features, depth, frame)
             fresh = valid & (ids < 0)
             ids[fresh] = self._map.add_points(transform(T, points_cam[fresh]))
-        self._map.add_keyframe(kf, ids)
+        self._add_keyframe(kf, ids)
         self._T_world_cam = T
-        self._velocity = np.eye(4)
+        self._velocity = np.eye(4)          # the motion since the last tracked frame is not a velocity
         self._state = TrackingState.TRACKING
         self._lost_frames = 0
         self._init_reference = None
         self._after_keyframe(int((ids >= 0).sum()))
+
+    def _placed_result(self, frame: Frame, features: Features, found: LocalizationResult,
+                       message: str) -> TrackingResult:
+        result = self._result(frame, TrackingState.TRACKING, self._inflated() * 1e-6, features, is_keyframe=True,
+                              message=message)
+        result.num_matches, result.num_inliers = found.num_matches, found.num_inliers
+        return result
 
     def _after_keyframe(self, num_points: int) -> None:
         self._frames_since_keyframe = 0
