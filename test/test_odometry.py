@@ -15,6 +15,7 @@ from kp_vo.datasets import SyntheticSequence
 from kp_vo.errors import InvalidInputError
 from kp_vo.eval.trajectory import ate_rmse, path_length
 from kp_vo.features import create_extractor
+from kp_vo.odometry.guided import GuidedMatcher
 from kp_vo.odometry.tracker import OdometryConfig, VisualOdometry
 from kp_vo.odometry.types import TrackingState
 from kp_vo.pipeline import run_frames
@@ -259,13 +260,13 @@ def test_guided_matching_widens_its_window_only_when_the_narrow_one_fails(monkey
     """The motion-prior search runs in guided_radius_px first and in guided_retry_radius_px only when that
     gives too few PnP inliers; the unguided fallback comes after both."""
     radii = []
-    guided = VisualOdometry._guided
+    match = GuidedMatcher.match
 
-    def recording(self, window, features, tree, T, K, camera, radius, *args, **kwargs):
+    def recording(self, T, radius, *args, **kwargs):
         radii.append(radius)
-        return guided(self, window, features, tree, T, K, camera, radius, *args, **kwargs)
+        return match(self, T, radius, *args, **kwargs)
 
-    monkeypatch.setattr(VisualOdometry, "_guided", recording)
+    monkeypatch.setattr(GuidedMatcher, "match", recording)
     sequence = SyntheticSequence("room", num_frames=10, width=320, height=240, seed=1)
     _, result = _run(sequence, guided_radius_px=14.0, refine_radius_px=6.0)
     assert result.states.count("tracking") == len(sequence)

@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 METRICS = ("l2", "hamming")
 
 
-def _check_descriptors(desc_a: np.ndarray, desc_b: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+def check_descriptors(desc_a: np.ndarray, desc_b: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Descriptors a (N, D) and b (M, D) of ``metric`` as arrays ready for distances (l2: float32 and
+    finite; hamming: packed uint8); InvalidInputError otherwise."""
     if metric not in METRICS:
         raise InvalidInputError(f"unknown descriptor metric {metric!r} (use 'l2' or 'hamming')")
     a, b = np.asarray(desc_a), np.asarray(desc_b)
@@ -46,7 +48,7 @@ def descriptor_distances(desc_a: np.ndarray, desc_b: np.ndarray, metric: str) ->
     "hamming": number of differing bits of packed uint8 descriptors, via one float32 matrix
     product of the unpacked 0/1 bits (exact for descriptors up to 2^24 bits).
     """
-    a, b = _check_descriptors(desc_a, desc_b, metric)
+    a, b = check_descriptors(desc_a, desc_b, metric)
     if metric == "hamming":
         a = np.unpackbits(a, axis=1).astype(np.float32)
         b = np.unpackbits(b, axis=1).astype(np.float32)
@@ -64,8 +66,9 @@ def descriptor_distances(desc_a: np.ndarray, desc_b: np.ndarray, metric: str) ->
     return np.sqrt(d2, out=d2)
 
 
-def _pair_distances(a: np.ndarray, b: np.ndarray, ia: np.ndarray, ib: np.ndarray, metric: str) -> np.ndarray:
-    """Distances (K,) float32 between rows a[ia] and b[ib] (already checked descriptors)."""
+def pair_distances(a: np.ndarray, b: np.ndarray, ia: np.ndarray, ib: np.ndarray, metric: str) -> np.ndarray:
+    """Distances (K,) float32 between rows a[ia] and b[ib] of descriptors a (N, D), b (M, D) checked by
+    :func:`check_descriptors`."""
     if metric == "hamming":
         if a.shape[1] % 8 == 0:  # popcount on 64-bit words: 8x fewer elements than on bytes
             a, b = a.view(np.uint64), b.view(np.uint64)
@@ -118,7 +121,7 @@ def match_descriptors(desc_a: np.ndarray, desc_b: np.ndarray, metric: str, mutua
     max_distance: keep only pairs with distance <= max_distance.
     Returns ``matches`` (K, 2) int64 [index_a, index_b] sorted by index_a and ``distances`` (K,) float32.
     """
-    a, b = _check_descriptors(desc_a, desc_b, metric)
+    a, b = check_descriptors(desc_a, desc_b, metric)
     if len(a) == 0 or len(b) == 0:
         return _empty()
     ia = np.arange(len(a))
@@ -202,7 +205,7 @@ def match_by_projection(desc_a: np.ndarray, uv_a_pred: np.ndarray, desc_b: np.nd
     keypoints); uv_b must then be finite.
     Returns ``matches`` (K, 2) int64 [index_a, index_b] sorted by index_a and ``distances`` (K,) float32.
     """
-    a, b = _check_descriptors(desc_a, desc_b, metric)
+    a, b = check_descriptors(desc_a, desc_b, metric)
     uv_a_pred = np.asarray(uv_a_pred, dtype=np.float64)
     uv_b = np.asarray(uv_b, dtype=np.float64)
     if uv_a_pred.shape != (len(a), 2) or uv_b.shape != (len(b), 2):
@@ -217,16 +220,31 @@ def match_by_projection(desc_a: np.ndarray, uv_a_pred: np.ndarray, desc_b: np.nd
     if len(rows_a) == 0 or len(rows_b) == 0:
         return _empty()
 
-    # 1. Candidate pairs within the radius.
-    pairs = cKDTree(uv_a_pred[rows_a]).sparse_distance_matrix(
-        tree_b if tree_b is not None else cKDTree(uv_b[rows_b]), float(radius_px), output_type="ndarray")
-    if len(pairs) == 0:
-        return _empty()
-    ia = rows_a[pairs["i"]]
-    ib = rows_b[pairs["j"]]
-    d = _pair_distances(a, b, ia, ib, metric)
+    ia, ib, _ = pairs_within_radius(uv_a_pred[rows_a], tree_b if tree_b is not None else cKDTree(uv_b[rows_b]),
+                                    radius_px)
+    ia, ib = rows_a[ia], rows_b[ib]
+    return select_guided_matches(ia, ib, pair_distances(a, b, ia, ib, metric), ratio, max_distance)
 
-    # 2. Best (and second-best) candidate for each a; ties go to the lowest index_b.
+
+def pairs_within_radius(uv_a: np.ndarray, tree_b: cKDTree,
+                        radius_px: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate pairs of guided matching: every (i, j) with |uv_a[i] - b_j| <= radius_px, for finite
+    pixels uv_a (N, 2) and the k-d tree of the finite pixels b (M, 2). Returns (ia (P,), ib (P,)) int64 and
+    the pixel distances (P,) float64, in no particular order."""
+    pairs = cKDTree(uv_a).sparse_distance_matrix(tree_b, float(radius_px), output_type="ndarray")
+    return pairs["i"].astype(np.int64), pairs["j"].astype(np.int64), pairs["v"]
+
+
+def select_guided_matches(ia: np.ndarray, ib: np.ndarray, d: np.ndarray, ratio: float | None = None,
+                          max_distance: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Guided matches from unique candidate pairs (ia (P,), ib (P,)) at descriptor distances d (P,): each a
+    takes its nearest candidate (ties: the lowest index_b), kept when it passes the ratio test against its
+    own second-nearest candidate and ``max_distance``; then each b keeps its nearest a (ties: the lowest
+    index_a). The result does not depend on the order of the pairs.
+    Returns ``matches`` (K, 2) int64 [index_a, index_b] sorted by index_a and ``distances`` (K,) float32.
+    """
+    if len(ia) == 0:
+        return _empty()
     best, second = _best_per_group(ia, d, ib)
     keep = np.ones(len(best), dtype=bool)
     if ratio is not None:
@@ -234,11 +252,8 @@ def match_by_projection(desc_a: np.ndarray, uv_a_pred: np.ndarray, desc_b: np.nd
     if max_distance is not None:
         keep &= d[best] <= max_distance
     ia, ib, d = ia[best[keep]], ib[best[keep]], d[best[keep]]
-
-    # 3. One-to-one: each b keeps its best a (ties -> lowest index_a).
     best, _ = _best_per_group(ib, d, ia)
     ia, ib, d = ia[best], ib[best], d[best]
-
     order = np.argsort(ia, kind="stable")
     matches = np.stack([ia[order], ib[order]], axis=1).astype(np.int64)
     return matches, d[order].astype(np.float32)

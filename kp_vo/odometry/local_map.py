@@ -159,6 +159,11 @@ class LocalMap:
             self._window_cache = (self._version, self._collect_window_points())
         return self._window_cache[1]
 
+    def prepare_window_points(self) -> None:
+        """Collect :meth:`window_points` and its recency order now (in the mapping worker), so that the
+        next frame's matching finds them cached."""
+        _ = self.window_points().by_recency
+
     def _collect_window_points(self) -> WindowPoints:
         ids, owners, keypoints = [], [], []
         for w in range(len(self.keyframes) - 1, -1, -1):  # newest first: np.unique keeps first occurrences

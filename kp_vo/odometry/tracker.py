@@ -38,14 +38,13 @@ from typing import Callable
 
 import cv2
 import numpy as np
-from scipy.spatial import cKDTree
 
 from kp_vo.config import ConfigError
 from kp_vo.errors import InvalidInputError
 from kp_vo.features.base import DepthEstimator, Extractor, Features
 from kp_vo.geometry.bundle_adjustment import bundle_adjust
 from kp_vo.geometry.camera import lift_keypoints, project
-from kp_vo.geometry.matching import match_by_projection, match_descriptors
+from kp_vo.geometry.matching import match_descriptors
 from kp_vo.geometry.pnp import refine_pose_gauss_newton, solve_pnp_ransac
 from kp_vo.geometry.procrustes import refine_pose_procrustes
 from kp_vo.geometry.se3 import (
@@ -58,6 +57,7 @@ from kp_vo.geometry.se3 import (
 )
 from kp_vo.geometry.triangulation import triangulate
 from kp_vo.odometry.depth import DepthSource
+from kp_vo.odometry.guided import GuidedMatcher
 from kp_vo.odometry.local_map import LocalMap, new_keyframe
 from kp_vo.odometry.mapping_worker import BlasLimit, MappingWorker
 from kp_vo.odometry.types import Keyframe, TrackingResult, TrackingState
@@ -395,7 +395,7 @@ class VisualOdometry:
         if len(window) < cfg.min_inliers or len(features) < cfg.min_inliers:
             return None
         uv = features.keypoints.astype(np.float64)
-        keypoint_tree = cKDTree(uv) if np.isfinite(uv).all() else None   # searched by both guided passes
+        guided = GuidedMatcher(window, features, K, camera)   # the guided passes below share its searches
         ratio = cfg.match_ratio if cfg.match_ratio < 1.0 else None
 
         # Candidate match sets, made only when the ones before them gave too few inliers: guided by the
@@ -407,8 +407,7 @@ class VisualOdometry:
             radii = [cfg.guided_radius_px]
             if cfg.guided_retry_radius_px > cfg.guided_radius_px:
                 radii.append(cfg.guided_retry_radius_px)
-            candidates = [lambda r=r: self._guided(window, features, keypoint_tree, T_pred, K, camera, r, ratio,
-                                                   rows=rows) for r in radii]
+            candidates = [lambda r=r: guided.match(T_pred, r, ratio, rows) for r in radii]
         candidates.append(lambda: match_descriptors(window.descriptors, features.descriptors, features.metric,
                                                     mutual=True, ratio=ratio)[0])
         best = None
@@ -430,8 +429,7 @@ class VisualOdometry:
 
         # Second pass: the window points (the refine_max_points newest), guided by the solved pose, then
         # GN + Procrustes.
-        matches = self._guided(window, features, keypoint_tree, T_world_cam, K, camera, cfg.refine_radius_px, ratio,
-                               rows=_most_recent(window, cfg.refine_max_points))
+        matches = guided.match(T_world_cam, cfg.refine_radius_px, ratio, _most_recent(window, cfg.refine_max_points))
         if len(matches) < cfg.min_inliers:
             return None
         P, q = window.xyz[matches[:, 0]], uv[matches[:, 1]]
@@ -451,24 +449,6 @@ class VisualOdometry:
             return None
         return _PoseSolution(T_world_cam, cov, window.ids[matches[inl, 0]], matches[inl, 1],
                              window.uv[matches[inl, 0]], num_matches)
-
-    def _guided(self, window, features: Features, keypoint_tree: cKDTree | None, T_world_cam: np.ndarray, K: np.ndarray,
-                camera, radius: float, ratio: float | None, rows: np.ndarray | None = None) -> np.ndarray:
-        """Projection-guided matches (K, 2) [window row, keypoint] of the window points (or of its ``rows``);
-        ``keypoint_tree`` is the cKDTree of the frame's keypoints (None: built here)."""
-        xyz, descriptors = (window.xyz, window.descriptors) if rows is None else (window.xyz[rows],
-                                                                                 window.descriptors[rows])
-        pts_cam = transform(invert(T_world_cam), xyz)
-        uv_pred, in_front = project(pts_cam, K)
-        inside = in_front & (uv_pred[:, 0] >= 0) & (uv_pred[:, 0] < camera.width) \
-            & (uv_pred[:, 1] >= 0) & (uv_pred[:, 1] < camera.height)
-        uv_pred = np.where(inside[:, None], uv_pred, np.nan)
-        matches, _ = match_by_projection(descriptors, uv_pred, features.descriptors,
-                                         features.keypoints.astype(np.float64), features.metric, radius, ratio,
-                                         tree_b=keypoint_tree)
-        if rows is not None:
-            matches[:, 0] = rows[matches[:, 0]]
-        return matches
 
     def _plausible_step(self, T_world_cam: np.ndarray, T_pred: np.ndarray) -> bool:
         """Reject a solved pose that jumps far beyond the motion prior (a wrong PnP solution)."""
@@ -494,26 +474,32 @@ class VisualOdometry:
                 or self._frames_since_keyframe >= cfg.keyframe_max_interval)
 
     def _insert_keyframe(self, frame: Frame, features: Features, solution: _PoseSolution) -> Callable[[], None]:
-        """Add the frame to the window with its tracked points (and depth-lifted new ones); return the
-        local-mapping job that completes the keyframe (see :meth:`_map_keyframe`)."""
+        """Make the frame a keyframe with its tracked points (and depth-lifted new ones); return the
+        local-mapping job that adds it to the window and completes it (see :meth:`_map_keyframe`)."""
         depth = self.depth_source.keyframe_depth(frame)
         kf = new_keyframe(frame.index, frame.stamp_ns, solution.T_world_cam, features, depth)
         ids = np.full(len(features), -1, np.int64)
         ids[solution.keypoints] = solution.point_ids
+        lifted = None
         if depth is not None:
             points_cam, valid = self._lift(features, depth, frame)
             fresh = valid & (ids < 0)
-            ids[fresh] = self._map.add_points(transform(solution.T_world_cam, points_cam[fresh]))
-        self._add_keyframe(kf, ids)
-        self._after_keyframe(int((kf.point_ids >= 0).sum()))
+            lifted = (fresh, transform(solution.T_world_cam, points_cam[fresh]))
+        self._after_keyframe(int((ids >= 0).sum()) + (int(lifted[0].sum()) if lifted is not None else 0))
         refine = self.config.bundle_adjustment and self.depth_source.kind_for(frame) != "sensor"
         K = frame.camera.K
-        return lambda: self._map_keyframe(kf, K, triangulate=depth is None, refine=refine)
+        return lambda: self._map_keyframe(kf, ids, lifted, K, triangulate=depth is None, refine=refine)
 
-    def _map_keyframe(self, kf: Keyframe, K: np.ndarray, triangulate: bool, refine: bool) -> None:
-        """Local mapping of the newest keyframe (runs in the mapping worker; nothing else touches the map
-        meanwhile): triangulate its new points against the previous keyframes, bundle-adjust the window
-        and continue tracking from the adjusted keyframe pose."""
+    def _map_keyframe(self, kf: Keyframe, ids: np.ndarray, lifted: tuple[np.ndarray, np.ndarray] | None,
+                      K: np.ndarray, triangulate: bool, refine: bool) -> None:
+        """Local mapping of a new keyframe observing point ``ids`` (N,) (-1: none), plus new world points
+        (P, 3) for the keypoints of the mask ``lifted[0]`` (N,) (runs in the mapping worker; nothing else
+        touches the map meanwhile): add it to the window (archiving the keyframe that leaves), triangulate
+        its new points against the previous keyframes, bundle-adjust the window, continue tracking from
+        the adjusted keyframe pose, and collect the window's points for the next frame."""
+        if lifted is not None:
+            ids[lifted[0]] = self._map.add_points(lifted[1])
+        self._add_keyframe(kf, ids)
         if triangulate:
             for previous in self._map.keyframes[-1 - self.config.triangulation_keyframes:-1][::-1]:
                 self._triangulate_new_points(previous, kf, K)
@@ -521,6 +507,7 @@ class VisualOdometry:
             self._local_bundle_adjustment(K)
             self._T_world_cam = kf.T_world_cam.copy()
         self._tracked_at_keyframe = int((kf.point_ids >= 0).sum())
+        self._map.prepare_window_points()
 
     def _local_bundle_adjustment(self, K: np.ndarray) -> None:
         """Refine the window's free keyframe poses and its points seen twice or more; drop bad observations."""
