@@ -15,8 +15,9 @@ One call of ``VisualOdometry.process(frame)`` does, in order:
    (lifted with depth, or triangulated against the previous keyframes), slide the window, and,
    unless the depth came from a sensor, bundle-adjust the window (DepthNet depth is only
    approximately right: the adjustment keeps its scale and removes its per-keyframe errors).
-   Triangulation and adjustment run in the mapping worker (odometry/mapping_worker.py) while the
-   next frame is extracted, and are joined before that frame's pose is solved;
+   Adding the keyframe to the window, triangulation and adjustment run in the mapping worker
+   (odometry/mapping_worker.py) while the next frame is extracted, and are joined before that
+   frame's pose is solved;
 7. when no pose can be solved against the window from the prior or by unguided matching (a fast
    turn, a low frame rate, little texture), localize the frame against the window's keyframes
    through the relocalizer of ``kp_vo.reloc`` (3D-3D with the frame's depth, else PnP) and add
