@@ -4,6 +4,7 @@ inside functions; ``if TYPE_CHECKING:`` blocks aside) is parsed with ``ast`` and
     errors, types, config, settings, fileio, trajio    (foundation)
     geometry -> features -> odometry / reloc -> pipeline -> bridge -> ros, cli
     models -> export -> runtime;   datasets, eval, training (the lab) above the core
+    eval uses the runtime, models and datasets, never training nor the adapters (bridge, ros, cli)
 
 plus: no import cycles between modules, and the ORB odometry imports neither torch, onnxruntime
 nor FAISS until they are used.
@@ -103,6 +104,12 @@ def test_datasets_never_import_the_core_above_geometry_or_the_lab():
     assert not edges_into({"datasets"}, LAB | ADAPTERS | {"odometry", "reloc", "pipeline", "runtime", "models"})
 
 
+def test_eval_never_imports_training_or_the_adapters():
+    """Evaluation measures what the runtime, models and datasets provide; what it shares with the
+    training recipes (augmentations, synthetic objects, checkpoint reading) lives in those layers."""
+    assert not edges_into({"eval"}, {"training"} | ADAPTERS)
+
+
 def test_pipeline_and_bridge_never_import_the_lab_or_ros():
     assert not edges_into({"pipeline", "bridge"}, {"training", "export", "cli", "ros"})
 
@@ -160,6 +167,8 @@ def test_the_orb_odometry_loads_no_heavy_library():
 @pytest.mark.parametrize("source, target", [
     ("kp_vo.reloc.evaluation", "kp_vo.datasets"),
     ("kp_vo.datasets.scene", "kp_vo.datasets.random_room"),
+    ("kp_vo.eval.keypoints", "kp_vo.training.homography"),
+    ("kp_vo.eval.objects", "kp_vo.training.checkpoint"),
 ])
 def test_fixed_edges_would_be_caught(source, target):
     """Putting a removed edge back breaks a rule above (the checks are not vacuous)."""
@@ -167,7 +176,7 @@ def test_fixed_edges_would_be_caught(source, target):
     try:
         failed = []
         for check in (test_features_odometry_and_reloc_never_import_the_lab_the_adapters_or_datasets,
-                      test_no_import_cycles_between_modules):
+                      test_eval_never_imports_training_or_the_adapters, test_no_import_cycles_between_modules):
             try:
                 check()
             except AssertionError:
