@@ -18,7 +18,8 @@ The drivers publish their own TF tree; publish_camera_tf:=true adds base_link ->
 frame (camera_link, kinect2_link, camera_base) for a robot without a description that has it.
 vo_node leaves map -> odom to reloc_node while publish_map_to_odom is true.
 Arguments: driver, map, config, extractor, keypoint_model, bag, rviz, camera_frame,
-publish_camera_tf, publish_map_to_odom.
+publish_camera_tf, publish_map_to_odom, image_transport (raw or compressed: the colour image on
+<driver's image topic>/compressed; depth stays raw).
 """
 
 import os
@@ -51,8 +52,9 @@ def _nodes(context):
     if driver not in DRIVER_TOPICS:
         raise RuntimeError(f"driver must be one of {sorted(DRIVER_TOPICS)}, got {driver!r}")
     image, depth, info, distortion, root, root_optical = DRIVER_TOPICS[driver]
-    remaps = [("image", image), ("depth", depth), ("camera_info", info)]
-    common = {"use_sim_time": bool(get("bag")), "ros.distortion": distortion}
+    remaps = [("image", image), ("image/compressed", image + "/compressed"), ("depth", depth), ("camera_info", info)]
+    common = {"use_sim_time": bool(get("bag")), "ros.distortion": distortion,
+              "ros.image_transport": get("image_transport")}
     if get("camera_frame"):
         common["ros.frames.camera"] = get("camera_frame")
     if get("extractor"):
@@ -98,6 +100,9 @@ def generate_launch_description():
                               description="static base_link -> the driver's root frame (the driver publishes its "
                                           "own tree below it)"),
         DeclareLaunchArgument("publish_map_to_odom", default_value="true"),
+        DeclareLaunchArgument("image_transport", default_value="raw",
+                              description="raw (sensor_msgs/Image on the image topic) | compressed "
+                                          "(sensor_msgs/CompressedImage on <image topic>/compressed)"),
         OpaqueFunction(function=_nodes),
         Node(package="rviz2", executable="rviz2", arguments=["-d", os.path.join(share, "config", "kp_vo.rviz")],
              condition=IfCondition(LaunchConfiguration("rviz"))),

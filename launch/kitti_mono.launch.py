@@ -9,7 +9,8 @@ Arguments: bag (played with `ros2 bag play --clock` when set), config, extractor
 keypoint_model, depth_source (empty: the config's, triangulation, or network when depth_model is
 set; network: DepthNet depth on keyframes), depth_model (empty: the shipped models/depthnet.onnx),
 depth_scale (metres per DepthNet unit),
-rate, rviz, image_topic, camera_info_topic.
+rate, rviz, image_topic, image_transport (raw or compressed: <image_topic>/compressed),
+camera_info_topic.
 """
 
 import os
@@ -38,11 +39,13 @@ def _nodes(context):
         if get("depth_model"):
             overrides["depth.options.model_path"] = get("depth_model")
         overrides["depth.options.scale"] = float(get("depth_scale"))
+    overrides["ros.image_transport"] = get("image_transport")
     use_sim_time = bool(get("bag"))
     actions = [Node(
         package="kp_vo", executable="vo_node", name="vo_node", output="screen",
         parameters=[get("config"), overrides, {"use_sim_time": use_sim_time}],
-        remappings=[("image", get("image_topic")), ("camera_info", get("camera_info_topic"))],
+        remappings=[("image", get("image_topic")), ("image/compressed", get("image_topic") + "/compressed"),
+                    ("camera_info", get("camera_info_topic"))],
     )]
     if get("bag"):
         actions.append(ExecuteProcess(cmd=["ros2", "bag", "play", get("bag"), "--clock", "--rate", get("rate")],
@@ -67,6 +70,9 @@ def generate_launch_description():
         DeclareLaunchArgument("rviz", default_value="false"),
         DeclareLaunchArgument("image_topic", default_value="/camera/image_raw"),
         DeclareLaunchArgument("camera_info_topic", default_value="/camera/camera_info"),
+        DeclareLaunchArgument("image_transport", default_value="raw",
+                              description="raw (sensor_msgs/Image on the image topic) | compressed "
+                                          "(sensor_msgs/CompressedImage on <image topic>/compressed)"),
         OpaqueFunction(function=_nodes),
         Node(package="rviz2", executable="rviz2", arguments=["-d", os.path.join(share, "config", "kp_vo.rviz")],
              condition=IfCondition(LaunchConfiguration("rviz"))),

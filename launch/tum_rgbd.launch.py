@@ -5,9 +5,10 @@
         depth_topic:=/camera/depth/image_raw camera_info_topic:=/camera/camera_info
 
 Arguments: bag, config, extractor, keypoint_model, depth_model, rate, rviz, image_topic,
-depth_topic, camera_info_topic, camera_frame + publish_camera_tf (a static base_link ->
-camera TF for bags without one: optical z forward = base x, x right = base -y; bags from
-`kp-vo make-bag` carry their own /tf_static, pass publish_camera_tf:=false for them).
+image_transport (raw or compressed: <image_topic>/compressed; depth stays raw), depth_topic,
+camera_info_topic, camera_frame + publish_camera_tf (a static base_link -> camera TF for bags
+without one: optical z forward = base x, x right = base -y; bags from `kp-vo make-bag` carry
+their own /tf_static, pass publish_camera_tf:=false for them).
 """
 
 import os
@@ -31,11 +32,13 @@ def _nodes(context):
     if get("depth_model"):
         overrides["depth.estimator"] = "depthnet"
         overrides["depth.options.model_path"] = get("depth_model")
+    overrides["ros.image_transport"] = get("image_transport")
     use_sim_time = bool(get("bag"))
     actions = [Node(
         package="kp_vo", executable="vo_node", name="vo_node", output="screen",
         parameters=[get("config"), overrides, {"use_sim_time": use_sim_time}],
-        remappings=[("image", get("image_topic")), ("depth", get("depth_topic")),
+        remappings=[("image", get("image_topic")), ("image/compressed", get("image_topic") + "/compressed"),
+                    ("depth", get("depth_topic")),
                     ("camera_info", get("camera_info_topic"))],
     )]
     if get("publish_camera_tf") == "true":
@@ -62,6 +65,9 @@ def generate_launch_description():
         DeclareLaunchArgument("image_topic", default_value="/camera/rgb/image_color"),
         DeclareLaunchArgument("depth_topic", default_value="/camera/depth/image"),
         DeclareLaunchArgument("camera_info_topic", default_value="/camera/rgb/camera_info"),
+        DeclareLaunchArgument("image_transport", default_value="raw",
+                              description="raw (sensor_msgs/Image on the image topic) | compressed "
+                                          "(sensor_msgs/CompressedImage on <image topic>/compressed)"),
         DeclareLaunchArgument("camera_frame", default_value="openni_rgb_optical_frame"),
         DeclareLaunchArgument("publish_camera_tf", default_value="true"),
         OpaqueFunction(function=_nodes),

@@ -42,7 +42,7 @@ def test_angular_distance_known_answers():
 
 
 def _look_at(azimuth_deg: float, elevation_deg: float) -> np.ndarray:
-    from kp_vo.training.objects import look_at_pose
+    from kp_vo.datasets.objects import look_at_pose
     return look_at_pose(np.radians(azimuth_deg), np.radians(elevation_deg), DISTANCE)
 
 

@@ -4,14 +4,16 @@ inside functions; ``if TYPE_CHECKING:`` blocks aside) is parsed with ``ast`` and
     errors, types, config, settings, fileio, trajio    (foundation)
     geometry -> features -> odometry / reloc -> pipeline -> bridge -> ros, cli
     models -> export -> runtime;   datasets, eval, training (the lab) above the core
+    eval uses the runtime, models and datasets, never training nor the adapters (bridge, ros, cli)
 
-plus: no import cycles between modules, and the ORB odometry imports neither torch, onnxruntime
-nor FAISS until they are used.
+plus: no import cycles between modules, the ORB odometry imports neither torch, onnxruntime
+nor FAISS until they are used, and docs/architecture.md lists the imports between layers as they are.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +80,17 @@ LAB = {"training", "eval", "export", "cli"}
 ADAPTERS = {"bridge", "ros", "cli"}
 
 
+def documented_imports() -> dict[str, set[str]]:
+    """The ``layer -> layers`` list of docs/architecture.md (foundation layers and comments in
+    parentheses left out; ``any layer`` as None)."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    found = {}
+    for source, targets in re.findall(r"^([a-z]+) +-> (.+)$", text, flags=re.MULTILINE):
+        names = {n.strip() for n in re.sub(r"\([^)]*\)", "", targets).split(",")}
+        found[source] = None if names == {"any layer"} else names - FOUNDATION - {"foundation only"}
+    return found
+
+
 def test_the_import_graph_was_read():
     assert "kp_vo.odometry.tracker" in GRAPH and "kp_vo.features.base" in GRAPH["kp_vo.odometry.tracker"]
 
@@ -103,6 +116,12 @@ def test_datasets_never_import_the_core_above_geometry_or_the_lab():
     assert not edges_into({"datasets"}, LAB | ADAPTERS | {"odometry", "reloc", "pipeline", "runtime", "models"})
 
 
+def test_eval_never_imports_training_or_the_adapters():
+    """Evaluation measures what the runtime, models and datasets provide; what it shares with the
+    training recipes (augmentations, synthetic objects, checkpoint reading) lives in those layers."""
+    assert not edges_into({"eval"}, {"training"} | ADAPTERS)
+
+
 def test_pipeline_and_bridge_never_import_the_lab_or_ros():
     assert not edges_into({"pipeline", "bridge"}, {"training", "export", "cli", "ros"})
 
@@ -110,6 +129,18 @@ def test_pipeline_and_bridge_never_import_the_lab_or_ros():
 def test_only_cli_imports_cli():
     assert not sorted(f"{m} -> {t}" for m, targets in GRAPH.items() if layer(m) != "cli"
                       for t in targets if layer(t) == "cli")
+
+
+def test_the_architecture_doc_lists_the_imports_between_layers():
+    """docs/architecture.md's ``A -> B`` list is the layer graph of the code: every layer, nothing more
+    or less (the foundation aside)."""
+    documented = documented_imports()
+    layers = {layer(m) for m in GRAPH} - FOUNDATION - {""}
+    assert set(documented) == layers
+    actual = {source: {layer(t) for m, targets in GRAPH.items() if layer(m) == source for t in targets}
+              - FOUNDATION - {source, ""} for source in layers}
+    assert {s: d for s, d in documented.items() if d is not None} == {
+        s: a for s, a in actual.items() if documented[s] is not None}
 
 
 def test_no_import_cycles_between_modules():
@@ -160,6 +191,8 @@ def test_the_orb_odometry_loads_no_heavy_library():
 @pytest.mark.parametrize("source, target", [
     ("kp_vo.reloc.evaluation", "kp_vo.datasets"),
     ("kp_vo.datasets.scene", "kp_vo.datasets.random_room"),
+    ("kp_vo.eval.keypoints", "kp_vo.training.homography"),
+    ("kp_vo.eval.objects", "kp_vo.training.checkpoint"),
 ])
 def test_fixed_edges_would_be_caught(source, target):
     """Putting a removed edge back breaks a rule above (the checks are not vacuous)."""
@@ -167,7 +200,7 @@ def test_fixed_edges_would_be_caught(source, target):
     try:
         failed = []
         for check in (test_features_odometry_and_reloc_never_import_the_lab_the_adapters_or_datasets,
-                      test_no_import_cycles_between_modules):
+                      test_eval_never_imports_training_or_the_adapters, test_no_import_cycles_between_modules):
             try:
                 check()
             except AssertionError:

@@ -1,4 +1,5 @@
-"""package.xml declares exactly what the ROS side uses, the LICENSE matches it, and the code passes lint.
+"""package.xml declares exactly what the ROS side uses, the LICENSE matches it, the pip requirements
+are all used, and the code passes lint.
 
 The ROS dependencies are read from the code with ``ast``: the modules that ``kp_vo/ros`` and
 ``launch/`` import, the message packages ``kp_vo.bridge.conversions`` builds messages of (the
@@ -24,6 +25,9 @@ NOT_ROS = {"kp_vo", "numpy", "cv2", "yaml"}
 # rosdep keys of the Python requirements that rosdep can install, by their requirements.txt name.
 PYTHON_KEYS = {"python3-numpy": "numpy", "python3-scipy": "scipy", "python3-opencv": "opencv-python-headless",
                "python3-yaml": "PyYAML", "python3-matplotlib": "matplotlib", "python3-tqdm": "tqdm"}
+# The module a pip requirement provides, where it is not the distribution name in lower case with "_" for "-".
+IMPORT_NAMES = {"opencv-python-headless": "cv2", "PyYAML": "yaml", "onnxruntime-gpu": "onnxruntime",
+                "faiss-cpu": "faiss"}
 MSGTYPE = re.compile(r"[a-z][a-z0-9_]*/msg/[A-Z][A-Za-z0-9]*")
 ROS2_VERBS = {"bag": {"ros2bag", "rosbag2_storage_mcap"}}
 
@@ -46,6 +50,42 @@ def imported_packages(trees) -> set[str]:
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names.add(node.module.split(".")[0])
     return {n for n in names if n not in sys.stdlib_module_names and n != "__future__"} - NOT_ROS
+
+
+def imported_modules(trees) -> set[str]:
+    """Full dotted names of every absolute import (module-level or inside functions)."""
+    names = set()
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module)
+    return names
+
+
+def modules_run_with_dash_m(trees) -> set[str]:
+    """``X`` of every ``[..., "-m", "X", ...]`` list literal (a tool run as ``python -m X``)."""
+    found = set()
+    for lst in (n for tree in trees for n in ast.walk(tree) if isinstance(n, ast.List)):
+        words = [e.value if isinstance(e, ast.Constant) else None for e in lst.elts]
+        found |= {b for a, b in zip(words, words[1:]) if a == "-m" and isinstance(b, str)}
+    return found
+
+
+def pinned(requirements: str) -> set[str]:
+    """Distribution names pinned in a requirements file (``-r`` includes and comments aside)."""
+    lines = (ROOT / requirements).read_text().splitlines()
+    return {line.split("==")[0].split(";")[0].strip() for line in lines
+            if line.strip() and not line.startswith(("#", "-r"))}
+
+
+def unused_pins(pins: set[str], modules: set[str]) -> list[str]:
+    """The pins none of ``modules`` comes from (a pin's module or one of its submodules)."""
+    def used(pin: str) -> bool:
+        top = IMPORT_NAMES.get(pin, pin.lower().replace("-", "_"))
+        return any(m == top or m.startswith(top + ".") for m in modules)
+    return sorted(p for p in pins if not used(p))
 
 
 def message_packages(tree) -> set[str]:
@@ -86,11 +126,29 @@ def test_exec_depends_are_what_the_ros_code_uses():
 
 
 def test_python_exec_depends_are_pinned_requirements():
-    pins = {line.split("==")[0].split(";")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()
-            if line.strip() and not line.startswith("#")}
+    pins = pinned("requirements.txt")
     declared = {d for d in _declared("exec_depend") if d.startswith("python3-")}
     assert declared <= set(PYTHON_KEYS), f"no requirement known for {sorted(declared - set(PYTHON_KEYS))}"
     assert {PYTHON_KEYS[d] for d in declared} <= pins
+
+
+def test_every_runtime_requirement_is_imported():
+    """requirements.txt pins only what the package, its launch files or its scripts import."""
+    paths = [*(ROOT / "kp_vo").rglob("*.py"), *(ROOT / "launch").glob("*.py"), *(ROOT / "scripts").glob("*.py"),
+             ROOT / "setup.py"]
+    unused = unused_pins(pinned("requirements.txt"), imported_modules(_trees(paths)))
+    assert not unused, f"pinned in requirements.txt but imported nowhere: {unused}"
+
+
+def test_every_development_requirement_is_used_by_the_tests():
+    """requirements-dev.txt adds only what the tests import or run with ``python -m``, and repeats no
+    runtime pin (it includes requirements.txt)."""
+    trees = _trees(sorted((ROOT / "test").glob("*.py")))
+    dev = pinned("requirements-dev.txt")
+    assert "-r requirements.txt" in (ROOT / "requirements-dev.txt").read_text().splitlines()
+    assert not dev & pinned("requirements.txt")
+    unused = unused_pins(dev, imported_modules(trees) | modules_run_with_dash_m(trees))
+    assert not unused, f"pinned in requirements-dev.txt but used by no test: {unused}"
 
 
 def test_test_depends_are_what_the_tests_skip_without():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -84,6 +86,8 @@ def test_kitti_launch_can_switch_to_depthnet_depth_with_valid_config_keys():
         assert f'DeclareLaunchArgument("{arg}"' in source
     nested: dict = {}
     for key in re.findall(r'overrides\["([a-z_.]+)"\]', source):
+        if key.startswith("ros."):
+            continue                                                 # node parameters, not the pipeline's
         *parents, leaf = key.split(".")
         node = nested
         for p in parents:
@@ -99,6 +103,56 @@ def _launch_defaults(source):
                                   None)
             for n in ast.walk(ast.parse(source))
             if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "DeclareLaunchArgument"}
+
+
+class _Action:
+    """Stands in for a launch action or substitution: keeps its arguments."""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+def _launched_nodes(name: str, monkeypatch, **arguments) -> list[_Action]:
+    """The kp_vo ``Node`` actions that launch file ``name``'s ``_nodes`` returns for ``arguments`` (the
+    others at their declared defaults), run against stand-ins of the ROS launch API (no ROS needed)."""
+    source = (ROOT / "launch" / name).read_text()
+    values = {**_launch_defaults(source), **arguments}
+
+    class LaunchConfiguration:
+        def __init__(self, argument: str):
+            self.argument = argument
+
+        def perform(self, context) -> str:
+            return values[self.argument]
+
+    api = {"launch": {"LaunchDescription": _Action}, "launch.conditions": {"IfCondition": _Action},
+           "launch.actions": {"DeclareLaunchArgument": _Action, "ExecuteProcess": _Action, "OpaqueFunction": _Action},
+           "launch.substitutions": {"LaunchConfiguration": LaunchConfiguration},
+           "launch_ros": {}, "launch_ros.actions": {"Node": _Action},
+           "ament_index_python": {}, "ament_index_python.packages": {"get_package_share_directory": str}}
+    for module, names in api.items():
+        monkeypatch.setitem(sys.modules, module, types.SimpleNamespace(**names))
+    namespace: dict = {}
+    exec(compile(source, name, "exec"), namespace)
+    return [a for a in namespace["_nodes"](None) if a.kwargs.get("package") == "kp_vo"]
+
+
+@pytest.mark.parametrize("name, image_topic", [("kitti_mono.launch.py", "/camera/image_raw"),
+                                               ("tum_rgbd.launch.py", "/camera/rgb/image_color"),
+                                               ("kinect_reloc.launch.py", "/camera/rgb/image_rect_color")])
+def test_launch_files_pass_the_image_transport_to_the_nodes(name, image_topic, monkeypatch):
+    """``image_transport`` (default raw) becomes every node's ``ros.image_transport``, and the node's
+    compressed input ``image/compressed`` is remapped to ``<image topic>/compressed``."""
+    assert _launch_defaults((ROOT / "launch" / name).read_text())["image_transport"] == "raw"
+    for transport in ("raw", "compressed"):
+        nodes = _launched_nodes(name, monkeypatch, image_transport=transport)
+        assert nodes
+        for node in nodes:
+            parameters = {k: v for p in node.kwargs["parameters"] if isinstance(p, dict) for k, v in p.items()}
+            assert parameters["ros.image_transport"] == transport
+            remaps = dict(node.kwargs["remappings"])
+            assert remaps["image"] == image_topic and remaps["image/compressed"] == image_topic + "/compressed"
+    assert load_config(NodeConfig, {"image_transport": "compressed"}).image_transport == "compressed"
 
 
 def test_kinect_launch_knows_the_drivers():

@@ -8,12 +8,14 @@ import pytest
 import torch
 
 from kp_vo.config import load_config
+from kp_vo.datasets.augment import HomographyConfig, sample_homography, warp_image, warp_points_np
+from kp_vo.datasets.photos import list_photos, split_photos
 from kp_vo.errors import DatasetError, InvalidInputError
-from kp_vo.training.homography import HomographyConfig, sample_homography, warp_image, warp_points, warp_points_np
+from kp_vo.training.homography import warp_points
 from kp_vo.training.losses_kp2d import (KP2DLossConfig, descriptor_triplet_loss, kp2d_loss, location_loss,
                                         nearest_neighbours, score_loss)
 from kp_vo.training.recipes import get_recipe
-from kp_vo.training.recipes.keypointnet_homography import KeypointHomographyConfig, list_images, split_images
+from kp_vo.training.recipes.keypointnet_homography import KeypointHomographyConfig
 
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "photos"
 
@@ -140,14 +142,14 @@ def test_kp2d_loss_is_zero_location_for_perfect_keypoints():
 # --- data -----------------------------------------------------------------------------------------
 
 def test_split_is_documented_and_disjoint(tmp_path):
-    files = list_images(make_textured_images(tmp_path / "imgs", n=11))
-    train, held = split_images(files, 5, "train"), split_images(files, 5, "eval")
+    files = list_photos(make_textured_images(tmp_path / "imgs", n=11))
+    train, held = split_photos(files, 5, "train"), split_photos(files, 5, "eval")
     assert [f.name for f in held] == ["img_00.png", "img_05.png", "img_10.png"]
     assert not set(train) & set(held) and len(train) + len(held) == 11
     with pytest.raises(InvalidInputError):
-        split_images(files, 1, "train")
+        split_photos(files, 1, "train")
     with pytest.raises(DatasetError):
-        list_images(tmp_path / "missing")
+        list_photos(tmp_path / "missing")
 
 
 def test_pairs_are_related_by_their_homography(tmp_path):
@@ -210,8 +212,8 @@ def test_smoke_training_loss_decreases(tmp_path):
 def test_real_photos_dataset():
     if not PHOTOS.is_dir():
         pytest.skip(f"real photos not found at {PHOTOS} (../shared/data beside the repository)")
-    files = list_images(PHOTOS)
-    held = split_images(files, 5, "eval")
+    files = list_photos(PHOTOS)
+    held = split_photos(files, 5, "eval")
     assert len(held) == (len(files) + 4) // 5
     R = get_recipe("keypointnet_homography")
     recipe = R(load_config(R.config_type, {"data_dir": str(PHOTOS), "crop_height": 128, "crop_width": 160}))

@@ -274,7 +274,7 @@ def _augmented_dataset(augment: dict, seed):
 
 
 def test_kp3d_homography_view_is_the_target_warped_by_its_homography():
-    from kp_vo.training.homography import warp_image
+    from kp_vo.datasets.augment import warp_image
     snippets, augmented = _augmented_dataset({"jitter": False}, seed=3)
     raw, item = snippets[1], augmented[1]
     assert torch.equal(item["target"], raw["target"]) and torch.equal(item["context"], raw["context"])

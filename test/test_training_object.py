@@ -9,6 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from kp_vo.datasets.objects import (
+    look_at_pose,
+    make_chair,
+    object_camera,
+    project_object_points,
+    random_view,
+    render_object,
+)
 from kp_vo.geometry.se3 import so3_exp
 from kp_vo.training.losses_object import (
     consistency_loss,
@@ -18,14 +26,6 @@ from kp_vo.training.losses_object import (
     silhouette_loss,
     unproject,
     variance_loss,
-)
-from kp_vo.training.objects import (
-    look_at_pose,
-    make_chair,
-    object_camera,
-    project_object_points,
-    random_view,
-    render_object,
 )
 
 

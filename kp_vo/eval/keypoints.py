@@ -27,6 +27,9 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from kp_vo.datasets.augment import HomographyConfig, PhotometricConfig, sample_homography, warp_image
+from kp_vo.datasets.augment import photometric as jitter
+from kp_vo.datasets.photos import list_photos, split_photos
 from kp_vo.errors import DatasetError, InvalidInputError
 from kp_vo.features.base import Features
 from kp_vo.geometry.matching import match_descriptors
@@ -187,18 +190,9 @@ def homography_pairs(folder: str | Path, num_pairs: int, size_hw: tuple[int, int
     """``num_pairs`` pairs from the held-out photos of ``folder`` (cycled), resized to ``size_hw``;
     pair i warps photo i % n by a homography drawn from rng(seed, i) (scale, rotation, perspective,
     translation as in training), with independent photometric jitter on both sides."""
-    from kp_vo.training.augment import PhotometricConfig
-    from kp_vo.training.augment import photometric as jitter
-    from kp_vo.training.homography import (
-        HomographyConfig,
-        sample_homography,
-        warp_image,
-    )
-    from kp_vo.training.recipes.keypointnet_homography import list_images, split_images
-
-    files = list_images(folder)
+    files = list_photos(folder)
     if held_out_only:
-        files = split_images(files, holdout_every, "eval")
+        files = split_photos(files, holdout_every, "eval")
     h, w = size_hw
     pcfg = PhotometricConfig(p=0.5, noise_std=0.01, blur_sigma=0.8, grayscale_p=0.0)
     for i in range(int(num_pairs)):

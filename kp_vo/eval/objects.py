@@ -12,9 +12,9 @@ same summary for the no-rotation answer R_hat = I (``no_rotation_baseline``: how
 
 Held-out pairs (``held_out_pairs``): chairs from seeds that neither the training split (offset 0)
 nor the validation split (offset 100 000) of the ``object_keypoints`` recipe uses (offset 200 000),
-seen from random views drawn as in training. The metric functions are numpy only; rendering and the
-model loader (``ObjectKeypointModel``: exported ONNX, training checkpoint or weights file) import the
-training / runtime code when called.
+seen from random views drawn as in training, rendered by ``kp_vo.datasets.objects``. The metric
+functions are numpy only; the model loader (``ObjectKeypointModel``: exported ONNX, training
+checkpoint or weights file) imports torch or ONNX Runtime when called.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kp_vo.datasets.objects import make_chair, object_camera, random_view, render_object
 from kp_vo.errors import InvalidInputError, ModelFileError
 from kp_vo.geometry.procrustes import procrustes
 
@@ -85,13 +86,6 @@ class ObjectViewPair:
 def held_out_pairs(num_pairs: int, size: int = 64, distance: float = 4.0, num_objects: int = 10,
                    seed: int = 0) -> list[ObjectViewPair]:
     """``num_pairs`` view pairs of ``num_objects`` held-out chairs (see module docstring), deterministic in ``seed``."""
-    from kp_vo.training.objects import (
-        make_chair,
-        object_camera,
-        random_view,
-        render_object,
-    )
-
     if num_pairs < 1 or num_objects < 1:
         raise InvalidInputError(f"need at least one pair and one object, got {num_pairs} pairs, {num_objects} objects")
     K = object_camera(size, size, distance)
@@ -207,7 +201,7 @@ class ObjectKeypointModel:
         if checkpoint is not None:
             from safetensors import safe_open
 
-            from kp_vo.training.checkpoint import load_checkpoint
+            from kp_vo.models.checkpoints import load_checkpoint_models
 
             tensor_path = path.parent / checkpoint.get("tensors", path.with_suffix(".safetensors").name)
             prefix = f"model/{KIND}/"
@@ -219,7 +213,7 @@ class ObjectKeypointModel:
                 first = (str(exc).splitlines() or [""])[0][:120]
                 raise ModelFileError(f"{tensor_path}: unreadable checkpoint ({type(exc).__name__}: {first})") from None
             model = build_model(KIND, **_model_options(shapes, str(tensor_path)))
-            step = load_checkpoint(path, {KIND: model}, restore_rng=False).step
+            step = int(load_checkpoint_models(path, {KIND: model})[1]["step"])
             self.description = f"training checkpoint {path.name} (step {step})"
         else:
             from kp_vo.models.checkpoints import load_weights, read_state_dict

@@ -8,6 +8,7 @@ renamed to ours by the rules below (names and shapes only; their code is not use
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from kp_vo.errors import ModelFileError
+from kp_vo.fileio import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -149,3 +151,52 @@ def load_initial_weights(models: Mapping[str, nn.Module], paths: Mapping[str, st
             tensors, _ = read_state_dict(path)
             load_weights(models[name], tensors, name, source=path)
             log.info("%s: %s initialised from %s", who, name, path)
+
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, Path]:
+    """(every tensor, the JSON sidecar, the tensor file) of a training checkpoint given its .json or
+    .safetensors path; the tensor file is the one the sidecar names, checked against its sha256.
+    ModelFileError when files are missing or corrupt."""
+    from safetensors.torch import load_file
+
+    json_path = Path(path).with_suffix(".json")
+    try:
+        meta = json.loads(json_path.read_text())
+        tensor_path = json_path.parent / meta["tensors"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelFileError(f"{json_path}: not a readable kp_vo checkpoint ({exc})") from None
+    if not tensor_path.is_file() or file_sha256(tensor_path) != meta.get("sha256"):
+        raise ModelFileError(f"{tensor_path}: missing or does not match its checksum in {json_path.name}")
+    try:
+        tensors = load_file(str(tensor_path))
+    except Exception as exc:  # safetensors raises several types for corrupt files
+        raise ModelFileError(f"{tensor_path}: unreadable ({type(exc).__name__}: {exc})") from None
+    return tensors, meta, tensor_path
+
+
+def _load_checkpoint_model(model: nn.Module, name: str, tensors: Mapping[str, torch.Tensor], source: Path) -> None:
+    """Load the tensors "model/<name>/..." into ``model`` strictly; ModelFileError if they do not fit."""
+    prefix = f"model/{name}/"
+    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if not state and any(True for _ in model.state_dict()):
+        raise ModelFileError(f"{source}: no weights for model {name!r}")
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        raise ModelFileError(f"{source}: weights do not fit model {name!r}: {len(missing)} missing "
+                             f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}), "
+                             f"{len(wrong)} of another shape (e.g. {wrong[:2]})")
+    model.load_state_dict(state, strict=True)
+
+
+def load_checkpoint_models(path: str | Path, models: Mapping[str, nn.Module]
+                           ) -> tuple[dict[str, torch.Tensor], dict]:
+    """Load every model of ``models`` (strictly, model ``name`` from the tensors "model/<name>/...")
+    from a training checkpoint (``read_checkpoint``); returns (every tensor, the sidecar) for the rest
+    of the training state. ModelFileError when files are missing, corrupt, or do not fit the models."""
+    tensors, meta, tensor_path = read_checkpoint(path)
+    for name, model in models.items():
+        _load_checkpoint_model(model, name, tensors, tensor_path)
+    return tensors, meta

@@ -1,5 +1,6 @@
-"""What both nodes share: declared parameters, QoS, image subscriptions, logging into ROS, the frame
-worker, the map -> odom broadcast, spinning.
+"""What both nodes share: their base class (the node clock, the frame worker stopped with the node),
+declared parameters, QoS, image subscriptions, logging into ROS, the frame worker, the map -> odom
+broadcast, spinning.
 
 Like every file in kp_vo/ros/, this imports rclpy and runs only where ROS 2 is installed.
 """
@@ -148,10 +149,27 @@ def answer_trigger(response, action: Callable[[], str]):
     return response
 
 
+class FrameWorkerNode(Node):
+    """The base of both nodes: ``_now_ns``, the clock their core reads, and a ``destroy_node`` that
+    stops ``worker`` (set from ``start_frame_worker`` in the subclass's constructor)."""
+
+    worker: FrameWorker | None = None
+
+    def _now_ns(self) -> int:
+        """The node's clock (ROS time under ``use_sim_time``) in nanoseconds."""
+        return self.get_clock().now().nanoseconds
+
+    def destroy_node(self) -> None:
+        """Stop the frame worker (the frame in progress finishes) before the node goes."""
+        if self.worker is not None:
+            self.worker.stop()
+        super().destroy_node()
+
+
 def start_frame_worker(node: Node, core: VoNodeCore, publish: Callable[[VoOutput], None]) -> FrameWorker | None:
     """With ``ros.drop_stale`` (``core`` built with ``latest_only``): start the thread that runs the
-    odometry on the newest received input and calls ``publish``; None otherwise. Stop it in
-    ``destroy_node``.
+    odometry on the newest received input and calls ``publish``; None otherwise.
+    ``FrameWorkerNode.destroy_node`` stops it.
 
     A thread of its own rather than a timer in a MutuallyExclusiveCallbackGroup under a
     MultiThreadedExecutor: it wakes as soon as an input arrives (no timer period added to the

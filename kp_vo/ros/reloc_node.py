@@ -13,7 +13,6 @@ with). ``ros.drop_stale`` works as in vo_node: a worker thread localizes the new
 from __future__ import annotations
 
 from geometry_msgs.msg import PoseWithCovarianceStamped
-from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo
 from std_srvs.srv import Trigger
@@ -27,6 +26,7 @@ from kp_vo.bridge.reloc_core import MapOdomCorrection, RelocConfig, make_reloc_c
 from kp_vo.errors import KpVoError
 from kp_vo.odometry.types import TrackingState
 from kp_vo.ros.common import (
+    FrameWorkerNode,
     accept_parameter_changes,
     declare_node_parameters,
     forward_logs,
@@ -38,7 +38,7 @@ from kp_vo.ros.common import (
 )
 
 
-class RelocNode(Node):
+class RelocNode(FrameWorkerNode):
     def __init__(self) -> None:
         super().__init__("reloc_node")
         forward_logs(self)
@@ -74,15 +74,6 @@ class RelocNode(Node):
             self.create_timer(1.0 / self.config.map_tf_rate, self._on_map_tf_timer)
         self.worker = start_frame_worker(self, self.core, self._publish)
         self.get_logger().info(f"reloc_node ready: {self.repository!r}")
-
-    def destroy_node(self) -> None:
-        """Stop the frame worker (the frame in progress finishes) before the node goes."""
-        if self.worker is not None:
-            self.worker.stop()
-        super().destroy_node()
-
-    def _now_ns(self) -> int:
-        return self.get_clock().now().nanoseconds
 
     def _lookup(self, parent: str, child: str, stamp: Time):
         """TF ``parent -> child`` at ``stamp`` as the buffer holds it now (no timeout: never waits)."""

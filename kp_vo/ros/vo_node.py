@@ -14,7 +14,6 @@ from __future__ import annotations
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from nav_msgs.msg import Odometry, Path
-from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
@@ -29,6 +28,7 @@ from kp_vo.bridge.parameters import node_specs
 from kp_vo.bridge.scale import odometry_scale
 from kp_vo.errors import KpVoError
 from kp_vo.ros.common import (
+    FrameWorkerNode,
     accept_parameter_changes,
     answer_trigger,
     declare_node_parameters,
@@ -41,7 +41,7 @@ from kp_vo.ros.common import (
 )
 
 
-class VoNode(Node):
+class VoNode(FrameWorkerNode):
     def __init__(self) -> None:
         super().__init__("vo_node")
         forward_logs(self)
@@ -80,16 +80,7 @@ class VoNode(Node):
         self.get_logger().info(f"vo_node ready: mode {config.mode}, extractor {self.pipeline_config.extractor.name}"
                                f", drop_stale {config.drop_stale}, metric scale {scale.metric} ({scale.source})")
 
-    def destroy_node(self) -> None:
-        """Stop the frame worker (the frame in progress finishes) before the node goes."""
-        if self.worker is not None:
-            self.worker.stop()
-        super().destroy_node()
-
     # ------------------------------------------------------------------ callbacks
-    def _now_ns(self) -> int:
-        return self.get_clock().now().nanoseconds
-
     def _on_image(self, msg) -> None:
         self._publish(self.core.on_image(msg))   # None with drop_stale: the worker publishes
 

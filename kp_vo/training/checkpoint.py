@@ -25,6 +25,7 @@ from torch import nn
 
 from kp_vo.errors import ModelFileError
 from kp_vo.fileio import atomic_path, file_sha256
+from kp_vo.models.checkpoints import load_checkpoint_models
 
 log = logging.getLogger(__name__)
 
@@ -123,35 +124,9 @@ def load_checkpoint(path: str | Path, models: dict[str, nn.Module], optimizer: t
                     scaler=None, restore_rng: bool = True) -> LoadedCheckpoint:
     """Restore models (strict), optimizer, scaler and RNG from a checkpoint (its .json or .safetensors path).
     ModelFileError when files are missing, corrupt, or do not fit the models."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    json_path = path.with_suffix(".json")
-    try:
-        meta = json.loads(json_path.read_text())
-        tensor_path = json_path.parent / meta["tensors"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelFileError(f"{json_path}: not a readable kp_vo checkpoint ({exc})") from None
-    if not tensor_path.is_file() or file_sha256(tensor_path) != meta.get("sha256"):
-        raise ModelFileError(f"{tensor_path}: missing or does not match its checksum in {json_path.name}")
-    try:
-        tensors = load_file(str(tensor_path))
-    except Exception as exc:  # safetensors raises several types for corrupt files
-        raise ModelFileError(f"{tensor_path}: unreadable ({type(exc).__name__}: {exc})") from None
-
-    for name, model in models.items():
-        prefix = f"model/{name}/"
-        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        if not state and any(True for _ in model.state_dict()):
-            raise ModelFileError(f"{tensor_path}: no weights for model {name!r}")
-        expected = model.state_dict()
-        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-        wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-        if missing or unexpected or wrong:
-            raise ModelFileError(f"{tensor_path}: weights do not fit model {name!r}: {len(missing)} missing "
-                                 f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}), "
-                                 f"{len(wrong)} of another shape (e.g. {wrong[:2]})")
-        model.load_state_dict(state, strict=True)
+    tensors, meta = load_checkpoint_models(path, models)
+    json_path = Path(path).with_suffix(".json")
+    tensor_path = json_path.parent / meta["tensors"]
     if optimizer is not None and "optimizer" in meta:
         state: dict = {}
         for key, value in tensors.items():

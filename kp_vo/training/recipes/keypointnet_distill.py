@@ -30,11 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kp_vo.datasets.augment import PhotometricConfig, photometric
+from kp_vo.datasets.photos import list_photos, split_photos
 from kp_vo.errors import DatasetError, InvalidInputError
 from kp_vo.models import build_model
-from kp_vo.training.augment import PhotometricConfig, item_rng, photometric
+from kp_vo.training.augment import item_rng
 from kp_vo.training.recipe import TrainConfig, config_hash
-from kp_vo.training.recipes.keypointnet_homography import list_images, split_images
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class KeypointDistillConfig:
 
 def _kitti_frames(root: str, sequence: str, frames: tuple[int, int]) -> list[Path]:
     folder = Path(root) / "sequences" / sequence / "image_0"
-    files = list_images(folder)
+    files = list_photos(folder)
     lo, hi = int(frames[0]), int(frames[1])
     picked = [f for f in files if f.stem.isdigit() and lo <= int(f.stem) < hi]
     if not picked:
@@ -240,14 +241,14 @@ class KeypointNetDistill:
             if c.kitti_root:
                 files += _kitti_frames(c.kitti_root, c.kitti_sequence, c.kitti_train_frames)
             for folder in c.image_dirs:
-                files += list_images(folder)
+                files += list_photos(folder)
             if c.photo_dir:
-                files += split_images(list_images(c.photo_dir), c.holdout_every, "train")
+                files += split_photos(list_photos(c.photo_dir), c.holdout_every, "train")
         elif split in ("val", "eval"):
             if c.kitti_root:
                 files += _kitti_frames(c.kitti_root, c.kitti_sequence, c.kitti_val_frames)
             elif c.photo_dir:
-                files += split_images(list_images(c.photo_dir), c.holdout_every, "val")
+                files += split_photos(list_photos(c.photo_dir), c.holdout_every, "val")
         else:
             raise InvalidInputError(f"unknown split {split!r}; use 'train' or 'val'")
         if not files:

@@ -17,16 +17,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from kp_vo.datasets.augment import HomographyConfig, PhotometricConfig, photometric, sample_homography, warp_image
+from kp_vo.datasets.photos import list_photos, split_photos
 from kp_vo.errors import DatasetError, InvalidInputError
 from kp_vo.models import build_model
-from kp_vo.training.augment import PhotometricConfig, item_rng, photometric
-from kp_vo.training.homography import HomographyConfig, sample_homography, warp_image
+from kp_vo.training.augment import item_rng
 from kp_vo.training.losses_kp2d import KP2DLossConfig, kp2d_loss
 from kp_vo.training.recipe import TrainConfig, config_hash
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -45,28 +44,6 @@ class KeypointHomographyConfig:
     homography: HomographyConfig = field(default_factory=HomographyConfig)
     photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
     loss: KP2DLossConfig = field(default_factory=KP2DLossConfig)
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name; DatasetError if none."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DatasetError(f"image folder {folder} does not exist")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    return files
-
-
-def split_images(files: list[Path], holdout_every: int, split: str) -> list[Path]:
-    """The documented split: sorted index i is held out ("val"/"eval") iff i % holdout_every == 0."""
-    if holdout_every < 2:
-        raise InvalidInputError(f"holdout_every must be >= 2, got {holdout_every}")
-    if split == "train":
-        return [f for i, f in enumerate(files) if i % holdout_every != 0]
-    if split in ("val", "eval"):
-        return [f for i, f in enumerate(files) if i % holdout_every == 0]
-    raise InvalidInputError(f"unknown split {split!r}; use 'train', 'val' or 'eval'")
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -146,7 +123,7 @@ class KeypointNetHomography:
         return {"keypointnet": model}
 
     def build_dataset(self, split: str) -> torch.utils.data.Dataset:
-        files = split_images(list_images(self.config.data_dir), self.config.holdout_every, split)
+        files = split_photos(list_photos(self.config.data_dir), self.config.holdout_every, split)
         if split == "train":
             return HomographyPairs(files, self.config, self.config.samples_per_epoch, seed=None)
         return HomographyPairs(files, self.config, self.config.val_samples, seed=self.config.train.seed + 12345)

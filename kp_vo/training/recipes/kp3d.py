@@ -33,12 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kp_vo.datasets.augment import HomographyConfig, PhotometricConfig, photometric, sample_homography, warp_image
 from kp_vo.errors import DatasetError, InvalidInputError
 from kp_vo.export.onnx_export import export_module
 from kp_vo.models import build_model
 from kp_vo.models.checkpoints import load_initial_weights
-from kp_vo.training.augment import PhotometricConfig, item_rng, photometric
-from kp_vo.training.homography import HomographyConfig, sample_homography, warp_image
+from kp_vo.training.augment import item_rng
 from kp_vo.training.losses_kp2d import KP2DLossConfig, kp2d_loss
 from kp_vo.training.losses_kp3d import KeypointLossConfig, keypoint_pair_losses
 from kp_vo.training.photometric import multiscale_photometric_loss

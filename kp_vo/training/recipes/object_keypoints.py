@@ -1,5 +1,5 @@
 """3D-object KeypointNet recipe (Suwajanakorn et al.): pairs of rendered views of synthetic chairs
-(``kp_vo.training.objects``) with known relative transforms and masks.
+(``kp_vo.datasets.objects``) with known relative transforms and masks.
 
 L = a_con L_con + a_pose L_pose + a_sep L_sep + a_obj L_obj + a_var L_var + a_orient L_orient,
 with the paper's (a_con, a_pose, a_sep, a_obj) = (1, 0.2, 1, 1). The orientation net is trained alongside with its own
@@ -18,6 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from kp_vo.datasets.objects import (
+    make_chair,
+    object_camera,
+    project_object_points,
+    random_view,
+    render_object,
+)
 from kp_vo.errors import InvalidInputError
 from kp_vo.export.onnx_export import export_module
 from kp_vo.models import build_model
@@ -30,13 +37,6 @@ from kp_vo.training.losses_object import (
     silhouette_loss,
     unproject,
     variance_loss,
-)
-from kp_vo.training.objects import (
-    make_chair,
-    object_camera,
-    project_object_points,
-    random_view,
-    render_object,
 )
 from kp_vo.training.procrustes_torch import (
     rotation_angular_distance,
