@@ -1,5 +1,6 @@
-"""RGB-D odometry on the real TUM fr3 cabinet frames (0.67 s apart, little texture): a frame the motion prior
-cannot place is localized against the window's keyframes through the relocalizer (3D-3D with its depth)."""
+"""RGB-D odometry on the real TUM fr3 cabinet frames (0.67 s apart, little texture): a pose is trusted only when
+enough matches agree in 2D and in 3D (PnP and 3D-3D hypotheses), and a frame the tracker cannot place is
+localized against the window's keyframes through the relocalizer (3D-3D with its depth)."""
 
 import numpy as np
 import pytest
@@ -27,20 +28,22 @@ def _track(frames, **config):
     tracked = np.array([r.state.value == "tracking" for r in results])
     gt = np.array([f.T_world_cam_gt for f in frames])
     est = np.array([r.T_world_cam for r in results])
-    ate = ate_rmse(est[tracked], gt[tracked], align="se3")["rmse"]
+    ate = ate_rmse(est[tracked], gt[tracked], align="se3")["rmse"] if tracked.sum() >= 3 else float("nan")
     return results, tracked, ate
 
 
 def test_frames_the_prior_cannot_place_are_localized_against_the_window(frames):
-    """Today: 45 of 58 frames tracked (frame 7 is lost, and the last 12 after a failure at frame 46 stay lost),
-    ATE 0.12 m (SE(3)-aligned) over the tracked frames; without it 4 frames are tracked. The bounds leave
-    room for small changes, not for losing the mechanism."""
+    """48 of 58 frames tracked (frame 7 is lost, and most frames after 47), ATE 0.061 m (SE(3)-aligned) over
+    the tracked frames; without the window localization 4 frames are tracked. Each part of the RGB-D pose
+    choice moves the ATE past the bound: PnP support without the 3D agreement 0.111 m, no 3D-3D hypothesis
+    0.093 m, min_support_with_depth = min_inliers 0.080 m. The bounds leave room for small changes (23 %
+    on the ATE), not for losing a mechanism."""
     results, tracked, ate = _track(frames)
-    assert sum("placed against the window" in r.message for r in results) >= 3
-    assert tracked.sum() >= 40, tracked.sum()
-    assert ate < 0.5, ate
+    assert sum("placed against the window" in r.message for r in results) >= 10
+    assert tracked.sum() >= 46, tracked.sum()
+    assert ate < 0.075, ate
     first = tracked[:45]
-    assert first.sum() >= 42
+    assert first.sum() >= 43
 
 
 def test_without_relocalization_the_cabinet_is_lost(frames):

@@ -8,7 +8,6 @@ its SVD and a determinant fix so that det(R) = +1 even for planar or mirrored da
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 
@@ -104,29 +103,37 @@ def _sample_ok(P: np.ndarray) -> bool:
     return bool(area2 > 1e-6 * scale2)
 
 
-def ransac_procrustes(src: np.ndarray, dst: np.ndarray, threshold_m: float, iterations: int = 200,
+def ransac_procrustes(src: np.ndarray, dst: np.ndarray, threshold_m: float | np.ndarray, iterations: int = 200,
                       confidence: float = 0.999, min_inliers: int = 6,
-                      rng: np.random.Generator | None = None) -> tuple[bool, np.ndarray, np.ndarray]:
-    """Robust rigid alignment dst ~= R src + t with 3-point RANSAC and a refit on the inliers.
+                      rng: np.random.Generator | None = None,
+                      weights: np.ndarray | None = None) -> tuple[bool, np.ndarray, np.ndarray]:
+    """Robust rigid alignment dst ~= R src + t with 3-point RANSAC and a (weighted) refit on the inliers.
 
     src, dst: (N, 3); rows with non-finite values are never inliers. An inlier has
-    |dst - T src| < threshold_m (metres). Returns (success, ``T_dst_src`` (4, 4), inliers (N,) bool);
-    on failure (too few points or inliers) success is False, T is identity and no row is an inlier.
+    |dst - T src| < threshold_m (metres; one value, or (N,) per point, e.g. from a depth noise model).
+    weights: optional (N,) > 0 weights of the refits (e.g. inverse depth variances); None = equal.
+    Returns (success, ``T_dst_src`` (4, 4), inliers (N,) bool); on failure (too few points or inliers)
+    success is False, T is identity and no row is an inlier.
     """
     src = check_points(src, 3, "src")
     dst = check_points(dst, 3, "dst")
     if src.shape != dst.shape:
         raise InvalidInputError(f"src and dst differ in shape: {src.shape} vs {dst.shape}")
-    if not math.isfinite(threshold_m) or threshold_m <= 0:
-        raise InvalidInputError(f"threshold_m must be positive, got {threshold_m}")
+    threshold = np.broadcast_to(np.asarray(threshold_m, dtype=np.float64), (len(src),)) \
+        if np.ndim(threshold_m) == 0 or np.shape(threshold_m) == (len(src),) else None
+    if threshold is None or not (np.isfinite(threshold).all() and (threshold > 0).all()):
+        raise InvalidInputError(f"threshold_m must be positive: one value or one per point ({len(src)})")
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+    if w.shape != (len(src),) or not (np.isfinite(w).all() and (w > 0).all()):
+        raise InvalidInputError(f"weights must be ({len(src)},) positive values")
     rng = np.random.default_rng(0) if rng is None else rng
     n = len(src)
     fail = (False, np.eye(4), np.zeros(n, dtype=bool))
     finite = np.flatnonzero(np.isfinite(src).all(axis=1) & np.isfinite(dst).all(axis=1))
     if len(finite) < max(3, min_inliers):
         return fail
-    S, D = src[finite], dst[finite]
-    th2 = threshold_m**2
+    S, D, W = src[finite], dst[finite], w[finite]
+    th2 = threshold[finite] ** 2
 
     def inliers_of(T: np.ndarray) -> np.ndarray:
         return np.sum((transform(T, S) - D) ** 2, axis=1) < th2
@@ -148,10 +155,10 @@ def ransac_procrustes(src: np.ndarray, dst: np.ndarray, threshold_m: float, iter
     if best_count < max(3, min_inliers):
         return fail
     # Refit on the inliers, re-classify, refit once more.
-    T = procrustes(S[best_mask], D[best_mask])
+    T = weighted_procrustes(S[best_mask], D[best_mask], W[best_mask])[0]
     mask = inliers_of(T)
     if mask.sum() >= 3:
-        T = procrustes(S[mask], D[mask])
+        T = weighted_procrustes(S[mask], D[mask], W[mask])[0]
         mask = inliers_of(T)
     if mask.sum() < max(3, min_inliers):
         return fail

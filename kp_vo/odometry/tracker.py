@@ -8,7 +8,10 @@ One call of ``VisualOdometry.process(frame)`` does, in order:
 3. predict the pose with a constant-velocity motion prior;
 4. match the window's 3D points to the frame, guided by the prediction (fall back to plain
    reciprocal descriptor matching against each keyframe when that fails);
-5. RANSAC-PnP + Gauss-Newton, then a second guided matching pass with the solved pose over
+5. RANSAC-PnP (with sensor depth also a 3D-3D RANSAC Procrustes of the frame's depth-lifted keypoints,
+   weighted by a z^2 depth noise model; the pose that most matches agree with in 2D and in 3D wins,
+   and with depth it needs ``min_support_with_depth`` of them) + Gauss-Newton, then a second guided
+   matching pass with the solved pose over
    the window points, Gauss-Newton again, and the KP3D Procrustes refinement (kept when it
    does not increase the reprojection error);
 6. decide whether the frame becomes a keyframe; if so, give its new keypoints 3D points
@@ -47,7 +50,7 @@ from kp_vo.geometry.bundle_adjustment import bundle_adjust
 from kp_vo.geometry.camera import lift_keypoints, project
 from kp_vo.geometry.matching import match_descriptors
 from kp_vo.geometry.pnp import refine_pose_gauss_newton, solve_pnp_ransac
-from kp_vo.geometry.procrustes import refine_pose_procrustes
+from kp_vo.geometry.procrustes import ransac_procrustes, refine_pose_procrustes
 from kp_vo.geometry.se3 import (
     invert,
     make_pose,
@@ -108,6 +111,11 @@ class OdometryConfig:
                                         # last 0.1 % took half the iterations on KITTI windows)
     min_depth_m: float = 0.1            # sensor/network depth outside [min, max] is ignored
     max_depth_m: float = 80.0
+    depth_noise_per_m2: float = 1.425e-3  # sensor depth noise sigma_z = this x z^2 (m; Kinect v1, Khoshelham &
+                                        # Elberink 2012); weights and tolerances of the 3D-3D pose
+    depth_tolerance_m: float = 0.02     # a match is 3D-consistent within this + 3 sigma_z of its frame depth
+    min_support_with_depth: int = 30    # matches agreeing in 2D and 3D a pose needs when the frame has sensor
+                                        # depth; weaker frames are localized against the window's keyframes
     init_min_matches: int = 80          # monocular initialisation: reciprocal matches needed
     init_min_flow_px: float = 8.0       # ... median optical flow needed (parallax)
     init_min_points: int = 60           # ... triangulated points needed
@@ -155,6 +163,9 @@ class OdometryConfig:
             ("ba_tolerance", self.ba_tolerance >= 0, ">= 0"),
             ("max_depth_m", self.max_depth_m > 0, "> 0"),
             ("min_depth_m", 0 <= self.min_depth_m < self.max_depth_m, "in [0, max_depth_m)"),
+            ("depth_noise_per_m2", self.depth_noise_per_m2 >= 0, ">= 0"),
+            ("depth_tolerance_m", self.depth_tolerance_m > 0, "> 0"),
+            ("min_support_with_depth", self.min_support_with_depth >= 3, ">= 3"),
             ("init_min_matches", self.init_min_matches >= 8, ">= 8 (the essential matrix needs them)"),
             ("init_min_flow_px", self.init_min_flow_px >= 0, ">= 0"),
             ("init_min_points", self.init_min_points >= 1, ">= 1"),
@@ -362,7 +373,8 @@ class VisualOdometry:
         K = frame.camera.K
         T_pred = _rigid(self._T_world_cam @ self._velocity)
         t = time.perf_counter()
-        solution = self._solve_pose(features, K, T_pred, frame.camera)
+        depth = frame.depth if self.depth_source.kind_for(frame) == "sensor" else None
+        solution = self._solve_pose(features, K, T_pred, frame.camera, depth)
         timings["pose"] = time.perf_counter() - t
 
         if solution is None:
@@ -389,8 +401,10 @@ class VisualOdometry:
         timings["map"] += time.perf_counter() - t
         return result
 
-    def _solve_pose(self, features: Features, K: np.ndarray, T_pred: np.ndarray, camera) -> _PoseSolution | None:
-        """Match window points to the frame and solve its pose; None when it cannot be trusted."""
+    def _solve_pose(self, features: Features, K: np.ndarray, T_pred: np.ndarray, camera,
+                    depth: np.ndarray | None = None) -> _PoseSolution | None:
+        """Match window points to the frame and solve its pose; None when it cannot be trusted. ``depth``:
+        the frame's sensor depth (H, W) metres, which adds 3D-3D pose hypotheses (see :meth:`_hypotheses`)."""
         cfg = self.config
         window = self._map.window_points()
         if len(window) < cfg.min_inliers or len(features) < cfg.min_inliers:
@@ -411,22 +425,19 @@ class VisualOdometry:
             candidates = [lambda r=r: guided.match(T_pred, r, ratio, rows) for r in radii]
         candidates.append(lambda: match_descriptors(window.descriptors, features.descriptors, features.metric,
                                                     mutual=True, ratio=ratio)[0])
-        best = None
+        best = None   # (T_world_cam, support, number of matches)
         for candidate in candidates:
             matches = candidate()
             if len(matches) < cfg.min_inliers:
                 continue
-            pnp = solve_pnp_ransac(window.xyz[matches[:, 0]], uv[matches[:, 1]], K, cfg.pnp_threshold_px,
-                                   cfg.pnp_iterations, 0.999, cfg.min_inliers, invert(T_pred), self._rng,
-                                   final_refinement=False)   # the solved-pose pass below refines it
-            if pnp.success and (best is None or pnp.num_inliers > best[0].num_inliers):
-                best = (pnp, len(matches))
-            if best is not None and best[0].num_inliers >= 3 * cfg.min_inliers:
+            for T, support in self._hypotheses(window.xyz[matches[:, 0]], uv[matches[:, 1]], K, T_pred, depth):
+                if best is None or support > best[1]:
+                    best = (T, support, len(matches))
+            if best is not None and best[1] >= 3 * cfg.min_inliers:
                 break
-        if best is None:
+        if best is None or best[1] < (cfg.min_support_with_depth if depth is not None else cfg.min_inliers):
             return None
-        pnp, num_matches = best
-        T_world_cam = invert(pnp.T_cam_world)
+        T_world_cam, _, num_matches = best
 
         # Second pass: the window points (the refine_max_points newest), guided by the solved pose, then
         # GN + Procrustes.
@@ -450,6 +461,44 @@ class VisualOdometry:
             return None
         return _PoseSolution(T_world_cam, cov, window.ids[matches[inl, 0]], matches[inl, 1],
                              window.uv[matches[inl, 0]], num_matches)
+
+    def _hypotheses(self, P: np.ndarray, q: np.ndarray, K: np.ndarray, T_pred: np.ndarray,
+                    depth: np.ndarray | None):
+        """Poses ``T_world_cam`` for matched window points P (M, 3) seen at pixels q (M, 2), each with its
+        support: RANSAC-PnP; with sensor ``depth`` also the 3D-3D RANSAC Procrustes of the frame's
+        depth-lifted keypoints onto P (weighted by the depth noise model), unless PnP's support is already
+        strong. Support = matches that reproject within pnp_threshold_px and, where the frame has depth,
+        lie within the depth tolerance in 3D (both depths agree): a PnP pose fitted to wrong matches finds
+        no 3D agreement, a wrong 3D-3D pose no reprojection agreement."""
+        cfg = self.config
+        pnp = solve_pnp_ransac(P, q, K, cfg.pnp_threshold_px, cfg.pnp_iterations, 0.999, cfg.min_inliers,
+                               invert(T_pred), self._rng, final_refinement=False)  # refined by the solved-pose pass
+        if depth is None:
+            if pnp.success:
+                yield invert(pnp.T_cam_world), pnp.num_inliers
+            return
+        points_cam, tolerance = self._lift_with_tolerance(q, depth, K)
+        if pnp.success:
+            T = invert(pnp.T_cam_world)
+            support = _joint_support(T, P, q, K, cfg.pnp_threshold_px, points_cam, tolerance)
+            yield T, support
+            if support >= 3 * cfg.min_inliers:
+                return
+        ok, T, _ = ransac_procrustes(points_cam, P, tolerance, cfg.pnp_iterations, 0.999, cfg.min_inliers, self._rng,
+                                     weights=tolerance**-2)
+        if ok:
+            yield T, _joint_support(T, P, q, K, cfg.pnp_threshold_px, points_cam, tolerance)
+
+    def _lift_with_tolerance(self, q: np.ndarray, depth: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Camera points (M, 3) of pixels q (M, 2) from sensor depth (NaN rows where it is invalid or outside
+        [min_depth_m, max_depth_m]) and each one's 3D tolerance (M,) metres, depth_tolerance_m + 3 sigma_z."""
+        cfg = self.config
+        points_cam, valid = lift_keypoints(q, depth, K)
+        z = points_cam[:, 2]
+        valid &= (z >= cfg.min_depth_m) & (z <= cfg.max_depth_m)
+        points_cam[~valid] = np.nan
+        tolerance = cfg.depth_tolerance_m + 3.0 * cfg.depth_noise_per_m2 * np.where(valid, z, 0.0) ** 2
+        return points_cam, tolerance
 
     def _plausible_step(self, T_world_cam: np.ndarray, T_pred: np.ndarray) -> bool:
         """Reject a solved pose that jumps far beyond the motion prior (a wrong PnP solution)."""
@@ -738,6 +787,17 @@ def _most_recent(window, limit: int) -> np.ndarray | None:
     if len(window) <= limit:
         return None
     return np.sort(window.by_recency[:limit])
+
+
+def _joint_support(T_world_cam: np.ndarray, P: np.ndarray, q: np.ndarray, K: np.ndarray, threshold_px: float,
+                   points_cam: np.ndarray, tolerance: np.ndarray) -> int:
+    """Matches (world points P (M, 3) at pixels q (M, 2)) that reproject within threshold_px under
+    ``T_world_cam`` and whose frame-depth camera point (points_cam (M, 3), NaN: no depth) lies within
+    ``tolerance`` (M,) metres of P once moved to the world; a match without depth needs the first only."""
+    reprojects = _reprojection_errors(invert(T_world_cam), P, q, K) < threshold_px
+    offset = np.linalg.norm(transform(T_world_cam, points_cam) - P, axis=1)
+    agrees = np.isnan(offset) | (offset < tolerance)
+    return int((reprojects & agrees).sum())
 
 
 def _reprojection_errors(T_cam_world: np.ndarray, P: np.ndarray, uv: np.ndarray, K: np.ndarray) -> np.ndarray:

@@ -1,0 +1,64 @@
+"""RGB-D pose hypotheses: support counts matches that agree in 2D (reprojection) and in 3D (the frame's
+depth); the 3D-3D RANSAC takes per-point tolerances and noise weights."""
+
+import numpy as np
+
+from kp_vo.geometry.procrustes import ransac_procrustes, weighted_procrustes
+from kp_vo.geometry.se3 import invert, make_pose, transform
+from kp_vo.odometry.tracker import _joint_support
+from scipy.spatial.transform import Rotation
+
+K = np.array([[500.0, 0.0, 320.0], [0.0, 500.0, 240.0], [0.0, 0.0, 1.0]])
+
+
+def _project(points_cam):
+    return points_cam[:, :2] / points_cam[:, 2:] * [K[0, 0], K[1, 1]] + K[:2, 2]
+
+
+def test_support_counts_matches_agreeing_in_2d_and_3d():
+    rng = np.random.default_rng(0)
+    T_world_cam = make_pose(Rotation.from_euler("xyz", [3, -5, 2], degrees=True).as_matrix(), [0.2, -0.1, 0.3])
+    points_cam = np.column_stack([rng.uniform(-1, 1, 10), rng.uniform(-1, 1, 10), rng.uniform(1.5, 3, 10)])
+    P = transform(T_world_cam, points_cam)
+    q = _project(points_cam)
+    tolerance = np.full(10, 0.05)
+    assert _joint_support(T_world_cam, P, q, K, 2.0, points_cam.copy(), tolerance) == 10
+    seen = points_cam.copy()
+    seen[0] *= 1.2                 # depth 20 % off along the ray: reprojects exactly, disagrees in 3D
+    seen[1] *= 1.01                # 1-3 cm off: within the tolerance
+    seen[2] = np.nan               # no depth: judged by its reprojection alone
+    pixels = q.copy()
+    pixels[3] += [5.0, 0.0]        # 5 px off: fails the reprojection test
+    assert _joint_support(T_world_cam, P, pixels, K, 2.0, seen, tolerance) == 8
+    # The same matches under a pose 5 cm off: the near points no longer reproject within 2 px.
+    moved = T_world_cam @ make_pose(np.eye(3), [0.05, 0.0, 0.0])
+    assert _joint_support(moved, P, q, K, 2.0, points_cam, tolerance) < 5
+
+
+def test_ransac_procrustes_uses_each_points_own_tolerance():
+    rng = np.random.default_rng(1)
+    src = rng.uniform(-2, 2, (40, 3))
+    T = make_pose(Rotation.from_rotvec([0.1, -0.2, 0.05]).as_matrix(), [0.5, 0.1, -0.3])
+    dst = transform(T, src)
+    dst[:4] += [0.03, 0.0, 0.0]            # 3 cm off
+    tolerance = np.full(40, 0.01)
+    tolerance[:2] = 0.05                   # ... which the first two points' tolerance allows
+    ok, T_est, inliers = ransac_procrustes(src, dst, tolerance, 200, rng=np.random.default_rng(0))
+    assert ok
+    np.testing.assert_array_equal(inliers, np.r_[True, True, False, False, np.ones(36, bool)])
+    assert np.abs(T_est - T).max() < 5e-3
+
+
+def test_ransac_procrustes_refits_with_the_weights():
+    rng = np.random.default_rng(2)
+    src = rng.uniform(-2, 2, (30, 3))
+    T = make_pose(Rotation.from_rotvec([0.0, 0.3, 0.0]).as_matrix(), [0.0, 0.2, 1.0])
+    dst = transform(T, src) + rng.normal(0, 0.005, (30, 3))
+    weights = rng.uniform(0.5, 4.0, 30)
+    ok, T_est, inliers = ransac_procrustes(src, dst, 0.05, 200, rng=np.random.default_rng(0), weights=weights)
+    assert ok and inliers.all()
+    expected, _ = weighted_procrustes(src, dst, weights)
+    np.testing.assert_allclose(T_est, expected, atol=1e-12)
+    unweighted, _ = weighted_procrustes(src, dst)
+    assert np.abs(T_est - unweighted).max() > 1e-6   # the weights changed the answer
+    assert np.abs(invert(T_est) @ T - np.eye(4)).max() < 0.02
