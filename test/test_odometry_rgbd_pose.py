@@ -62,3 +62,27 @@ def test_ransac_procrustes_refits_with_the_weights():
     unweighted, _ = weighted_procrustes(src, dst)
     assert np.abs(T_est - unweighted).max() > 1e-6   # the weights changed the answer
     assert np.abs(invert(T_est) @ T - np.eye(4)).max() < 0.02
+
+
+def test_keypoints_on_a_depth_step_get_no_3d_point():
+    """A box 1 m in front of a wall 3 m away: keypoints within the edge window of its border are not lifted
+    (their depth may belong to either side); those on the faces are, and with the test off all are."""
+    from kp_vo.features import create_extractor
+    from kp_vo.features.base import Features
+    from kp_vo.odometry.tracker import OdometryConfig, VisualOdometry
+    from kp_vo.types import CameraIntrinsics, Frame
+
+    depth = np.full((120, 160), 3.0, np.float32)
+    depth[40:80, 60:100] = 1.0
+    camera = CameraIntrinsics(100.0, 100.0, 80.0, 60.0, 160, 120)
+    frame = Frame(0, 1, np.zeros((120, 160), np.uint8), camera, depth=depth)
+    uv = np.array([[80.0, 60.0], [20.0, 20.0], [60.0, 60.0], [58.0, 60.0], [61.0, 50.0], [56.0, 60.0]], np.float32)
+    features = Features(uv, np.ones(6, np.float32), np.zeros((6, 32), np.uint8), "hamming")
+    lifted = {}
+    for ratio in (0.1, 0.0):
+        vo = VisualOdometry(OdometryConfig(depth_source="sensor", depth_edge_ratio=ratio), create_extractor("orb"))
+        points, valid = vo._lift(features, depth, frame)
+        lifted[ratio] = valid
+        np.testing.assert_allclose(points[valid, 2], depth[uv[valid, 1].astype(int), uv[valid, 0].astype(int)])
+    np.testing.assert_array_equal(lifted[0.1], [True, True, False, False, False, True])
+    assert lifted[0.0].all()

@@ -140,6 +140,9 @@ ODOMETRY_DOCS = {
     "max_depth_m": Doc("m, depth above is ignored"),
     "depth_noise_per_m2": Doc("sensor depth noise sigma_z = this x z^2 (m): weights and tolerances of the 3D-3D pose"),
     "depth_tolerance_m": Doc("m, a match agrees in 3D within this + 3 sigma_z"),
+    "depth_edge_ratio": Doc("sensor depth: no 3D point where the depth varies more than this share around a "
+                            "keypoint (0: off)"),
+    "depth_edge_window_px": Doc("px, odd window of that depth-edge test"),
     "min_support_with_depth": Doc("matches agreeing in 2D and 3D a pose needs when the frame has sensor depth"),
     "init_min_matches": Doc("monocular initialisation: reciprocal matches needed"),
     "init_min_flow_px": Doc("px, monocular initialisation: median flow needed"),

@@ -48,6 +48,7 @@ from kp_vo.errors import InvalidInputError
 from kp_vo.features.base import DepthEstimator, Extractor, Features
 from kp_vo.geometry.bundle_adjustment import bundle_adjust
 from kp_vo.geometry.camera import lift_keypoints, project
+from kp_vo.geometry.depth_edges import depth_edge_mask
 from kp_vo.geometry.matching import match_descriptors
 from kp_vo.geometry.pnp import refine_pose_gauss_newton, solve_pnp_ransac
 from kp_vo.geometry.procrustes import ransac_procrustes, refine_pose_procrustes
@@ -114,6 +115,11 @@ class OdometryConfig:
     depth_noise_per_m2: float = 1.425e-3  # sensor depth noise sigma_z = this x z^2 (m; Kinect v1, Khoshelham &
                                         # Elberink 2012); weights and tolerances of the 3D-3D pose
     depth_tolerance_m: float = 0.02     # a match is 3D-consistent within this + 3 sigma_z of its frame depth
+    depth_edge_ratio: float = 0.1       # sensor depth: a keypoint whose depth_edge_window_px window spans more than
+                                        # this share of its depth gets no 3D point (0: off; geometry/depth_edges.py;
+                                        # a hole in the window alone does not count: 23 % of the TUM cabinet's
+                                        # keypoints touch one)
+    depth_edge_window_px: int = 5
     min_support_with_depth: int = 30    # matches agreeing in 2D and 3D a pose needs when the frame has sensor
                                         # depth; weaker frames are localized against the window's keyframes
     init_min_matches: int = 80          # monocular initialisation: reciprocal matches needed
@@ -166,6 +172,9 @@ class OdometryConfig:
             ("depth_noise_per_m2", self.depth_noise_per_m2 >= 0, ">= 0"),
             ("depth_tolerance_m", self.depth_tolerance_m > 0, "> 0"),
             ("min_support_with_depth", self.min_support_with_depth >= 3, ">= 3"),
+            ("depth_edge_ratio", self.depth_edge_ratio >= 0, ">= 0"),
+            ("depth_edge_window_px", self.depth_edge_window_px >= 3 and self.depth_edge_window_px % 2 == 1,
+             "odd and >= 3"),
             ("init_min_matches", self.init_min_matches >= 8, ">= 8 (the essential matrix needs them)"),
             ("init_min_flow_px", self.init_min_flow_px >= 0, ">= 0"),
             ("init_min_points", self.init_min_points >= 1, ">= 1"),
@@ -524,33 +533,30 @@ class VisualOdometry:
                 or self._frames_since_keyframe >= cfg.keyframe_max_interval)
 
     def _insert_keyframe(self, frame: Frame, features: Features, solution: _PoseSolution) -> Callable[[], None]:
-        """Make the frame a keyframe with its tracked points (and depth-lifted new ones); return the
-        local-mapping job that adds it to the window and completes it (see :meth:`_map_keyframe`)."""
+        """Make the frame a keyframe with its tracked points; return the local-mapping job that gives its
+        other keypoints depth-lifted points, adds it to the window and completes it (see
+        :meth:`_map_keyframe`)."""
         depth = self.depth_source.keyframe_depth(frame)
         kf = new_keyframe(frame.index, frame.stamp_ns, solution.T_world_cam, features, depth)
         ids = np.full(len(features), -1, np.int64)
         ids[solution.keypoints] = solution.point_ids
-        lifted = None
-        if depth is not None:
-            points_cam, valid = self._lift(features, depth, frame)
-            fresh = valid & (ids < 0)
-            lifted = (fresh, transform(solution.T_world_cam, points_cam[fresh]))
-        self._after_keyframe(int((ids >= 0).sum()) + (int(lifted[0].sum()) if lifted is not None else 0))
+        self._after_keyframe(len(solution.point_ids))   # the job counts the keyframe's points when it is done
         refine = self.config.bundle_adjustment and self.depth_source.kind_for(frame) != "sensor"
-        K = frame.camera.K
-        return lambda: self._map_keyframe(kf, ids, lifted, K, triangulate=depth is None, refine=refine)
+        return lambda: self._map_keyframe(kf, ids, frame, refine=refine)
 
-    def _map_keyframe(self, kf: Keyframe, ids: np.ndarray, lifted: tuple[np.ndarray, np.ndarray] | None,
-                      K: np.ndarray, triangulate: bool, refine: bool) -> None:
-        """Local mapping of a new keyframe observing point ``ids`` (N,) (-1: none), plus new world points
-        (P, 3) for the keypoints of the mask ``lifted[0]`` (N,) (runs in the mapping worker; nothing else
-        touches the map meanwhile): add it to the window (archiving the keyframe that leaves), triangulate
-        its new points against the previous keyframes, bundle-adjust the window, continue tracking from
-        the adjusted keyframe pose, and collect the window's points for the next frame."""
-        if lifted is not None:
-            ids[lifted[0]] = self._map.add_points(lifted[1])
+    def _map_keyframe(self, kf: Keyframe, ids: np.ndarray, frame: Frame, refine: bool) -> None:
+        """Local mapping of a new keyframe observing point ``ids`` (N,) (-1: none) (runs in the mapping
+        worker; nothing else touches the map meanwhile): lift its other keypoints with the keyframe depth,
+        add it to the window (archiving the keyframe that leaves), triangulate its new points against the
+        previous keyframes when it has no depth, bundle-adjust the window, continue tracking from the
+        adjusted keyframe pose, and collect the window's points for the next frame."""
+        K = frame.camera.K
+        if kf.depth is not None:
+            points_cam, valid = self._lift(kf.features, kf.depth, frame)
+            fresh = valid & (ids < 0)
+            ids[fresh] = self._map.add_points(transform(kf.T_world_cam, points_cam[fresh]))
         self._add_keyframe(kf, ids)
-        if triangulate:
+        if kf.depth is None:
             for previous in self._map.keyframes[-1 - self.config.triangulation_keyframes:-1][::-1]:
                 self._triangulate_new_points(previous, kf, K)
         if refine:
@@ -764,9 +770,17 @@ class VisualOdometry:
 
     # -- helpers --------------------------------------------------------------------------
     def _lift(self, features: Features, depth: np.ndarray, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
-        points_cam, valid = lift_keypoints(features.keypoints.astype(np.float64), depth, frame.camera.K)
+        """Camera points (N, 3) of the frame's keypoints from keyframe ``depth`` and which are usable (N,):
+        depth within [min_depth_m, max_depth_m] and, for sensor depth, not on a depth edge or next to a hole
+        (``depth_edge_ratio``; such a pixel's depth may belong to either side of the step)."""
+        cfg = self.config
+        uv = features.keypoints.astype(np.float64)
+        points_cam, valid = lift_keypoints(uv, depth, frame.camera.K)
         z = points_cam[:, 2]
-        valid &= (z >= self.config.min_depth_m) & (z <= self.config.max_depth_m)
+        valid &= (z >= cfg.min_depth_m) & (z <= cfg.max_depth_m)
+        if cfg.depth_edge_ratio > 0 and self.depth_source.kind_for(frame) == "sensor":
+            valid &= ~depth_edge_mask(depth, uv, cfg.depth_edge_window_px, cfg.depth_edge_ratio,
+                                      holes_are_edges=False)
         return points_cam, valid
 
     def _inflated(self) -> np.ndarray:
