@@ -48,7 +48,7 @@ from kp_vo.errors import InvalidInputError
 from kp_vo.features.base import DepthEstimator, Extractor, Features
 from kp_vo.geometry.bundle_adjustment import bundle_adjust
 from kp_vo.geometry.camera import lift_keypoints, project
-from kp_vo.geometry.depth_edges import depth_edge_mask
+from kp_vo.geometry.depth_edges import depth_edge_mask, kinect_depth_sigma
 from kp_vo.geometry.matching import match_descriptors
 from kp_vo.geometry.pnp import refine_pose_gauss_newton, solve_pnp_ransac
 from kp_vo.geometry.procrustes import ransac_procrustes, refine_pose_procrustes
@@ -169,7 +169,7 @@ class OdometryConfig:
             ("ba_tolerance", self.ba_tolerance >= 0, ">= 0"),
             ("max_depth_m", self.max_depth_m > 0, "> 0"),
             ("min_depth_m", 0 <= self.min_depth_m < self.max_depth_m, "in [0, max_depth_m)"),
-            ("depth_noise_per_m2", self.depth_noise_per_m2 >= 0, ">= 0"),
+            ("depth_noise_per_m2", self.depth_noise_per_m2 > 0, "> 0"),
             ("depth_tolerance_m", self.depth_tolerance_m > 0, "> 0"),
             ("min_support_with_depth", self.min_support_with_depth >= 3, ">= 3"),
             ("depth_edge_ratio", self.depth_edge_ratio >= 0, ">= 0"),
@@ -506,7 +506,8 @@ class VisualOdometry:
         z = points_cam[:, 2]
         valid &= (z >= cfg.min_depth_m) & (z <= cfg.max_depth_m)
         points_cam[~valid] = np.nan
-        tolerance = cfg.depth_tolerance_m + 3.0 * cfg.depth_noise_per_m2 * np.where(valid, z, 0.0) ** 2
+        sigma = kinect_depth_sigma(np.where(valid, z, np.nan), cfg.depth_noise_per_m2)
+        tolerance = cfg.depth_tolerance_m + 3.0 * np.where(valid, sigma, 0.0)
         return points_cam, tolerance
 
     def _plausible_step(self, T_world_cam: np.ndarray, T_pred: np.ndarray) -> bool:
