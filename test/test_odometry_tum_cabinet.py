@@ -21,9 +21,9 @@ def frames():
     return list(TumRgbd(TUM_CABINET, max_gt_gap=0.75))
 
 
-def _track(frames, **config):
+def _track(frames, extractor=None, **config):
     vo = VisualOdometry(OdometryConfig(depth_source="sensor", max_depth_m=8.0, **config),
-                        create_extractor("orb", max_keypoints=2000))
+                        extractor or create_extractor("orb", max_keypoints=2000))
     results = [vo.process(f) for f in frames]
     tracked = np.array([r.state.value == "tracking" for r in results])
     gt = np.array([f.T_world_cam_gt for f in frames])
@@ -49,3 +49,14 @@ def test_frames_the_prior_cannot_place_are_localized_against_the_window(frames):
 def test_without_relocalization_the_cabinet_is_lost(frames):
     _, tracked, _ = _track(frames, relocalization=False)
     assert tracked.sum() <= 10
+
+
+def test_the_shipped_keypointnet_tracks_every_frame_within_5_cm(frames):
+    """The issue's bar (>= 90 % of the frames tracked, ATE <= 5 cm) with the shipped KeypointNet (ONNX Runtime,
+    CPU): 58 of 58 frames, ATE 0.017 m over 8.3 m. Without the 3D-3D hypotheses and the 2D+3D support it
+    tracked every frame too, at ATE 0.105 m."""
+    from kp_vo.pipeline import ExtractorConfig, build_extractor
+
+    _, tracked, ate = _track(frames, build_extractor(ExtractorConfig("keypointnet")))
+    assert tracked.mean() >= 0.9, tracked.sum()
+    assert ate <= 0.05, ate
