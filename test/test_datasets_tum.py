@@ -115,6 +115,15 @@ def test_associate_nearest():
     np.testing.assert_array_equal(associate_nearest(np.array([0.4, 0.6, 2.05, 5.0]), ref, 0.5), [0, 1, 2, -1])
 
 
+def test_associate_nearest_ties_go_to_the_earlier_stamp():
+    """Mutant tum-association-tie-to-right. 0.5 and 1.5 (exact in binary) lie exactly halfway between two
+    reference stamps: each takes the earlier one, so an RGB frame midway between two depth images gets
+    the same one on every run; a 2^-20 s nudge either way decides it."""
+    ref = np.array([0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(associate_nearest(np.array([0.5, 1.5]), ref, 0.5), [0, 1])
+    np.testing.assert_array_equal(associate_nearest(np.array([0.5 + 2**-20, 1.5 - 2**-20]), ref, 0.5), [1, 1])
+
+
 def test_bad_folders(tmp_path):
     with pytest.raises(DatasetError, match="no rgb.txt"):
         TumRgbd(tmp_path)
