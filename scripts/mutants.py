@@ -198,7 +198,8 @@ MUTANTS: list[Mutant] = [
     M("camera-info-accepts-zero-focal", "kp_vo/bridge/camera_model.py",
       "if not (np.isfinite([fx, fy, cx, cy]).all() and fx > 0 and fy > 0):",
       "if not np.isfinite([fx, fy, cx, cy]).all():", BRIDGE,
-      "equivalent: CameraIntrinsics itself refuses a non-positive focal length (another message, same error)"),
+      "equivalent: a P without positive fx, fy counts as absent (has_P) and K's are checked when it is read, "
+      "so _pinhole never sees a non-positive focal length"),
     M("depth-16uc1-not-millimetres", "kp_vo/bridge/conversions.py",
       "return sanitize_depth(arr.astype(np.float32) * np.float32(0.001))",
       "return sanitize_depth(arr.astype(np.float32))", BRIDGE),
@@ -223,7 +224,7 @@ MUTANTS: list[Mutant] = [
       "guarded: a query exactly halfway takes the earlier stamp (test_datasets_tum)"),
     M("tum-stamps-floor", "kp_vo/datasets/tum.py",
       "np.round(rgb_t * 1e9).astype(np.int64)", "np.floor(rgb_t * 1e9).astype(np.int64)", TUM,
-      "sub-microsecond: float64 seconds hold ~0.24 us at 1.3e9 s, so equivalent at the tests' 1 us"),
+      "guarded: 0.261327 s is 261326999.99999997 ns in float64 (test_datasets_tum); equivalent for stamps >= 2^53 ns"),
     M("tum-rgb-not-converted", "kp_vo/datasets/base.py",
       "image = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2RGB)", "image = image[:, :, :3].copy()", TUM),
     # --- chosen afresh, after the ones above were guarded (measure the suite on bugs it was not fitted to) --
