@@ -96,6 +96,23 @@ def test_localizer_mutual_matching_keeps_only_the_map_points_nearest_query():
     assert sorted(zip(q.tolist(), ids.tolist())) == [(0, 0), (1, 0), (2, 2)]
 
 
+def test_localizer_max_distance_drops_the_farther_nearest_neighbour():
+    """Mutant localizer-max-distance-ignored. Nearest map rows: q0 -> 0 at 0.05, q1 -> 0 at 0.3, q2 -> 2
+    at 0.05 (the rivals are >= 1 away, so the ratio test at 0.9 passes all three). max_distance 0.1 keeps
+    q0 and q2; 0.5 keeps all three."""
+    from kp_vo.reloc.localizer import LocalizerConfig, match_to_repository
+
+    repo, queries = _repo_and_queries()
+    q, ids, dist = match_to_repository(queries, repo, LocalizerConfig(match_mode="ratio", max_distance=0.1))
+    np.testing.assert_array_equal(q, [0, 2])
+    np.testing.assert_array_equal(ids, [0, 2])
+    np.testing.assert_allclose(dist, [0.05, 0.05], rtol=1e-5)
+    q, ids, dist = match_to_repository(queries, repo, LocalizerConfig(match_mode="ratio", max_distance=0.5))
+    np.testing.assert_array_equal(q, [0, 1, 2])
+    np.testing.assert_array_equal(ids, [0, 0, 2])
+    np.testing.assert_allclose(dist, [0.05, 0.3, 0.05], rtol=1e-5)
+
+
 def test_localizer_confidence_known_answers():
     """Mutant localizer-confidence-no-ratio. confidence = inliers/matches x (1 - exp(-(inliers - min + 1) / min)):
     50 of 100 with min 12 -> 0.5 x (1 - e^-3.25) = 0.480613; 50 of 50 -> 0.961226; below min -> 0."""
