@@ -18,7 +18,7 @@ tests that read ``../shared/data`` run as they do in the working tree.
     .venv/bin/python scripts/mutants.py --only tracker-kf-max-interval reloc-pose-error-t0
     .venv/bin/python scripts/mutants.py --check          # every original line still found exactly once?
 
-Cost: ~20-30 min on 2 cores for the whole list (the tracker mutants run the KITTI end-to-end runs).
+Cost: ~25 min on 2 busy cores for the whole list (the tracker mutants run the KITTI end-to-end runs).
 The score, the command and the equivalent mutants (with why no test can kill them): docs/mutation.md.
 """
 
