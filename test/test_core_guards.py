@@ -96,6 +96,23 @@ def test_localizer_mutual_matching_keeps_only_the_map_points_nearest_query():
     assert sorted(zip(q.tolist(), ids.tolist())) == [(0, 0), (1, 0), (2, 2)]
 
 
+def test_localizer_max_distance_drops_the_farther_nearest_neighbour():
+    """Mutant localizer-max-distance-ignored. Nearest map rows: q0 -> 0 at 0.05, q1 -> 0 at 0.3, q2 -> 2
+    at 0.05 (the rivals are >= 1 away, so the ratio test at 0.9 passes all three). max_distance 0.1 keeps
+    q0 and q2; 0.5 keeps all three."""
+    from kp_vo.reloc.localizer import LocalizerConfig, match_to_repository
+
+    repo, queries = _repo_and_queries()
+    q, ids, dist = match_to_repository(queries, repo, LocalizerConfig(match_mode="ratio", max_distance=0.1))
+    np.testing.assert_array_equal(q, [0, 2])
+    np.testing.assert_array_equal(ids, [0, 2])
+    np.testing.assert_allclose(dist, [0.05, 0.05], rtol=1e-5)
+    q, ids, dist = match_to_repository(queries, repo, LocalizerConfig(match_mode="ratio", max_distance=0.5))
+    np.testing.assert_array_equal(q, [0, 1, 2])
+    np.testing.assert_array_equal(ids, [0, 0, 2])
+    np.testing.assert_allclose(dist, [0.05, 0.3, 0.05], rtol=1e-5)
+
+
 def test_localizer_confidence_known_answers():
     """Mutant localizer-confidence-no-ratio. confidence = inliers/matches x (1 - exp(-(inliers - min + 1) / min)):
     50 of 100 with min 12 -> 0.5 x (1 - e^-3.25) = 0.480613; 50 of 50 -> 0.961226; below min -> 0."""
@@ -105,3 +122,89 @@ def test_localizer_confidence_known_answers():
     assert math.isclose(_confidence(50, 100, 12), 0.480613, abs_tol=1e-6)
     assert math.isclose(_confidence(50, 50, 12), 0.961226, abs_tol=1e-6)
     assert _confidence(11, 100, 12) == 0.0 and _confidence(0, 0, 12) == 0.0
+
+
+# -- localization with query depth: a scene built point by point (identity query pose, f = 500 px) -------
+
+_QUERY_CAMERA_PX = (500.0, 500.0, 320.0, 240.0, 640, 480)
+
+
+def _rays(uv: np.ndarray) -> np.ndarray:
+    """Camera-frame points (N, 3) at depth 1 m on the rays of pixels uv (N, 2) of the query camera."""
+    return np.c_[(uv[:, 0] - 320.0) / 500.0, (uv[:, 1] - 240.0) / 500.0, np.ones(len(uv))]
+
+
+def _paired_lateral_offsets(uv: np.ndarray, offset_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of 8 places, each twice, and their points at 1 m moved ``offset_m`` sideways (x or y) in
+    opposite directions per pair: the pairs cancel, so the 3D-3D fit of all of them is exactly the
+    identity, while each point reprojects offset_m x 500 px off its pixel."""
+    step = np.array([[1.0, 0, 0], [0, 1.0, 0]] * 4)
+    pixels = np.r_[uv[:8], uv[:8]]
+    return pixels, _rays(pixels) + offset_m * np.r_[step, -step]
+
+
+def _localize_with_depth(uv: np.ndarray, points_world: np.ndarray, has_depth: np.ndarray, **config):
+    """Localize a query whose keypoint i (pixel uv[i], one-hot descriptor i) matches map point i exactly;
+    the depth image holds 1 m at the keypoints with ``has_depth`` and nothing elsewhere."""
+    from kp_vo.features.base import Features
+    from kp_vo.reloc.index import IndexConfig
+    from kp_vo.reloc.localizer import Localizer, LocalizerConfig
+    from kp_vo.reloc.repository import Repository
+    from kp_vo.types import CameraIntrinsics
+
+    n = len(uv)
+    descriptors = np.eye(64, dtype=np.float32)[:n]
+    features = Features(uv.astype(np.float32), np.ones(n, np.float32), descriptors, "l2")
+    repo = Repository("l2", 64, "toy", index_config=IndexConfig(threads=1))
+    repo.add_points(points_world, features, 0, 0, np.eye(4))
+    depth = np.zeros((480, 640), np.float32)
+    u, v = uv[has_depth].astype(int).T
+    depth[v, u] = 1.0
+    localizer = Localizer(repo, None, LocalizerConfig(**config))
+    return localizer.localize_features(features, CameraIntrinsics(*_QUERY_CAMERA_PX), depth)
+
+
+def _grid_pixels(n: int, seed: int) -> np.ndarray:
+    """n distinct integer pixels of the 640 x 480 query image, away from its border."""
+    rng = np.random.default_rng(seed)
+    u = rng.choice(np.arange(40, 600, 8), n, replace=False)
+    v = rng.choice(np.arange(40, 440, 8), n, replace=True)
+    return np.c_[u, v].astype(np.float64)
+
+
+def test_localizer_3d3d_inliers_are_exactly_the_points_within_the_metric_threshold():
+    """Mutant localizer-3d3d-loose-reselect. 16 matches with depth, 3.5 cm off their map points in
+    cancelling pairs (3D inliers of the identity at the 5 cm threshold, but 17.5 px off in the image, so
+    the reprojection polish finds none and the 3D-3D result stands), and 4 wrong matches 20 cm off (outliers
+    at 5 cm, inliers at 10 x 5 cm). Known answer: the identity pose and exactly the 16 as inliers."""
+    pixels, points = _paired_lateral_offsets(_grid_pixels(12, 0), 0.035)
+    wrong = _grid_pixels(12, 0)[8:12]
+    uv = np.r_[pixels, wrong]
+    points = np.r_[points, _rays(wrong) + 0.2 * np.array([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [-1, 0, 0]])]
+    result = _localize_with_depth(uv, points, np.ones(20, bool))
+    assert result.success and result.method == "procrustes"
+    np.testing.assert_array_equal(result.inliers, [True] * 16 + [False] * 4)
+    assert result.num_inliers == 16 and np.isnan(result.reprojection_rmse)   # the 3D-3D pose, not polished
+    np.testing.assert_allclose(result.T_world_cam, np.eye(4), atol=1e-9)
+
+
+def test_localizer_fails_when_the_polished_pose_keeps_fewer_than_min_inliers():
+    """Mutant localizer-min-inliers-dropped. The 16 paired matches with depth fix the 3D-3D pose at the
+    identity (3D inliers, 17.5 px reprojection error). 12 depth-less matches at 2-10 m are within 3 px
+    of it: 11 reproject 2.5 px right of their keypoints, one 2 px left. The least-squares polish on those
+    12 moves the 11 below 1 px and the lone one to 3.6 px: 11 inliers. With min_inliers 12 the
+    localization fails (no pose); with 11 it succeeds with exactly those 11."""
+    pixels, paired = _paired_lateral_offsets(_grid_pixels(20, 0), 0.035)
+    depthless = _grid_pixels(20, 0)[8:20]
+    z = np.random.default_rng(1).uniform(2.0, 10.0, 12)
+    far = _rays(depthless) * z[:, None]
+    far[:11, 0] += 2.5 / 500.0 * z[:11]
+    far[11, 0] -= 2.0 / 500.0 * z[11]
+    uv, points = np.r_[pixels, depthless], np.r_[paired, far]
+    has_depth = np.r_[np.ones(16, bool), np.zeros(12, bool)]
+    strict = _localize_with_depth(uv, points, has_depth, min_inliers=12)
+    assert not strict.success and strict.T_world_cam is None and strict.confidence == 0.0
+    assert strict.num_inliers == 11
+    loose = _localize_with_depth(uv, points, has_depth, min_inliers=11)
+    assert loose.success and loose.method == "procrustes"
+    np.testing.assert_array_equal(loose.inliers, [False] * 16 + [True] * 11 + [False])

@@ -19,17 +19,17 @@ DEPTH_T = [1.005, 1.095, 1.11, 1.215, 1.40]
 DEPTH_RAW = [5000, 7500, 9999, 12345, 1]    # 16-bit units, 5000 per metre
 
 
-def _write_tum(root: Path, gt: bool = True) -> Path:
+def _write_tum(root: Path, gt: bool = True, rgb_t: list = RGB_T, depth_t: list = DEPTH_T) -> Path:
     (root / "rgb").mkdir(parents=True)
     (root / "depth").mkdir()
     rgb_lines, depth_lines = ["# color images", "# timestamp filename"], ["# depth maps"]
-    for k, t in enumerate(RGB_T):
+    for k, t in enumerate(rgb_t):
         img = np.zeros((H, W, 3), np.uint8)
         img[..., 2] = 200          # BGR on disk: red
         img[0, 0, 0] = k           # frame id in the blue channel
         cv2.imwrite(str(root / "rgb" / f"{t:.6f}.png"), img)
         rgb_lines.append(f"{t:.6f} rgb/{t:.6f}.png")
-    for t, raw in zip(DEPTH_T, DEPTH_RAW):
+    for t, raw in zip(depth_t, DEPTH_RAW):
         d = np.full((H, W), raw, np.uint16)
         d[0, 0] = 0                # invalid pixel
         cv2.imwrite(str(root / "depth" / f"{t:.6f}.png"), d)
@@ -113,6 +113,24 @@ def test_gt_outside_span_is_nan(tmp_path):
 def test_associate_nearest():
     ref = np.array([0.0, 1.0, 2.0])
     np.testing.assert_array_equal(associate_nearest(np.array([0.4, 0.6, 2.05, 5.0]), ref, 0.5), [0, 1, 2, -1])
+
+
+def test_associate_nearest_ties_go_to_the_earlier_stamp():
+    """Mutant tum-association-tie-to-right. 0.5 and 1.5 (exact in binary) lie exactly halfway between two
+    reference stamps: each takes the earlier one, so an RGB frame midway between two depth images gets
+    the same one on every run; a 2^-20 s nudge either way decides it."""
+    ref = np.array([0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(associate_nearest(np.array([0.5, 1.5]), ref, 0.5), [0, 1])
+    np.testing.assert_array_equal(associate_nearest(np.array([0.5 + 2**-20, 1.5 - 2**-20]), ref, 0.5), [1, 1])
+
+
+def test_stamps_are_the_listed_seconds_rounded_to_the_nanosecond(tmp_path):
+    """Mutant tum-stamps-floor. 0.261327 s and 0.522654 s times 1e9 give 261326999.99999997 and
+    522653999.99999994 in float64; the frames' stamps are the decimal values, 261327000 and 522654000 ns
+    (truncating would lose a nanosecond; stamps from 2^53 ns, ~104 days, on are whole floats either way)."""
+    root = _write_tum(tmp_path / "fr1_small_stamps", gt=False, rgb_t=[0.261327, 0.522654],
+                      depth_t=[0.261327, 0.522654])
+    np.testing.assert_array_equal(TumRgbd(root).stamps_ns(), [261_327_000, 522_654_000])
 
 
 def test_bad_folders(tmp_path):

@@ -7,6 +7,8 @@ runs are compared after one Sim(3) alignment; 2 % of the path allows for scale d
 triangulated map over 40 frames (measured about 1 %).
 """
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -326,3 +328,30 @@ def test_a_pose_far_beyond_the_motion_prior_is_rejected():
     near[:3, 3] += 0.5 * vo._velocity[:3, 3]
     far[:3, 3] += 100.0 * max(np.linalg.norm(vo._velocity[:3, 3]), vo._map_scale())
     assert vo._plausible_step(near, T) and not vo._plausible_step(far, T)
+
+
+def test_a_pose_whose_refined_inliers_fall_below_min_inliers_is_not_trusted():
+    """Mutant tracker-min-inliers-dropped. With refine_max_points 40 the second (refining) pass matches
+    the 40 most recent window points: on the street frame after 8 tracked ones that gives 21 inliers. Eight of those keypoints
+    moved 4 px (inside the 6 px refine radius, outside the 2 px inlier threshold) still match but are
+    no inliers, so about 13 remain: fewer than min_inliers (15), the frame's pose is not trusted. With
+    min_inliers 13 the same frame is solved, without any moved keypoint among its inliers."""
+    frames = list(SyntheticSequence("street", num_frames=9, width=640, height=192, seed=2))
+    vo = VisualOdometry(OdometryConfig(depth_source="triangulation", async_mapping=False),
+                        create_extractor("orb", max_keypoints=1000))
+    for frame in frames[:-1]:
+        vo.process(frame)
+    vo.config = dataclasses.replace(vo.config, refine_max_points=40)
+    frame = frames[-1]
+    features = vo.extractor.extract(frame.image)
+    T_pred = vo._T_world_cam @ vo._velocity
+    clean = vo._solve_pose(features, frame.camera.K, T_pred, frame.camera)
+    assert clean is not None and len(clean.point_ids) >= 20
+    moved = clean.keypoints[:8]
+    angle = np.arange(8) * np.pi / 4
+    features.keypoints[moved] += (4.0 * np.c_[np.cos(angle), np.sin(angle)]).astype(np.float32)
+    assert vo._solve_pose(features, frame.camera.K, T_pred, frame.camera) is None
+    vo.config = dataclasses.replace(vo.config, min_inliers=13)
+    solution = vo._solve_pose(features, frame.camera.K, T_pred, frame.camera)
+    assert solution is not None and 13 <= len(solution.point_ids) < 15
+    assert not np.isin(moved, solution.keypoints).any()

@@ -210,3 +210,34 @@ def test_points_no_window_keyframe_observes_any_more_are_forgotten():
     with pytest.raises(KeyError):
         local.points(ids[:1])
     np.testing.assert_array_equal(local.points(ids[1:]), xyz[1:])   # the others keep their coordinates
+
+
+class _MeanBrightnessDepth:
+    """A fake depth network: every pixel at the image's mean grey level in metres; counts its calls."""
+
+    name = "mean-brightness"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def estimate(self, image: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return np.full(image.shape[:2], float(image.mean()), np.float32)
+
+
+def test_network_depth_of_a_keyframe_is_that_frames_even_after_another_frames_run():
+    """Mutant depth-network-cache-any-frame. With network_every_frame the depth computed for a frame is
+    reused when that frame becomes a keyframe (one network run); a keyframe whose frame was not the last
+    one run gets its own depth, never the cached depth of another frame (2 m vs 5 m images here)."""
+    from kp_vo.odometry.depth import DepthSource
+    from kp_vo.types import CameraIntrinsics, Frame
+
+    camera = CameraIntrinsics(100.0, 100.0, 16.0, 12.0, 32, 24)
+    two, five = (Frame(k, k * 10**8, np.full((24, 32), grey, np.uint8), camera) for k, grey in ((0, 2), (1, 5)))
+    network = _MeanBrightnessDepth()
+    source = DepthSource("network", network, network_scale=1.0, network_every_frame=True)
+    source.on_frame(two)
+    np.testing.assert_array_equal(source.keyframe_depth(two), 2.0)
+    assert network.calls == 1                                # the cached run, not a second one
+    np.testing.assert_array_equal(source.keyframe_depth(five), 5.0)
+    assert network.calls == 2

@@ -72,7 +72,8 @@ def read_tum_list(path: str | Path) -> tuple[np.ndarray, list[str]]:
 
 
 def associate_nearest(query: np.ndarray, reference: np.ndarray, max_diff: float) -> np.ndarray:
-    """(len(query),) int64 index of the nearest ``reference`` stamp per query stamp, -1 if none within max_diff.
+    """(len(query),) int64 index of the nearest ``reference`` stamp per query stamp, -1 if none within max_diff;
+    a query exactly halfway between two reference stamps takes the earlier one.
 
     ``reference`` must be sorted ascending.
     """
