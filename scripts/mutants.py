@@ -52,6 +52,8 @@ BRIDGE = ["test/test_bridge_node_core.py", "test/test_bridge_reloc.py", "test/te
 TUM = ["test/test_datasets_tum.py", "test/test_datasets_open.py"]
 CAMERA = ["test/test_geometry_se3_camera.py", "test/test_reloc_localizer.py"]
 ODOMETRY = ["test/test_odometry_mapping.py", "test/test_odometry.py", "test/test_bridge_node_core.py"]
+RGBD = ["test/test_odometry_rgbd_pose.py", "test/test_odometry_tum_cabinet.py", "test/test_odometry_wide_baseline.py"]
+GUIDED = ["test/test_odometry_guided.py", "test/test_odometry.py"]
 RELOC_EVAL = ["test/test_reloc_localizer.py", "test/test_eval_viewsynth.py", "test/test_reloc_cli.py"]
 
 
@@ -281,6 +283,29 @@ MUTANTS: list[Mutant] = [
     M("se3-left-jacobian-sign", "kp_vo/geometry/se3.py",
       "return np.eye(3) + b * W + c * (W @ W)", "return np.eye(3) + b * W - c * (W @ W)", GEOM_SE3,
       "wrong sign: se3_exp translation"),
+    M("guided-reuse-ignores-radius", "kp_vo/odometry/guided.py",
+      "inside = shift + radius_px <= previous.radius * (1.0 - _CONTAINMENT_MARGIN)",
+      "inside = shift <= previous.radius * (1.0 - _CONTAINMENT_MARGIN)", GUIDED,
+      "wrong bound: a row reuses candidates whose ball does not contain the new one"),
+    M("guided-reuse-skips-open-pairs", "kp_vo/odometry/guided.py",
+      "open_question = np.flatnonzero(~inside & (v - s <= radius_px))",
+      "open_question = np.flatnonzero(~inside & (v + s <= radius_px))", GUIDED,
+      "wrong bound: pairs the triangle inequality leaves open are dropped"),
+    M("rgbd-support-ignores-3d", "kp_vo/odometry/tracker.py",
+      "agrees = np.isnan(offset) | (offset < tolerance)", "agrees = np.isnan(offset) | (offset < 10 * tolerance)", RGBD,
+      "loose check: matches far apart in 3D count as support"),
+    M("rgbd-no-3d3d-hypothesis", "kp_vo/odometry/tracker.py",
+      "        if ok:\n            yield T, _joint_support(", "        if False:\n            yield T, _joint_support(", RGBD,
+      "dropped hypothesis: the 3D-3D pose is never tried"),
+    M("rgbd-min-support-ignored", "kp_vo/odometry/tracker.py",
+      "(cfg.min_support_with_depth if depth is not None else cfg.min_inliers)", "cfg.min_inliers", RGBD,
+      "dropped check: a depth frame's pose trusted with min_inliers agreeing matches"),
+    M("rgbd-edges-not-applied", "kp_vo/odometry/tracker.py",
+      "valid &= ~depth_edge_mask(", "valid &= depth_edge_mask(", RGBD,
+      "flipped mask: only keypoints on depth steps are lifted"),
+    M("depth-edge-absolute-threshold", "kp_vo/geometry/depth_edges.py",
+      "edge = step > rel_threshold", "edge = step > 10 * rel_threshold", ["test/test_geometry_depth_edges.py"],
+      "loose check: depth steps under 10x the threshold pass"),
     M("localizer-max-distance-ignored", "kp_vo/reloc/localizer.py",
       "keep &= best_d <= config.max_distance", "keep &= best_d <= np.inf", RELOC,
       "dropped check: descriptor distance bound"),
