@@ -91,3 +91,31 @@ def test_registry_refuses_a_second_factory_an_unknown_name_and_bad_options():
         registry.create("w", sise=2)
     with pytest.raises(InvalidInputError, match="unknown depth estimator 'nope'"):
         create_depth_estimator("nope")
+
+
+def _low_contrast_image() -> np.ndarray:
+    """A plain grey wall with faint blobs (contrast 8 grey levels): few FAST corners at threshold 10."""
+    rng = np.random.default_rng(3)
+    image = np.full((240, 320), 120, np.uint8)
+    for x, y in rng.integers(20, [300, 220], (60, 2)):
+        image[y - 3:y + 3, x - 3:x + 3] += 8
+    return image
+
+
+def test_orb_detects_again_with_a_lower_threshold_where_it_finds_too_few_corners(street_image):
+    low = _low_contrast_image()
+    strict = create_extractor("orb", max_keypoints=500, min_fast_threshold=10)   # no second pass
+    adaptive = create_extractor("orb", max_keypoints=500)                        # min_fast_threshold 5
+    sensitive = create_extractor("orb", max_keypoints=500, fast_threshold=5)
+    assert len(strict.extract(low)) < 20 < len(adaptive.extract(low))
+    np.testing.assert_array_equal(adaptive.extract(low).keypoints, sensitive.extract(low).keypoints)
+    # A textured image fills the budget at the first threshold: exactly the strict extractor's features.
+    a, b = adaptive.extract(street_image), strict.extract(street_image)
+    assert len(a) == 500
+    np.testing.assert_array_equal(a.keypoints, b.keypoints)
+    np.testing.assert_array_equal(a.descriptors, b.descriptors)
+
+
+def test_orb_refuses_a_fallback_threshold_above_the_first():
+    with pytest.raises(InvalidInputError, match="min_fast_threshold"):
+        create_extractor("orb", fast_threshold=5, min_fast_threshold=8)

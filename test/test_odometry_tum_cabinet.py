@@ -33,17 +33,14 @@ def _track(frames, extractor=None, **config):
 
 
 def test_frames_the_prior_cannot_place_are_localized_against_the_window(frames):
-    """48 of 58 frames tracked (frame 7 is lost, and most frames after 47), ATE 0.057 m (SE(3)-aligned) over
-    the tracked frames (0.061 m without the depth-edge test); without the window localization 2 frames are
-    tracked. Each part of the RGB-D pose choice moves the ATE past the bound: PnP support without the 3D
-    agreement 0.111 m, no 3D-3D hypothesis 0.093 m, min_support_with_depth = min_inliers 0.080 m. The
-    bounds leave room for small changes (30 % on the ATE), not for losing a mechanism."""
+    """All 58 frames tracked, ATE 0.058 m (SE(3)-aligned); without the window localization 2 frames are tracked.
+    Each part of the RGB-D pose choice moves the ATE past the bound: PnP support without the 3D agreement
+    0.119 m, no 3D-3D hypothesis 0.108 m, min_support_with_depth = min_inliers 0.176 m. The bounds leave
+    room for small changes (30 % on the ATE), not for losing a mechanism."""
     results, tracked, ate = _track(frames)
     assert sum("placed against the window" in r.message for r in results) >= 10
-    assert tracked.sum() >= 46, tracked.sum()
+    assert tracked.mean() >= 0.9, tracked.sum()
     assert ate < 0.075, ate
-    first = tracked[:45]
-    assert first.sum() >= 43
 
 
 def test_without_relocalization_the_cabinet_is_lost(frames):

@@ -37,18 +37,22 @@ class OpenCVExtractor:
 
     input_kind = "image"
 
-    def __init__(self, name: str, detector, metric: str, descriptor_dim: int, max_keypoints: int, grid_cell: int):
+    def __init__(self, name: str, detector, metric: str, descriptor_dim: int, max_keypoints: int, grid_cell: int,
+                 fallback_detector=None):
         self.name = name
         self.metric = metric
         self.max_keypoints = max_keypoints
         self.grid_cell = grid_cell
         self._detector = detector
+        self._fallback_detector = fallback_detector   # a more sensitive detector for images with few keypoints
         self._descriptor_dim = descriptor_dim
 
     def extract(self, image: np.ndarray) -> Features:
         check_image(image)
         gray = to_gray(image)
         keypoints = self._detector.detect(gray, None)
+        if len(keypoints) < self.max_keypoints and self._fallback_detector is not None:
+            keypoints = self._fallback_detector.detect(gray, None)
         keypoints = _grid_select(list(keypoints), self.max_keypoints, gray.shape, self.grid_cell)
         if not keypoints:
             return Features.empty(self._descriptor_dim, self.metric)
@@ -72,12 +76,26 @@ def _check_positive(extractor: str, **options) -> None:
 
 
 @register_extractor("orb")
-def make_orb(max_keypoints: int = 2000, grid_cell: int = 32, fast_threshold: int = 10, n_levels: int = 8) -> OpenCVExtractor:
-    """ORB (FAST + rotated BRIEF, 256-bit, Hamming). Detects 4x ``max_keypoints`` then buckets."""
-    _check_positive("orb", max_keypoints=max_keypoints, grid_cell=grid_cell, n_levels=n_levels)
-    orb = cv2.ORB_create(nfeatures=4 * max_keypoints, scaleFactor=1.2, nlevels=n_levels,
-                         edgeThreshold=19, patchSize=31, fastThreshold=fast_threshold)
-    return OpenCVExtractor("orb", orb, "hamming", 32, max_keypoints, grid_cell)
+def make_orb(max_keypoints: int = 2000, grid_cell: int = 32, fast_threshold: int = 10, n_levels: int = 8,
+             min_fast_threshold: int = 5) -> OpenCVExtractor:
+    """ORB (FAST + rotated BRIEF, 256-bit, Hamming). Detects 4x ``max_keypoints`` then buckets.
+
+    An image that gives fewer than ``max_keypoints`` corners at ``fast_threshold`` (low texture, low
+    contrast: a Kinect looking at a plain cabinet) is detected again at ``min_fast_threshold``, as ORB-SLAM
+    lowers its FAST threshold where too few corners are found; textured images never take the second pass.
+    """
+    _check_positive("orb", max_keypoints=max_keypoints, grid_cell=grid_cell, n_levels=n_levels,
+                    fast_threshold=fast_threshold, min_fast_threshold=min_fast_threshold)
+    if min_fast_threshold > fast_threshold:
+        raise InvalidInputError(f"extractor.options.min_fast_threshold (orb) must not exceed fast_threshold "
+                                f"({fast_threshold}), got {min_fast_threshold}")
+
+    def detector(threshold: int):
+        return cv2.ORB_create(nfeatures=4 * max_keypoints, scaleFactor=1.2, nlevels=n_levels,
+                              edgeThreshold=19, patchSize=31, fastThreshold=threshold)
+
+    fallback = detector(min_fast_threshold) if min_fast_threshold < fast_threshold else None
+    return OpenCVExtractor("orb", detector(fast_threshold), "hamming", 32, max_keypoints, grid_cell, fallback)
 
 
 @register_extractor("sift")
