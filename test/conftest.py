@@ -61,6 +61,17 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture
+def one_thread():
+    """torch on one thread for the test (small CPU models run faster so on a loaded machine); restored after."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def kitti_root() -> Path:
     if not (KITTI_ROOT / "sequences" / "07" / "calib.txt").is_file():
         pytest.skip(f"real KITTI 07 data not found at {KITTI_ROOT} (../shared/data beside the repository)")

@@ -22,13 +22,6 @@ from kp_vo.training.photometric import multiscale_photometric_loss
 SMALL = {"synthetic_frames": 3, "dts": [1], "height": 64, "width": 96, "val_fraction": 0.0}
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # ---------------------------------------------------------------- Rodrigues
 def test_axis_angle_to_rotation_known_answers_and_orthonormal():

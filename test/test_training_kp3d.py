@@ -226,14 +226,6 @@ def test_keypoint_pose_follows_the_depth_scale_so_the_scale_gets_no_gradient():
     assert abs(d_geom.item()) < 1e-5 and abs(d_const.item()) < 1e-5   # 0.31 and 0.029 with X0's t detached
 
 
-@pytest.fixture
-def one_thread():
-    """Small CPU models run faster single-threaded on a loaded machine; restore the setting after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_kp3d_recipe_smoke_loss_decreases(one_thread):
     from kp_vo.config import load_config

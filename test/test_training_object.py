@@ -29,13 +29,6 @@ from kp_vo.training.losses_object import (
 )
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_render_depth_mask_and_projection_agree():
     obj = make_chair(1)

@@ -12,13 +12,6 @@ from kp_vo.training.losses_viewsynth import cell_centres, cell_correspondences, 
 from kp_vo.training.vsn import ViewSynthesisNetwork
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _one_hot_descriptors(h: int, w: int, perm=None) -> torch.Tensor:
     n = h * w
