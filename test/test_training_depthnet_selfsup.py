@@ -183,3 +183,45 @@ def test_synthetic_streets_train_and_validate_on_different_streets():
     assert bool(a["has_gt"]) and a["target"].dtype == torch.float32 and a["target"].max() <= 1.0
     with pytest.raises(Exception, match="at least one val street"):
         snippet_dataset(load_config(Kp3dDataConfig, {"source": "synthetic_streets", "val_streets": 0}), "val")
+
+
+def test_augmented_snippets_mirror_frames_intrinsics_and_poses_consistently():
+    """A mirrored snippet is the mirror image of the plain one, with cx -> W - 1 - cx and the ground-truth
+    poses conjugated by the x mirror; a brightness change is shared by the three frames; validation
+    snippets are never augmented."""
+    from kp_vo.training.recipes.depthnet_selfsup import RECIPE, AugmentedSnippets
+    data = {**SMALL, "synthetic_frames": 4, "val_fraction": 0.0}
+    plain = RECIPE(load_config(RECIPE.config_type, {"data": data})).build_dataset("train")
+    assert not isinstance(plain, AugmentedSnippets)
+    flip = RECIPE(load_config(RECIPE.config_type, {"data": data, "augment": {"flip_p": 1.0}}))
+    ds = flip.build_dataset("train")
+    assert isinstance(ds, AugmentedSnippets)
+    a, m = plain[0], ds[0]
+    W = a["target"].shape[-1]
+    assert torch.equal(m["target"], a["target"].flip(-1)) and torch.equal(m["context"], a["context"].flip(-1))
+    assert m["K"][0, 2] == pytest.approx(W - 1 - float(a["K"][0, 2])) and m["K"][1, 2] == a["K"][1, 2]
+    S = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0]))
+    assert torch.allclose(m["T_c_t_gt"], S @ a["T_c_t_gt"] @ S)
+    # a point seen at pixel u in the plain target is at W - 1 - u in the mirrored one: projection agrees
+    X = torch.tensor([1.5, -0.3, 7.0])
+    u, um = (a["K"] @ X)[0] / X[2], (m["K"] @ (S[:3, :3] @ X))[0] / X[2]
+    assert float(um) == pytest.approx(W - 1 - float(u), abs=1e-4)
+    bright = RECIPE(load_config(RECIPE.config_type, {"data": data, "augment": {"brightness": 0.2}}))
+    b = bright.build_dataset("train")[0]
+    frames_a = torch.cat([a["target"][None], a["context"]])
+    frames_b = torch.cat([b["target"][None], b["context"]])
+    inner = (frames_a > 0.25) & (frames_a < 0.75)                      # away from the clipping
+    shift = (frames_b - frames_a)[inner]
+    assert float(shift.max() - shift.min()) < 1e-5 and abs(float(shift.mean())) <= 0.2
+    held_out = RECIPE(load_config(RECIPE.config_type, {"data": {**data, "synthetic_frames": 6, "val_fraction": 0.5},
+                                                       "augment": {"flip_p": 1.0}}))
+    assert not isinstance(held_out.build_dataset("val"), AugmentedSnippets)
+
+
+def test_options_added_later_leave_the_config_hash_of_older_configs_alone():
+    from kp_vo.training.recipe import config_hash
+    from kp_vo.training.recipes.depthnet_selfsup import RECIPE
+    base = load_config(RECIPE.config_type, {"data": SMALL})
+    same = load_config(RECIPE.config_type, {"data": SMALL, "augment": {"flip_p": 0.0}})
+    other = load_config(RECIPE.config_type, {"data": SMALL, "augment": {"flip_p": 0.5}})
+    assert config_hash(base) == config_hash(same) != config_hash(other)

@@ -9,6 +9,7 @@ Every recipe config is a dataclass that embeds ``train: TrainConfig`` and is loa
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -79,6 +80,32 @@ class Recipe(Protocol):
         ...
 
 
+OMIT_DEFAULT_FROM_HASH = {"omit_default_from_hash": True}
+"""``dataclasses.field(metadata=...)`` of an option added to a recipe config after models were shipped
+from it: while the option keeps its default it is left out of ``config_hash``, so the hashes of those
+models' committed configs stay what their exports recorded."""
+
+
+def _hashed_dict(config) -> dict:
+    out = to_dict(config)
+    def prune(obj, d: dict) -> None:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if f.metadata.get("omit_default_from_hash") and value == _default_of(f):
+                d.pop(f.name, None)
+            elif dataclasses.is_dataclass(value):
+                prune(value, d[f.name])
+    prune(config, out)
+    return out
+
+
+def _default_of(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING
+
+
 def config_hash(config) -> str:
-    """16 hex digits identifying a (dataclass) training config: recorded in checkpoints and exports."""
-    return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """16 hex digits identifying a (dataclass) training config: recorded in checkpoints and exports.
+    Options marked ``OMIT_DEFAULT_FROM_HASH`` count only when they differ from their default."""
+    return hashlib.sha256(json.dumps(_hashed_dict(config), sort_keys=True, default=str).encode()).hexdigest()[:16]

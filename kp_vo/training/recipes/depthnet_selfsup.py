@@ -22,6 +22,9 @@ start as a fresh run from the previous one's ``weights/{depthnet,posenet}.safete
 
 Data: exactly kp3d's (``Kp3dDataConfig``, ``snippet_dataset``): a KITTI odometry root + sequence, the
 synthetic street sequence, or many synthetic streets (``synthetic_streets``); height / width multiples of 32.
+Augmentation of the training snippets (``augment``, off by default; for small real sets): a left-right
+mirror of the whole snippet (frames, intrinsics, ground-truth poses) and one brightness / contrast / gamma
+change shared by its frames (shared, so the photometric loss still compares like with like).
 Outputs: ``<output_dir>/weights/depthnet.safetensors`` (written by the trainer; loads as kp3d's
 ``model.depthnet_weights``) and ``<output_dir>/export/depthnet_selfsup.onnx``. The chain is
 
@@ -43,7 +46,8 @@ from kp_vo.models import build_model
 from kp_vo.models.checkpoints import load_initial_weights
 from kp_vo.models.posenet import invert_transform
 from kp_vo.training.photometric import multiscale_photometric_loss
-from kp_vo.training.recipe import TrainConfig, config_hash
+from kp_vo.training.augment import item_rng
+from kp_vo.training.recipe import OMIT_DEFAULT_FROM_HASH, TrainConfig, config_hash
 from kp_vo.training.recipes.kp3d import (
     Kp3dDataConfig,
     normalise_input,
@@ -74,11 +78,57 @@ class DepthSelfSupModelConfig:
 
 
 @dataclass(frozen=True)
+class DepthSelfSupAugmentConfig:
+    """Training-snippet augmentation (validation snippets are never augmented). Every frame of a snippet
+    gets the same change, so the view-synthesis loss stays consistent."""
+
+    flip_p: float = 0.0                # probability of mirroring the snippet left-right (cx -> W - 1 - cx,
+                                       # ground-truth poses mirrored alike)
+    brightness: float = 0.0            # additive, uniform in +- this
+    contrast: float = 0.0              # multiplicative about the target's mean, uniform in 1 +- this
+    gamma: float = 0.0                 # exponent, uniform in 1 +- this
+
+
+@dataclass(frozen=True)
 class DepthSelfSupConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/depthnet_selfsup", lr=1e-4))
     data: Kp3dDataConfig = field(default_factory=Kp3dDataConfig)
     loss: DepthSelfSupLossConfig = field(default_factory=DepthSelfSupLossConfig)
     model: DepthSelfSupModelConfig = field(default_factory=DepthSelfSupModelConfig)
+    augment: DepthSelfSupAugmentConfig = field(default_factory=DepthSelfSupAugmentConfig,
+                                               metadata=OMIT_DEFAULT_FROM_HASH)
+
+
+_MIRROR = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0]))
+
+
+class AugmentedSnippets(torch.utils.data.Dataset):
+    """``SnippetDataset`` items with ``DepthSelfSupAugmentConfig``'s changes, drawn afresh per call."""
+
+    def __init__(self, snippets: torch.utils.data.Dataset, cfg: DepthSelfSupAugmentConfig):
+        self.snippets, self.cfg = snippets, cfg
+
+    def __len__(self) -> int:
+        return len(self.snippets)
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        item = dict(self.snippets[k])
+        cfg, rng = self.cfg, item_rng(None, k)
+        frames = torch.cat([item["target"][None], item["context"]])           # (1 + n, 3, H, W)
+        if rng.random() < cfg.flip_p:
+            frames = frames.flip(-1)
+            K = item["K"].clone()
+            K[0, 2] = frames.shape[-1] - 1 - K[0, 2]
+            item["K"] = K
+            item["T_c_t_gt"] = _MIRROR @ item["T_c_t_gt"] @ _MIRROR
+        if cfg.brightness or cfg.contrast or cfg.gamma:
+            mean = float(frames[0].mean())
+            c = rng.uniform(1 - cfg.contrast, 1 + cfg.contrast)
+            b = rng.uniform(-cfg.brightness, cfg.brightness)
+            g = rng.uniform(1 - cfg.gamma, 1 + cfg.gamma)
+            frames = (((frames - mean) * c + mean + b).clamp(0.0, 1.0) ** g).clamp(0.0, 1.0)
+        item["target"], item["context"] = frames[0].contiguous(), frames[1:].contiguous()
+        return item
 
 
 class DepthSelfSupRecipe:
@@ -101,7 +151,11 @@ class DepthSelfSupRecipe:
         return models
 
     def build_dataset(self, split: str) -> torch.utils.data.Dataset:
-        return snippet_dataset(self.config.data, split)
+        snippets = snippet_dataset(self.config.data, split)
+        aug = self.config.augment
+        if split == "train" and (aug.flip_p > 0 or aug.brightness or aug.contrast or aug.gamma):
+            return AugmentedSnippets(snippets, aug)
+        return snippets
 
     def compute_loss(self, models: dict[str, nn.Module], batch: dict, step: int
                      ) -> tuple[torch.Tensor, dict[str, float]]:
