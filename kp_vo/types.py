@@ -1,6 +1,6 @@
 """Typed containers shared by every layer: camera intrinsics and one input frame.
 
-Conventions (see README "Conventions"):
+Conventions (see docs/architecture.md "Conventions"):
 - pixel (u, v): u right, v down, pixel centres at integer coordinates;
 - camera optical frame: x right, y down, z forward;
 - depth: float32 metres, 0 or NaN = invalid;

@@ -47,7 +47,9 @@ OPTICAL_RPY = ["--roll", "-1.5707963", "--yaw", "-1.5707963"]
 
 
 def _nodes(context):
-    get = lambda name: LaunchConfiguration(name).perform(context)
+    def get(name):
+        return LaunchConfiguration(name).perform(context)
+
     driver = get("driver")
     if driver not in DRIVER_TOPICS:
         raise RuntimeError(f"driver must be one of {sorted(DRIVER_TOPICS)}, got {driver!r}")

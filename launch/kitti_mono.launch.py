@@ -24,7 +24,9 @@ from launch_ros.actions import Node
 
 
 def _nodes(context):
-    get = lambda name: LaunchConfiguration(name).perform(context)
+    def get(name):
+        return LaunchConfiguration(name).perform(context)
+
     overrides = {}
     if get("extractor"):
         overrides["extractor.name"] = get("extractor")

@@ -95,40 +95,52 @@ def write_bad_bag(path):
     good = []
     with BagWriter(path) as bag:
         f = bag.factory
-        img = lambda t, enc="rgb8", arr=None: cv.image_msg(
-            f, t, "cam", np.full((48, 64, 3), 100, np.uint8) if arr is None else arr, enc)
-        dep = lambda t, v=2.0: cv.image_msg(f, t, "cam", np.full((48, 64), v, np.float32), "32FC1")
+
+        def img(t, enc="rgb8", arr=None):
+            return cv.image_msg(f, t, "cam", np.full((48, 64, 3), 100, np.uint8) if arr is None else arr, enc)
+
+        def dep(t, v=2.0):
+            return cv.image_msg(f, t, "cam", np.full((48, 64), v, np.float32), "32FC1")
+
+        def pair(image, depth, t, t_depth=None):
+            """The image at bag time ``t``, then the depth at ``t_depth`` (default ``t``)."""
+            bag.write("/rgb/image", image, t)
+            bag.write("/depth/image", depth, t if t_depth is None else t_depth)
+
         info = cv.camera_info_msg(f, 0, "cam", CAM)
         zero = cv.camera_info_msg(f, 0, "cam", CAM)
         zero.k, zero.p = np.zeros(9), np.zeros(12)
         t = SEC
         # 1. image + depth before any camera_info: waits
-        bag.write("/rgb/image", img(t), t); bag.write("/depth/image", dep(t), t)
+        pair(img(t), dep(t), t)
         # 2. camera_info with zero K: ignored, still waiting
         t += SEC // 10
         bag.write("/rgb/camera_info", zero, t)
-        bag.write("/rgb/image", img(t), t); bag.write("/depth/image", dep(t), t)
+        pair(img(t), dep(t), t)
         bag.write("/rgb/camera_info", info, t)
         for _ in range(3):   # good frames, depth 5 ms after the image (within slop)
             t += SEC // 10
-            bag.write("/rgb/image", img(t), t); bag.write("/depth/image", dep(t + 5_000_000), t + 5_000_000)
+            pair(img(t), dep(t + 5_000_000), t, t + 5_000_000)
             good.append(t)
         # 3. unknown encoding, 4. empty image
         t += SEC // 10
-        bad = img(t); bad.encoding = "yuv422"
-        bag.write("/rgb/image", bad, t); bag.write("/depth/image", dep(t), t)
+        bad = img(t)
+        bad.encoding = "yuv422"
+        pair(bad, dep(t), t)
         t += SEC // 10
-        empty = img(t); empty.height = empty.width = empty.step = 0; empty.data = np.zeros(0, np.uint8)
-        bag.write("/rgb/image", empty, t); bag.write("/depth/image", dep(t), t)
+        empty = img(t)
+        empty.height = empty.width = empty.step = 0
+        empty.data = np.zeros(0, np.uint8)
+        pair(empty, dep(t), t)
         # 5. NaN depth: processed (all invalid depth), 6. a repeated stamp: dropped
         t += SEC // 10
-        bag.write("/rgb/image", img(t), t); bag.write("/depth/image", dep(t, np.nan), t)
+        pair(img(t), dep(t, np.nan), t)
         good.append(t)
-        bag.write("/rgb/image", img(t), t + 1); bag.write("/depth/image", dep(t), t + 1)
+        pair(img(t), dep(t), t + 1)
         # 7. the bag loops: stamps go 10 s back -> reset, then good frames again
         for k in range(2):
             t2 = k * SEC // 10 + 1
-            bag.write("/rgb/image", img(t2), t + SEC + k); bag.write("/depth/image", dep(t2), t + SEC + k)
+            pair(img(t2), dep(t2), t + SEC + k)
             good.append(t2)
     return good
 

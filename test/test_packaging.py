@@ -15,6 +15,7 @@ import ast
 import re
 import subprocess
 import sys
+import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -172,9 +173,11 @@ def test_license_file_is_the_declared_apache_2():
 
 
 def test_lint_passes():
-    """Pyflakes-class errors (undefined names, unused imports, syntax) with ruff; `# noqa: F401` marks
-    registration imports."""
+    """ruff with the configuration of pyproject.toml (pyflakes-class errors, syntax, statements, line
+    length 140, warnings; `# noqa: F401` marks registration imports), the one `ruff check` uses."""
+    lint = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]["lint"]
+    assert {"F", "E7", "E9", "E501", "W"} <= set(lint["select"]), lint["select"]
     paths = [str(ROOT / p) for p in ("kp_vo", "launch", "test", "scripts", "setup.py")]
-    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", "--no-cache", "--select", "F,E9",
-                           "--output-format", "concise", *paths], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--config", str(ROOT / "pyproject.toml"),
+                           "--output-format", "concise", *paths], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr

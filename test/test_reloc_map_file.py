@@ -255,11 +255,11 @@ def _raw_map(path, header_text: str) -> None:
     '{"arrays": 5, "metadata": {}, "data_end": 4096}',                          # table not a list
     '{"arrays": [], "metadata": [1, 2], "data_end": 4096}',                     # metadata not an object
     '{"arrays": [7], "metadata": {}, "data_end": 4096}',                        # entry not an object
-    '{"arrays": [{"name": "a", "dtype": "uint8", "shape": [-4, -8], "offset": 1024, "nbytes": 32}], '
-    '"metadata": {}, "data_end": 4096}',                                         # negative dimensions
-    '{"arrays": [{"name": "a", "dtype": "uint8", "shape": [4294967296, 4294967296, 0], "offset": 1024, '
-    '"nbytes": 0}, {"name": "b", "dtype": "uint8", "shape": [4294967296, 4294967296], "offset": 1024, '
-    '"nbytes": 0}], "metadata": {}, "data_end": 4096}',                          # a size overflowing int64
+    ('{"arrays": [{"name": "a", "dtype": "uint8", "shape": [-4, -8], "offset": 1024, "nbytes": 32}], '
+     '"metadata": {}, "data_end": 4096}'),                                       # negative dimensions
+    ('{"arrays": [{"name": "a", "dtype": "uint8", "shape": [4294967296, 4294967296, 0], "offset": 1024, '
+     '"nbytes": 0}, {"name": "b", "dtype": "uint8", "shape": [4294967296, 4294967296], "offset": 1024, '
+     '"nbytes": 0}], "metadata": {}, "data_end": 4096}'),                        # a size overflowing int64
 ])
 def test_hostile_headers_with_a_valid_checksum_are_one_line_errors(tmp_path, header):
     path = tmp_path / "hostile.kpmap"

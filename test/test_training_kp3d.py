@@ -131,7 +131,8 @@ def test_ssim_and_photometric_known_answers():
     assert err.shape == (1, 1, 24, 32) and err.mean().item() > 0.02
     # L1 part: a constant offset of 0.1 on a flat image gives (1 - gamma) * 0.1 (SSIM ~ 1 for flat images)
     flat = torch.full((1, 3, 8, 8), 0.5)
-    assert photometric_error(flat, flat + 0.1).mean().item() == pytest.approx(0.15 * 0.1 + 0.85 * (1 - ssim(flat, flat + 0.1)).mean().item() / 2, rel=1e-4)
+    expected = 0.15 * 0.1 + 0.85 * (1 - ssim(flat, flat + 0.1)).mean().item() / 2
+    assert photometric_error(flat, flat + 0.1).mean().item() == pytest.approx(expected, rel=1e-4)
 
 
 def test_photometric_and_smoothness_gradcheck():

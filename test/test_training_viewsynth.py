@@ -68,7 +68,9 @@ def test_contrastive_loss_gradcheck():
     s2 = torch.rand(1, 1, 2, 2, generator=g, dtype=torch.float64) + 0.1
     uv2 = cell_centres(2, 2, s2)[None] + 1.3                                      # off-centre: bilinear sampling
     valid = torch.ones(1, 4, dtype=torch.bool)
-    fn = lambda a, b, c: contrastive_loss_d2(a, b, c, s2, uv2, valid, margin=1.5, tau=0.5)[0]
+    def fn(a, b, c):
+        return contrastive_loss_d2(a, b, c, s2, uv2, valid, margin=1.5, tau=0.5)[0]
+
     assert torch.autograd.gradcheck(fn, (d1, d2, s1), eps=1e-6, atol=1e-5)
 
 

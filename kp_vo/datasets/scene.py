@@ -102,7 +102,8 @@ class SceneBuilder:
         f = np.array([np.cos(yaw), np.sin(yaw), 0.0])
         l = np.array([-np.sin(yaw), np.cos(yaw), 0.0])
         z = np.array([0.0, 0.0, 1.0])
-        tex = textures if isinstance(textures, dict) else {k: textures for k in ("front", "back", "left", "right", "top", "bottom")}
+        face_names = ("front", "back", "left", "right", "top", "bottom")
+        tex = textures if isinstance(textures, dict) else dict.fromkeys(face_names, textures)
         base = c - f * length / 2 - l * width / 2
         faces = {
             # name: (origin, edge_u, edge_v); edge_v points up on side faces so textures stand upright

@@ -132,7 +132,7 @@ def evaluate_pair(fa: Features, fb: Features, pair: HomographyPair, eps: float =
     shape_a, shape_b = pair.image_a.shape[:2], pair.image_b.shape[:2]
     H = np.asarray(pair.H_b_a, np.float64)
     rep, loc = repeatability(fa.keypoints, fb.keypoints, H, shape_a, shape_b, eps)
-    correct = {t: False for t in thresholds}
+    correct = dict.fromkeys(thresholds, False)
     ms, n_matches = 0.0, 0
     if len(fa) and len(fb):
         matches, _ = match_descriptors(fa.descriptors, fb.descriptors, fa.metric, mutual=True)

@@ -97,8 +97,8 @@ def evaluate_match_precision(extractor: Extractor, frames: Sequence[Frame], gaps
 
 
 def format_table(rows: list[MatchPrecision]) -> str:
-    lines = [f"{'extractor':44s} {'gap':>4s} {'pairs':>6s} {'matches':>8s} {'median px':>10s} {'<1 px':>7s} "
-             f"{'>3 px':>7s}"]
+    lines = [(f"{'extractor':44s} {'gap':>4s} {'pairs':>6s} {'matches':>8s} {'median px':>10s} {'<1 px':>7s} "
+              f"{'>3 px':>7s}")]
     for r in rows:
         lines.append(f"{r.extractor:44s} {r.gap:4d} {r.pairs:6d} {r.matches_per_pair:8.0f} {r.median_px:10.3f} "
                      f"{r.within_1px:7.3f} {r.beyond_3px:7.3f}")

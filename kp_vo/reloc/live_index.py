@@ -5,8 +5,9 @@ index past ``IndexConfig.exact_max``, an IVF index trained on less than half of 
 its ``nlist`` is too small), a better index is trained and filled from a snapshot of the rows in a
 background thread (FAISS releases the GIL), brought up to date there with the rows appended
 meanwhile (until at most ``CATCH_UP_ROWS`` are missing) and swapped in at the next append or query.
-Until then queries use the index in use, so neither an append nor a relocalization waits for k-means. Only a table that was never indexed and has just become
-IVF-sized (e.g. a large map loaded without a stored index) makes its first query wait for the build.
+Until then queries use the index in use, so neither an append nor a relocalization waits for k-means.
+Only a table that was never indexed and has just become IVF-sized (e.g. a large map loaded without a
+stored index) makes its first query wait for the build.
 
 Every method is called from the thread that owns the table; the snapshot rows are never modified
 by appends (``kp_vo.reloc.repository`` hands out views of filled rows only).

@@ -147,7 +147,7 @@ def keypoint_pair_losses(kp_t: dict, kp_c: dict, depth_t: torch.Tensor, depth_c:
             # X0 is solved on detached points, yet its translation is in the depth's units: rescale it
             # by (depth / detached depth) = 1, so it follows the depth's scale in the gradient. Without
             # this, L_geom and L_const push the (unobservable) monocular scale down at every step; on
-            # synthetic streets that ran the DepthNet into its minimum depth within 250 steps (README).
+            # synthetic streets that ran the DepthNet into its minimum depth within 250 steps (docs/training.md).
             depth_scale = d_t[it[inl]].mean() / d_t[it[inl]].detach().mean().clamp(min=1e-9)
             T0 = torch.cat([torch.cat([T0[:3, :3], T0[:3, 3:] * depth_scale], 1), T0[3:]], 0)
             d_c = transform_points(T0[None], Pt_in)[..., 2]

@@ -6,7 +6,8 @@ Per snippet: DepthNet predicts the target's inverse depth at 4 scales; PoseNet p
 (target, context) pair, the pair fed earlier frame first (``model.posenet_temporal_order``: the earlier
 context's (context, target) pose is inverted, so PoseNet always estimates forward-in-time motion; fed
 target first, a 300-step synthetic run collapsed to one input-independent sideways pose for both
-contexts, while temporal order at least gave the forward component the right sign per context); each scale is upsampled to the input size and every context is inverse-warped
+contexts, while temporal order at least gave the forward component the right sign per context); each
+scale is upsampled to the input size and every context is inverse-warped
 into the target; per pixel the photometric error gamma (1 - SSIM) / 2 + (1 - gamma) |I_t - I_hat| is
 minimised over the contexts (occlusions), and pixels whose best *unwarped* error is already lower are
 auto-masked (static scenes, objects moving with the camera); edge-aware smoothness of the mean-normalised
