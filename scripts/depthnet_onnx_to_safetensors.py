@@ -139,8 +139,10 @@ def main(argv=None) -> int:
 
     # pass 1: BatchNorms as "add b'" (eval mode): the exported function; record the statistics of W' x
     for conv, bn, b in folded:
-        bn.running_mean.zero_(); bn.running_var.fill_(1.0 - bn.eps)
-        bn.weight.data.fill_(1.0); bn.bias.data = b.clone()
+        bn.running_mean.zero_()
+        bn.running_var.fill_(1.0 - bn.eps)
+        bn.weight.data.fill_(1.0)
+        bn.bias.data = b.clone()
     stats = {}
     def rec(conv):
         def hook(mod, inputs, out):
@@ -156,8 +158,10 @@ def main(argv=None) -> int:
         h.remove()
     for conv, bn, b in folded:
         m, v = stats[id(conv)]
-        bn.running_mean.copy_(m.float()); bn.running_var.copy_(v.float())
-        bn.weight.data = torch.sqrt(v + bn.eps).float(); bn.bias.data = (b.double() + m).float()
+        bn.running_mean.copy_(m.float())
+        bn.running_var.copy_(v.float())
+        bn.weight.data = torch.sqrt(v + bn.eps).float()
+        bn.bias.data = (b.double() + m).float()
 
     import onnxruntime as ort
     sess = ort.InferenceSession(args.onnx, providers=["CPUExecutionProvider"])
@@ -167,7 +171,9 @@ def main(argv=None) -> int:
         net.train()
         tr = net({"image": x})["inv_depth"].numpy()
         net.eval()
-    rel = lambda a: float(np.max(np.abs(a - ort_out) / np.abs(ort_out)))
+    def rel(a):
+        return float(np.max(np.abs(a - ort_out) / np.abs(ort_out)))
+
     print(f"calibration images: {len(images)}; max relative inverse-depth difference to ONNX Runtime: "
           f"eval mode {rel(ev):.2e}, training mode (batch statistics of all {len(images)}) {rel(tr):.2e}, "
           f"before calibration {rel(ref.numpy()):.2e}")
