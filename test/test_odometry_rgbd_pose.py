@@ -86,3 +86,50 @@ def test_keypoints_on_a_depth_step_get_no_3d_point():
         np.testing.assert_allclose(points[valid, 2], depth[uv[valid, 1].astype(int), uv[valid, 0].astype(int)])
     np.testing.assert_array_equal(lifted[0.1], [True, True, False, False, False, True])
     assert lifted[0.0].all()
+
+
+def test_with_depth_the_pose_most_matches_agree_with_in_2d_and_3d_wins():
+    """35 matches right in 2D and 3D; 45 that a wrong pose (20 cm sideways) explains in 2D but whose frame
+    depths disagree with it. RANSAC-PnP takes the 45; their 3D disagreement leaves that pose no support,
+    and the 3D-3D hypothesis (from the frame's depth) recovers the true pose with the 35."""
+    from kp_vo.features import create_extractor
+    from kp_vo.odometry.tracker import OdometryConfig, VisualOdometry
+
+    rng = np.random.default_rng(4)
+    T_true = make_pose(np.eye(3), [0.0, 0.0, 0.0])
+    T_wrong = make_pose(np.eye(3), [0.2, 0.0, 0.0])
+    # Frame pixels on a grid (distinct depth pixels), depths 1.5-3 m.
+    grid = np.stack(np.meshgrid(np.arange(40, 600, 14.0), np.arange(40, 440, 14.0)), -1).reshape(-1, 2)
+    q = grid[rng.choice(len(grid), 80, replace=False)]
+    z = rng.uniform(1.5, 3.0, 80)
+    rays = np.column_stack([(q - K[:2, 2]) / [K[0, 0], K[1, 1]], np.ones(80)])
+    points_cam = rays * z[:, None]
+    P = transform(T_true, points_cam)
+    # The 45 outliers: world points placed so that T_wrong projects them onto their pixels.
+    P[35:] = transform(T_wrong, rays[35:] * rng.uniform(1.5, 3.0, 45)[:, None])
+    depth = np.zeros((480, 640), np.float32)
+    depth[q[:, 1].astype(int), q[:, 0].astype(int)] = z
+    vo = VisualOdometry(OdometryConfig(depth_source="sensor"), create_extractor("orb"))
+    hypotheses = list(vo._hypotheses(P, q, K, T_wrong, depth))
+    assert len(hypotheses) == 2
+    (T_pnp, support_pnp), (T_3d, support_3d) = hypotheses
+    assert np.abs(T_pnp[:3, 3] - T_wrong[:3, 3]).max() < 0.02 and support_pnp < 5
+    assert np.abs(T_3d - T_true).max() < 0.01 and support_3d >= 33
+
+
+def test_a_depth_frame_needs_min_support_with_depth_agreeing_matches():
+    """On the textured room every frame's own pose has hundreds of agreeing matches; asking for more than
+    any frame has sends every frame to the localization against the window's keyframes instead."""
+    from kp_vo.datasets import SyntheticSequence
+    from kp_vo.features import create_extractor
+    from kp_vo.odometry.tracker import OdometryConfig, VisualOdometry
+
+    frames = list(SyntheticSequence("room", num_frames=6, width=320, height=240, seed=1))
+    placed = {}
+    for need in (30, 100000):
+        vo = VisualOdometry(OdometryConfig(depth_source="sensor", min_support_with_depth=need),
+                            create_extractor("orb", max_keypoints=1000))
+        results = [vo.process(f) for f in frames]
+        assert all(r.state.value == "tracking" for r in results)
+        placed[need] = sum("placed against the window" in r.message for r in results)
+    assert placed == {30: 0, 100000: 5}

@@ -96,11 +96,40 @@ def refine_pose_procrustes(T_c_t: np.ndarray, points_t: np.ndarray, uv_c: np.nda
     return procrustes(P_t[ok], P_c)
 
 
-def _sample_ok(P: np.ndarray) -> bool:
-    """True if three points span a triangle that is not degenerate."""
-    area2 = np.linalg.norm(np.cross(P[1] - P[0], P[2] - P[0]))
-    scale2 = max(np.sum((P[1] - P[0]) ** 2), np.sum((P[2] - P[0]) ** 2), 1e-300)
-    return bool(area2 > 1e-6 * scale2)
+# Minimal samples drawn, solved and scored together per round of the RANSAC loop (adaptive stopping is
+# checked between rounds).
+_BATCH = 64
+
+
+def _nondegenerate(P: np.ndarray) -> np.ndarray:
+    """(K,) bool: which triangles P (K, 3, 3) are not degenerate (area not negligible against their sides)."""
+    e1, e2 = P[:, 1] - P[:, 0], P[:, 2] - P[:, 0]
+    area2 = np.linalg.norm(np.cross(e1, e2), axis=1)
+    scale2 = np.maximum(np.maximum((e1 * e1).sum(axis=1), (e2 * e2).sum(axis=1)), 1e-300)
+    return area2 > 1e-6 * scale2
+
+
+def _procrustes_many(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rigid fits dst ~= R src + t of K point sets src, dst (K, M, 3), equally weighted: R (K, 3, 3) with
+    det +1 and t (K, 3) (the batched form of :func:`weighted_procrustes`)."""
+    mu_s, mu_d = src.mean(axis=1), dst.mean(axis=1)
+    S = np.einsum("kmi,kmj->kij", dst - mu_d[:, None], src - mu_s[:, None])
+    U, _, Vt = np.linalg.svd(S)
+    d = np.where(np.linalg.det(U) * np.linalg.det(Vt) >= 0, 1.0, -1.0)
+    R = (U * np.stack([np.ones_like(d), np.ones_like(d), d], axis=1)[:, None, :]) @ Vt
+    return R, mu_d - np.einsum("kij,kj->ki", R, mu_s)
+
+
+def _distinct_triples(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+    """(k, 3) int: k samples of 3 distinct indices below n (n >= 3), each uniform over the 3-subsets."""
+    first = rng.integers(0, n, k)
+    second = rng.integers(0, n - 1, k)
+    second += second >= first
+    third = rng.integers(0, n - 2, k)
+    low, high = np.minimum(first, second), np.maximum(first, second)
+    third += third >= low
+    third += third >= high
+    return np.stack([first, second, third], axis=1)
 
 
 def ransac_procrustes(src: np.ndarray, dst: np.ndarray, threshold_m: float | np.ndarray, iterations: int = 200,
@@ -141,17 +170,21 @@ def ransac_procrustes(src: np.ndarray, dst: np.ndarray, threshold_m: float | np.
     best_mask = np.zeros(len(S), dtype=bool)
     best_count = 0
     needed = iterations
-    it = 0
-    while it < min(iterations, needed):
-        it += 1
-        idx = rng.choice(len(S), 3, replace=False)
-        if not (_sample_ok(S[idx]) and _sample_ok(D[idx])):
+    drawn = 0
+    while drawn < min(iterations, needed):
+        k = min(_BATCH, min(iterations, needed) - drawn)
+        drawn += k
+        idx = _distinct_triples(rng, len(S), k)
+        ok = _nondegenerate(S[idx]) & _nondegenerate(D[idx])
+        if not ok.any():
             continue
-        mask = inliers_of(procrustes(S[idx], D[idx]))
-        count = int(mask.sum())
-        if count > best_count:
-            best_count, best_mask = count, mask
-            needed = needed_iterations(count / len(S), 3, confidence, iterations)
+        R, t = _procrustes_many(S[idx[ok]], D[idx[ok]])
+        masks = (((S @ R.transpose(0, 2, 1)) + t[:, None, :] - D) ** 2).sum(axis=2) < th2   # (K', N)
+        counts = masks.sum(axis=1)
+        top = int(np.argmax(counts))                       # the first of the best, as drawn
+        if counts[top] > best_count:
+            best_count, best_mask = int(counts[top]), masks[top]
+            needed = needed_iterations(best_count / len(S), 3, confidence, iterations)
     if best_count < max(3, min_inliers):
         return fail
     # Refit on the inliers, re-classify, refit once more.
