@@ -355,3 +355,26 @@ def test_a_pose_whose_refined_inliers_fall_below_min_inliers_is_not_trusted():
     solution = vo._solve_pose(features, frame.camera.K, T_pred, frame.camera)
     assert solution is not None and 13 <= len(solution.point_ids) < 15
     assert not np.isin(moved, solution.keypoints).any()
+
+
+def test_a_depth_image_extractor_is_fed_the_frames_depth():
+    """Extractors with input_kind "depth" (ViewSynth) get Frame.depth, as the relocalizer gives them; a frame
+    without depth is refused in one line."""
+    orb = create_extractor("orb", max_keypoints=500)
+    seen = []
+
+    class DepthFeatures:
+        name, metric, input_kind = "depth_orb", "hamming", "depth"
+
+        def extract(self, depth):
+            seen.append(depth)
+            return orb.extract(np.clip(depth * 60.0, 0, 255).astype(np.uint8))
+
+    sequence = SyntheticSequence("room", num_frames=3, width=320, height=240, seed=1)
+    vo = VisualOdometry(OdometryConfig(depth_source="sensor"), DepthFeatures())
+    frames = list(sequence)
+    vo.process(frames[0])
+    assert seen[0] is frames[0].depth
+    no_depth = Frame(frames[1].index, frames[1].stamp_ns, frames[1].image, frames[1].camera, depth=None)
+    with pytest.raises(InvalidInputError, match="works on depth images"):
+        vo.process(no_depth)

@@ -45,7 +45,7 @@ import numpy as np
 
 from kp_vo.config import ConfigError
 from kp_vo.errors import InvalidInputError
-from kp_vo.features.base import DepthEstimator, Extractor, Features
+from kp_vo.features.base import DepthEstimator, Extractor, Features, extract_frame
 from kp_vo.geometry.bundle_adjustment import bundle_adjust
 from kp_vo.geometry.camera import lift_keypoints, project
 from kp_vo.geometry.depth_edges import depth_edge_mask, kinect_depth_sigma
@@ -275,7 +275,7 @@ class VisualOdometry:
 
     def _process(self, frame: Frame) -> TrackingResult:
         t0 = time.perf_counter()
-        features = self.extractor.extract(frame.image)
+        features = extract_frame(self.extractor, frame)
         timings = {"extract": time.perf_counter() - t0}
         self._descriptor_width = features.descriptors.shape[1]
         t = time.perf_counter()
