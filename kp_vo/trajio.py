@@ -154,7 +154,7 @@ def _format_stamp(ns: int) -> str:
     return f"{sign}{sec}.{frac:09d}"
 
 
-def _parse_stamp(text: str) -> int:
+def parse_stamp(text: str) -> int:
     """Seconds (any decimal / scientific notation) -> nearest integer nanoseconds, exactly."""
     value = Decimal(text) * 1_000_000_000
     if not value.is_finite():
@@ -218,7 +218,7 @@ def read_tum_trajectory(path: str | os.PathLike, increasing: bool = True) -> tup
         if len(fields) != 8:
             raise DatasetError(f"{path}:{lineno}: expected 8 values 'timestamp tx ty tz qx qy qz qw', got {len(fields)}")
         try:
-            ns = _parse_stamp(fields[0])
+            ns = parse_stamp(fields[0])
             values = np.array([float(v) for v in fields[1:]])
         except (ValueError, InvalidOperation):
             raise DatasetError(f"{path}:{lineno}: not a number in {line.strip()!r}") from None

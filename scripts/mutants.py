@@ -226,8 +226,9 @@ MUTANTS: list[Mutant] = [
       "best = np.where(np.abs(reference[left] - query) < np.abs(reference[right] - query), left, right)", TUM,
       "guarded: a query exactly halfway takes the earlier stamp (test_datasets_tum)"),
     M("tum-stamps-floor", "kp_vo/datasets/tum.py",
-      "np.round(rgb_t * 1e9).astype(np.int64)", "np.floor(rgb_t * 1e9).astype(np.int64)", TUM,
-      "guarded: 0.261327 s is 261326999.99999997 ns in float64 (test_datasets_tum); equivalent for stamps >= 2^53 ns"),
+      "self._set_frames(rgb_ns, poses, start, stride, max_frames)",
+      "self._set_frames(np.round(rgb_t * 1e9).astype(np.int64), poses, start, stride, max_frames)", TUM,
+      "stamps through float64 seconds: 1341841278.842683 s becomes ...683136 ns (test_datasets_tum)"),
     M("tum-rgb-not-converted", "kp_vo/datasets/base.py",
       "image = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2RGB)", "image = image[:, :, :3].copy()", TUM),
     # --- chosen afresh, after the ones above were guarded (measure the suite on bugs it was not fitted to) --

@@ -133,6 +133,13 @@ def test_stamps_are_the_listed_seconds_rounded_to_the_nanosecond(tmp_path):
     np.testing.assert_array_equal(TumRgbd(root).stamps_ns(), [261_327_000, 522_654_000])
 
 
+def test_unix_time_stamps_are_exact_to_the_nanosecond(tmp_path):
+    """1341841278.842683 s (a TUM fr3 stamp) is 1341841278842683136 ns through float64 seconds; the frame's
+    stamp is the decimal value."""
+    root = _write_tum(tmp_path / "fr3_unix", gt=False, rgb_t=[1341841278.842683], depth_t=[1341841278.842683])
+    assert TumRgbd(root).stamps_ns().tolist() == [1_341_841_278_842_683_000]
+
+
 def test_bad_folders(tmp_path):
     with pytest.raises(DatasetError, match="no rgb.txt"):
         TumRgbd(tmp_path)
@@ -186,8 +193,8 @@ def test_real_cabinet_frames_intrinsics_and_depth_scale(cabinet):
 
 def test_real_cabinet_timestamps_and_association(cabinet):
     """Each frame pairs the rgb and depth files of the same stamp (the lists share stamps), in time
-    order, and its stamp is the rgb.txt stamp to within 1 us (the loader goes through float64 seconds,
-    which holds ~0.24 us at 1.3e9 s)."""
+    order, and its stamp is exactly the rgb.txt stamp in nanoseconds (float64 seconds hold only ~0.24 us
+    at 1.3e9 s, so the loader parses the decimal text)."""
     seq = TumRgbd(cabinet)
     rgb = _decimal_stamps(cabinet / "rgb.txt")
     depth = dict(_decimal_stamps(cabinet / "depth.txt"))
@@ -197,7 +204,7 @@ def test_real_cabinet_timestamps_and_association(cabinet):
     for k, (t, name) in enumerate(rgb):
         frame = seq[k]
         assert frame.stamp_ns == stamps[k]
-        assert abs(frame.stamp_ns - int(t * 10**9)) < 1000, (k, frame.stamp_ns, t)
+        assert frame.stamp_ns == int(t * 10**9), (k, frame.stamp_ns, t)
         assert Path(frame.meta["path"]) == cabinet / name
         assert Path(frame.meta["depth_path"]) == cabinet / depth[t]
     # ~0.67 s apart (every ~20th frame at 30 Hz): a 0.7057 s gap is the longest.

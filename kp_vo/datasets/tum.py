@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+from decimal import InvalidOperation
 from pathlib import Path
 
 import cv2
@@ -28,7 +29,7 @@ from scipy.spatial.transform import Rotation, Slerp
 
 from kp_vo.datasets.base import IndexedSequence, read_depth_png, read_image_u8
 from kp_vo.errors import DatasetError
-from kp_vo.trajio import read_tum_trajectory, stamps_to_seconds
+from kp_vo.trajio import parse_stamp, read_tum_trajectory, stamps_to_seconds
 from kp_vo.types import CameraIntrinsics
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,8 @@ def tum_intrinsics_key(folder_name: str) -> str:
 
 
 def read_tum_list(path: str | Path) -> tuple[np.ndarray, list[str]]:
-    """(N,) float64 seconds and N filenames from an rgb.txt / depth.txt file."""
+    """(N,) int64 stamps (nanoseconds, exactly the decimal seconds written) and N filenames from an rgb.txt /
+    depth.txt file."""
     path = Path(path)
     stamps, names = [], []
     try:
@@ -62,13 +64,13 @@ def read_tum_list(path: str | Path) -> tuple[np.ndarray, list[str]]:
             continue
         parts = line.split()
         try:
-            stamps.append(float(parts[0]))
-        except ValueError:
+            stamps.append(parse_stamp(parts[0]))
+        except (ValueError, InvalidOperation):
             raise DatasetError(f"{path}:{lineno}: expected 'timestamp filename', got {line[:60]!r}") from None
         if len(parts) < 2:
             raise DatasetError(f"{path}:{lineno}: missing filename")
         names.append(parts[1].replace("\\", "/"))
-    return np.array(stamps, np.float64), names
+    return np.array(stamps, np.int64), names
 
 
 def associate_nearest(query: np.ndarray, reference: np.ndarray, max_diff: float) -> np.ndarray:
@@ -145,18 +147,19 @@ class TumRgbd(IndexedSequence):
         self.root = root
         self.name = f"{self.name_prefix}_{root.name}"
         self.depth_scale = float(depth_scale)
-        rgb_t, rgb_names = read_tum_list(root / "rgb.txt")
-        order = np.argsort(rgb_t, kind="stable")
-        rgb_t, rgb_names = rgb_t[order], [rgb_names[i] for i in order]
+        rgb_ns, rgb_names = read_tum_list(root / "rgb.txt")
+        order = np.argsort(rgb_ns, kind="stable")
+        rgb_ns, rgb_names = rgb_ns[order], [rgb_names[i] for i in order]
+        rgb_t = stamps_to_seconds(rgb_ns)
         if len(rgb_t) == 0:
             raise DatasetError(f"{root / 'rgb.txt'}: no images listed")
 
         self.has_depth = (root / "depth.txt").is_file()
         depth_names: list[str | None] = [None] * len(rgb_t)
         if self.has_depth:
-            d_t, d_names = read_tum_list(root / "depth.txt")
-            d_order = np.argsort(d_t, kind="stable")
-            d_t, d_names = d_t[d_order], [d_names[i] for i in d_order]
+            d_ns, d_names = read_tum_list(root / "depth.txt")
+            d_order = np.argsort(d_ns, kind="stable")
+            d_t, d_names = stamps_to_seconds(d_ns[d_order]), [d_names[i] for i in d_order]
             match = associate_nearest(rgb_t, d_t, max_time_diff)
             keep = match >= 0
             if not keep.any():
@@ -164,7 +167,7 @@ class TumRgbd(IndexedSequence):
             if not keep.all():
                 logger.warning("%s: %d of %d rgb images have no depth within %.3f s; dropped",
                                root, int((~keep).sum()), len(keep), max_time_diff)
-            rgb_t = rgb_t[keep]
+            rgb_t, rgb_ns = rgb_t[keep], rgb_ns[keep]
             rgb_names = [n for n, k in zip(rgb_names, keep) if k]
             depth_names = [d_names[j] for j in match[keep]]
         self._rgb_paths = [root / n for n in rgb_names]
@@ -187,7 +190,7 @@ class TumRgbd(IndexedSequence):
             missing = int(np.isnan(poses[:, 0, 0]).sum())
             if missing:
                 logger.warning("%s: %d frames have no ground truth (NaN poses)", root, missing)
-        self._set_frames(np.round(rgb_t * 1e9).astype(np.int64), poses, start, stride, max_frames)
+        self._set_frames(rgb_ns, poses, start, stride, max_frames)
         logger.info("%s %s: %d frames, intrinsics %s, depth=%s", type(self).__name__, root.name, len(self), key,
                     self.has_depth)
 
