@@ -164,8 +164,14 @@ def ransac_procrustes(src: np.ndarray, dst: np.ndarray, threshold_m: float | np.
     S, D, W = src[finite], dst[finite], w[finite]
     th2 = threshold[finite] ** 2
 
-    def inliers_of(T: np.ndarray) -> np.ndarray:
-        return np.sum((transform(T, S) - D) ** 2, axis=1) < th2
+    def inliers_of(R: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """(K, N) inlier masks of K rigid transforms R (K, 3, 3), t (K, 3)."""
+        return (((S @ R.transpose(0, 2, 1)) + t[:, None, :] - D) ** 2).sum(axis=2) < th2
+
+    def refit(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The weighted fit on ``mask`` and its inlier mask (N,)."""
+        T = weighted_procrustes(S[mask], D[mask], W[mask])[0]
+        return T, inliers_of(T[None, :3, :3], T[None, :3, 3])[0]
 
     best_mask = np.zeros(len(S), dtype=bool)
     best_count = 0
@@ -179,7 +185,7 @@ def ransac_procrustes(src: np.ndarray, dst: np.ndarray, threshold_m: float | np.
         if not ok.any():
             continue
         R, t = _procrustes_many(S[idx[ok]], D[idx[ok]])
-        masks = (((S @ R.transpose(0, 2, 1)) + t[:, None, :] - D) ** 2).sum(axis=2) < th2   # (K', N)
+        masks = inliers_of(R, t)
         counts = masks.sum(axis=1)
         top = int(np.argmax(counts))                       # the first of the best, as drawn
         if counts[top] > best_count:
@@ -188,11 +194,9 @@ def ransac_procrustes(src: np.ndarray, dst: np.ndarray, threshold_m: float | np.
     if best_count < max(3, min_inliers):
         return fail
     # Refit on the inliers, re-classify, refit once more.
-    T = weighted_procrustes(S[best_mask], D[best_mask], W[best_mask])[0]
-    mask = inliers_of(T)
+    T, mask = refit(best_mask)
     if mask.sum() >= 3:
-        T = weighted_procrustes(S[mask], D[mask], W[mask])[0]
-        mask = inliers_of(T)
+        T, mask = refit(mask)
     if mask.sum() < max(3, min_inliers):
         return fail
     inliers = np.zeros(n, dtype=bool)

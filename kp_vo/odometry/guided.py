@@ -64,16 +64,16 @@ class GuidedMatcher:
         ``radius_px`` of its predicted pixel (see :func:`select_guided_matches`)."""
         rows = np.arange(len(self._window)) if rows is None else rows
         uv_rows = self._predict(T_world_cam, rows)
+        uv = np.full((len(self._window), 2), np.nan)
+        uv[rows] = uv_rows
         shift = self._reusable_shift(uv_rows, rows, radius_px)
         reused = np.isfinite(shift)
         fresh = np.flatnonzero(~reused & np.isfinite(uv_rows[:, 0]))
-        search = self._search(rows[fresh], uv_rows[fresh], radius_px)
+        search = self._search(rows[fresh], uv_rows[fresh], radius_px, uv)
         pair_rows, pair_keypoints, pair_d = search.rows, search.keypoints, search.distances
         if reused.any():
             shift_full = np.full(len(self._window), np.nan)
             shift_full[rows[reused]] = shift[reused]
-            uv = np.full((len(self._window), 2), np.nan)
-            uv[rows] = uv_rows
             kept_rows, kept_keypoints, kept_d = self._filter_previous(shift_full, uv, radius_px)
             pair_rows = np.concatenate([pair_rows, kept_rows])
             pair_keypoints = np.concatenate([pair_keypoints, kept_keypoints])
@@ -101,10 +101,9 @@ class GuidedMatcher:
             inside = shift + radius_px <= previous.radius * (1.0 - _CONTAINMENT_MARGIN)
         return np.where(inside, shift, np.nan)
 
-    def _search(self, rows: np.ndarray, uv_rows: np.ndarray, radius_px: float) -> _Search:
-        """Search of the keypoints within radius_px of the finite predictions uv_rows (R, 2) of ``rows``."""
-        uv = np.full((len(self._window), 2), np.nan)
-        uv[rows] = uv_rows
+    def _search(self, rows: np.ndarray, uv_rows: np.ndarray, radius_px: float, uv: np.ndarray) -> _Search:
+        """Search of the keypoints within radius_px of the finite predictions uv_rows (R, 2) of ``rows``;
+        uv (W, 2): this search's predictions over all window rows, kept with its pairs."""
         if len(rows) == 0 or self._tree is None:
             empty = np.zeros(0, np.int64)
             return _Search(uv, float(radius_px), empty, empty, np.zeros(0), np.zeros(0, np.float32))

@@ -502,11 +502,9 @@ class VisualOdometry:
         """Camera points (M, 3) of pixels q (M, 2) from sensor depth (NaN rows where it is invalid or outside
         [min_depth_m, max_depth_m]) and each one's 3D tolerance (M,) metres, depth_tolerance_m + 3 sigma_z."""
         cfg = self.config
-        points_cam, valid = lift_keypoints(q, depth, K)
-        z = points_cam[:, 2]
-        valid &= (z >= cfg.min_depth_m) & (z <= cfg.max_depth_m)
+        points_cam, valid = self._lift_in_range(q, depth, K)
         points_cam[~valid] = np.nan
-        sigma = kinect_depth_sigma(np.where(valid, z, np.nan), cfg.depth_noise_per_m2)
+        sigma = kinect_depth_sigma(points_cam[:, 2], cfg.depth_noise_per_m2)
         tolerance = cfg.depth_tolerance_m + 3.0 * np.where(valid, sigma, 0.0)
         return points_cam, tolerance
 
@@ -772,16 +770,22 @@ class VisualOdometry:
     # -- helpers --------------------------------------------------------------------------
     def _lift(self, features: Features, depth: np.ndarray, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
         """Camera points (N, 3) of the frame's keypoints from keyframe ``depth`` and which are usable (N,):
-        depth within [min_depth_m, max_depth_m] and, for sensor depth, not on a depth edge or next to a hole
+        depth within [min_depth_m, max_depth_m] and, for sensor depth, not on a depth step
         (``depth_edge_ratio``; such a pixel's depth may belong to either side of the step)."""
         cfg = self.config
         uv = features.keypoints.astype(np.float64)
-        points_cam, valid = lift_keypoints(uv, depth, frame.camera.K)
-        z = points_cam[:, 2]
-        valid &= (z >= cfg.min_depth_m) & (z <= cfg.max_depth_m)
+        points_cam, valid = self._lift_in_range(uv, depth, frame.camera.K)
         if cfg.depth_edge_ratio > 0 and self.depth_source.kind_for(frame) == "sensor":
             valid &= ~depth_edge_mask(depth, uv, cfg.depth_edge_window_px, cfg.depth_edge_ratio,
                                       holes_are_edges=False)
+        return points_cam, valid
+
+    def _lift_in_range(self, uv: np.ndarray, depth: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Camera points (N, 3) of pixels uv (N, 2) from ``depth`` and which have a depth (N,) within
+        [min_depth_m, max_depth_m]."""
+        points_cam, valid = lift_keypoints(uv, depth, K)
+        z = points_cam[:, 2]
+        valid &= (z >= self.config.min_depth_m) & (z <= self.config.max_depth_m)
         return points_cam, valid
 
     def _inflated(self) -> np.ndarray:
