@@ -184,21 +184,3 @@ def test_hamming_matching_equals_the_full_matrix_reference_with_ties(ratio):
         np.testing.assert_array_equal(matches, _reference_matches(a, b, "hamming", ratio))
         full = descriptor_distances(a, b, "hamming")
         np.testing.assert_array_equal(dist, full[matches[:, 0], matches[:, 1]])
-
-
-def test_guided_matching_with_a_prebuilt_keypoint_tree_gives_the_same_matches():
-    from scipy.spatial import cKDTree
-
-    rng = np.random.default_rng(3)
-    a = rng.integers(0, 4, (60, 32), dtype=np.uint8)
-    b = rng.integers(0, 4, (80, 32), dtype=np.uint8)
-    uv_a = rng.uniform(0, 50, (60, 2))
-    uv_a[::7] = np.nan
-    uv_b = rng.uniform(0, 50, (80, 2))
-    plain = match_by_projection(a, uv_a, b, uv_b, "hamming", 6.0, 0.9)
-    reused = match_by_projection(a, uv_a, b, uv_b, "hamming", 6.0, 0.9, tree_b=cKDTree(uv_b))
-    assert len(plain[0]) > 5
-    np.testing.assert_array_equal(reused[0], plain[0])
-    np.testing.assert_array_equal(reused[1], plain[1])
-    with pytest.raises(InvalidInputError, match="tree_b"):
-        match_by_projection(a, uv_a, b, uv_b, "hamming", 6.0, tree_b=cKDTree(uv_b[:10]))

@@ -194,15 +194,12 @@ def _nearest_neighbours(a: np.ndarray, b: np.ndarray, metric: str, need_second: 
 
 def match_by_projection(desc_a: np.ndarray, uv_a_pred: np.ndarray, desc_b: np.ndarray, uv_b: np.ndarray,
                         metric: str, radius_px: float, ratio: float | None = None,
-                        max_distance: float | None = None,
-                        tree_b: cKDTree | None = None) -> tuple[np.ndarray, np.ndarray]:
+                        max_distance: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Guided matching: each a is compared only with the b within ``radius_px`` of its predicted pixel.
 
     desc_a (N, D) with predicted pixels uv_a_pred (N, 2) (NaN rows are skipped); desc_b (M, D) at
     uv_b (M, 2). Each a takes its best candidate (optionally passing the ratio test among its own
     candidates and ``max_distance``); then each b keeps only its best a (one-to-one).
-    tree_b: ``cKDTree(uv_b)`` when the caller already has it (several searches in one frame's
-    keypoints); uv_b must then be finite.
     Returns ``matches`` (K, 2) int64 [index_a, index_b] sorted by index_a and ``distances`` (K,) float32.
     """
     a, b = check_descriptors(desc_a, desc_b, metric)
@@ -214,14 +211,11 @@ def match_by_projection(desc_a: np.ndarray, uv_a_pred: np.ndarray, desc_b: np.nd
     if not np.isfinite(radius_px) or radius_px <= 0:
         raise InvalidInputError(f"radius_px must be positive, got {radius_px}")
     rows_a = np.flatnonzero(np.isfinite(uv_a_pred).all(axis=1))
-    rows_b = np.arange(len(b)) if tree_b is not None else np.flatnonzero(np.isfinite(uv_b).all(axis=1))
-    if tree_b is not None and tree_b.n != len(b):
-        raise InvalidInputError(f"tree_b holds {tree_b.n} points for {len(b)} descriptors")
+    rows_b = np.flatnonzero(np.isfinite(uv_b).all(axis=1))
     if len(rows_a) == 0 or len(rows_b) == 0:
         return _empty()
 
-    ia, ib, _ = pairs_within_radius(uv_a_pred[rows_a], tree_b if tree_b is not None else cKDTree(uv_b[rows_b]),
-                                    radius_px)
+    ia, ib, _ = pairs_within_radius(uv_a_pred[rows_a], cKDTree(uv_b[rows_b]), radius_px)
     ia, ib = rows_a[ia], rows_b[ib]
     return select_guided_matches(ia, ib, pair_distances(a, b, ia, ib, metric), ratio, max_distance)
 
