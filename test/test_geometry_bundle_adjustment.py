@@ -122,6 +122,95 @@ def test_jacobians_match_finite_differences():
         np.testing.assert_allclose(Jp[:, :, k], numeric, rtol=1e-4, atol=1e-3)
 
 
+def test_depth_row_jacobian_matches_finite_differences():
+    """The RGB-D residual's third row (whitened depth error), with and without a measured depth."""
+    from kp_vo.geometry.bundle_adjustment import _depth_terms, _linearize
+
+    rng = np.random.default_rng(7)
+    T_cw, points, cam, pt, uv = _scene(rng, num_cams=3, num_points=20)
+    slices = [slice(c * 20, (c + 1) * 20) for c in range(3)]
+    z = np.array([transform(T_cw[c], points[p][None])[0, 2] for c, p in zip(cam, pt)]) + rng.normal(0, 0.05, 60)
+    z[::4] = np.nan                                      # no depth measured: a zero row
+    depth = _depth_terms(z, np.full(60, 0.02), 60)
+    r, Jc, Jp = _linearize(T_cw, points, slices, pt, uv, K, depth)
+    assert r.shape == (60, 3)
+    assert np.all(r[::4, 2] == 0) and np.all(Jc[::4, 2] == 0) and np.all(Jp[::4, 2] == 0)
+    eps = 1e-6
+    for k in range(6):
+        step = np.zeros(6)
+        step[k] = eps
+        T_step = np.stack([se3_exp(step) @ T for T in T_cw])
+        numeric = (_linearize(T_step, points, slices, pt, uv, K, depth)[0] - r) / eps
+        np.testing.assert_allclose(Jc[:, :, k], numeric, rtol=1e-4, atol=1e-3)
+    for k in range(3):
+        P_step = points.copy()
+        P_step[:, k] += eps
+        numeric = (_linearize(T_cw, P_step, slices, pt, uv, K, depth)[0] - r) / eps
+        np.testing.assert_allclose(Jp[:, :, k], numeric, rtol=1e-4, atol=1e-3)
+
+
+def _true_depths(T_cw, points, cam, pt):
+    return np.array([transform(T_cw[c], points[p][None])[0, 2] for c, p in zip(cam, pt)])
+
+
+def test_measured_depth_fixes_scale_with_one_fixed_camera():
+    """Reprojections alone cannot tell a window from its scaled copy when one camera is fixed; with the
+    measured depths the adjustment recovers the true scale, and the clean window exactly."""
+    rng = np.random.default_rng(8)
+    T_cw, points, cam, pt, uv = _scene(rng)
+    fixed = np.array([True, False, False, False, False])
+    T0 = T_cw.copy()
+    T0[1:, :3, 3] *= 1.3                                  # the free cameras and the points 30 % too far
+    P0 = points * 1.3
+    z = _true_depths(T_cw, points, cam, pt)
+    sigma = np.full(len(z), 0.01)
+    T, P, residual = bundle_adjust(T0, P0, cam, pt, uv, K, fixed, max_iterations=30, obs_depth=z,
+                                   obs_depth_sigma=sigma)
+    assert residual.max() < 1e-4
+    np.testing.assert_allclose(T, T_cw, atol=1e-6)
+    np.testing.assert_allclose(P, points, atol=1e-5)
+    T_mono, _, r_mono = bundle_adjust(T0, P0, cam, pt, uv, K, fixed, max_iterations=30)
+    assert r_mono.max() < 1e-3                          # the scaled copy reprojects all but perfectly ...
+    assert T_mono[4, 0, 3] / T_cw[4, 0, 3] > 1.25      # ... so without depth it stays about 30 % too far
+
+
+def test_depth_outliers_are_limited_and_reported_in_the_residuals():
+    """A wrong depth on a few observations (a keypoint on a depth edge) barely moves the window, and those
+    observations stand out in the returned residuals (the tracker drops them); a depth error of one sigma
+    counts as one pixel."""
+    rng = np.random.default_rng(9)
+    T_cw, points, cam, pt, uv = _scene(rng)
+    fixed = np.array([True, False, False, False, False])
+    z = _true_depths(T_cw, points, cam, pt)
+    bad = rng.random(len(z)) < 0.05
+    z[bad] += rng.choice([-1.5, 1.5], bad.sum())
+    sigma = np.full(len(z), 0.02)
+    T0, P0 = _perturbed(rng, T_cw, points, fixed)
+    T, P, residual = bundle_adjust(T0, P0, cam, pt, uv, K, fixed, huber_px=2.0, max_iterations=30, obs_depth=z,
+                                   obs_depth_sigma=sigma)
+    centre_err = [np.linalg.norm(invert(a)[:3, 3] - invert(b)[:3, 3]) for a, b in zip(T, T_cw)]
+    assert max(centre_err) < 0.02
+    assert np.median(residual[bad]) > 30 and np.median(residual[~bad]) < 2.0
+    _, _, one_sigma = bundle_adjust(T_cw, points, cam, pt, uv, K, np.ones(5, bool), max_iterations=0,
+                                    obs_depth=_true_depths(T_cw, points, cam, pt) + 0.02, obs_depth_sigma=sigma)
+    np.testing.assert_allclose(one_sigma, 1.0, atol=1e-6)
+
+
+def test_bad_depth_arguments_raise():
+    rng = np.random.default_rng(10)
+    T_cw, points, cam, pt, uv = _scene(rng, num_cams=2, num_points=10)
+    fixed = np.array([True, False])
+    z = _true_depths(T_cw, points, cam, pt)
+    for depth, sigma in [(z, None), (None, np.ones(20)), (z[:5], np.ones(20)), (z, np.zeros(20)),
+                         (z, np.full(20, np.nan))]:
+        with pytest.raises(InvalidInputError):
+            bundle_adjust(T_cw, points, cam, pt, uv, K, fixed, obs_depth=depth, obs_depth_sigma=sigma)
+    z[:3] = np.nan                                     # no depth: its sigma is not looked at
+    sigma = np.ones(20)
+    sigma[:3] = np.nan
+    bundle_adjust(T_cw, points, cam, pt, uv, K, fixed, obs_depth=z, obs_depth_sigma=sigma)
+
+
 def test_huber_weights_and_cost_known_answers():
     from kp_vo.geometry.robust import huber_cost, huber_weights
 

@@ -133,3 +133,80 @@ def test_a_depth_frame_needs_min_support_with_depth_agreeing_matches():
         assert all(r.state.value == "tracking" for r in results)
         placed[need] = sum("placed against the window" in r.message for r in results)
     assert placed == {30: 0, 100000: 5}
+
+
+def _window_adjustments(monkeypatch, frames, **config):
+    """Track ``frames`` and return the (args, kwargs) of every window bundle adjustment the tracker ran."""
+    import kp_vo.odometry.tracker as tracker
+    from kp_vo.features import create_extractor
+
+    calls = []
+    original = tracker.bundle_adjust
+
+    def recording(*args, **kwargs):
+        calls.append((args, kwargs))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tracker, "bundle_adjust", recording)
+    vo = tracker.VisualOdometry(tracker.OdometryConfig(async_mapping=False, **config),
+                                create_extractor("orb", max_keypoints=1000))
+    for frame in frames:
+        vo.process(frame)
+    vo.flush()
+    return calls
+
+
+def test_window_bundle_adjustment_weighs_each_observations_sensor_depth(monkeypatch):
+    """With sensor depth the window's bundle adjustment gets, per observation, the depth its keyframe measured
+    at that keypoint (NaN in a depth hole) and sigma = depth_tolerance_m / 3 + 1.425e-3 z^2; the rendered
+    depth is exact, so a measured depth is the observed point's depth in that keyframe, up to the tracking
+    error and the depth pixel a sub-pixel keypoint reads."""
+    from kp_vo.datasets import SyntheticSequence
+
+    frames = list(SyntheticSequence("room", num_frames=24, width=320, height=240, seed=1))
+    for frame in frames:
+        frame.depth = frame.depth.copy()
+        frame.depth[40:120, 200:280] = 0.0                # a hole: the sensor saw nothing there
+    calls = _window_adjustments(monkeypatch, frames, depth_source="sensor", keyframe_max_interval=3)
+    assert calls
+    (T_cw, points, obs_cam, obs_point, obs_uv, *_), kwargs = calls[-1]
+    z, sigma = kwargs["obs_depth"], kwargs["obs_depth_sigma"]
+    assert z.shape == sigma.shape == obs_cam.shape
+    has = np.isfinite(z)
+    assert 0.5 < has.mean() < 1.0                         # most observations measured, some fell in the hole
+    in_hole = (obs_uv[:, 0] >= 199.5) & (obs_uv[:, 0] < 279.5) & (obs_uv[:, 1] >= 39.5) & (obs_uv[:, 1] < 119.5)
+    assert not has[in_hole & (np.abs(obs_uv[:, 0] - 240) < 35) & (np.abs(obs_uv[:, 1] - 80) < 35)].any()
+    point_depth = np.array([transform(T_cw[c], points[p][None])[0, 2] for c, p in zip(obs_cam, obs_point)])
+    error = np.abs(z[has] - point_depth[has])
+    assert np.median(error) < 0.002 and np.percentile(error, 95) < 0.02
+    np.testing.assert_allclose(sigma[has], 0.02 / 3 + 1.425e-3 * z[has] ** 2)
+
+
+def test_window_bundle_adjustment_without_sensor_depth_has_no_depth_terms(monkeypatch):
+    """Network depth is only a prior on the scale: its keyframes' bundle adjustment uses reprojections alone."""
+    from kp_vo.datasets import SyntheticSequence
+
+    frames = list(SyntheticSequence("room", num_frames=16, width=320, height=240, seed=1))
+
+    class RenderedDepth:
+        name = "rendered"
+
+        def __init__(self):
+            self.by_image = {f.image.tobytes(): f.depth for f in frames}
+
+        def estimate(self, image):
+            return self.by_image[image.tobytes()]
+
+    import kp_vo.odometry.tracker as tracker
+    from kp_vo.features import create_extractor
+
+    calls = []
+    original = tracker.bundle_adjust
+    monkeypatch.setattr(tracker, "bundle_adjust", lambda *a, **k: calls.append(k) or original(*a, **k))
+    vo = tracker.VisualOdometry(tracker.OdometryConfig(async_mapping=False, depth_source="network",
+                                                       keyframe_max_interval=3),
+                                create_extractor("orb", max_keypoints=1000), depth_estimator=RenderedDepth())
+    for frame in frames:
+        vo.process(frame)
+    vo.flush()
+    assert calls and all(k["obs_depth"] is None and k["obs_depth_sigma"] is None for k in calls)

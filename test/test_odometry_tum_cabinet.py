@@ -1,6 +1,7 @@
 """RGB-D odometry on the real TUM fr3 cabinet frames (0.67 s apart, little texture): a pose is trusted only when
 enough matches agree in 2D and in 3D (PnP and 3D-3D hypotheses), and a frame the tracker cannot place is
-localized against the window's keyframes through the relocalizer (3D-3D with its depth)."""
+localized against the window's keyframes through the relocalizer (3D-3D with its depth); the window's bundle
+adjustment weighs each keyframe's measured depth."""
 
 import numpy as np
 import pytest
@@ -33,15 +34,16 @@ def _track(frames, extractor=None, **config):
 
 
 def test_frames_the_prior_cannot_place_are_localized_against_the_window(frames):
-    """All 58 frames tracked, ATE 0.056 m (SE(3)-aligned); without the window localization 2 frames are tracked.
-    Without the 3D agreement in the support of a pose the ATE is 0.106 m. (On this sequence the 3D-3D
-    hypothesis and min_support_with_depth change the ATE by less than its spread: 0.052 / 0.051 m without
-    them; test_odometry_rgbd_pose.py checks them on known answers.) The bounds leave room for small
-    changes (30 % on the ATE), not for losing a mechanism."""
+    """The issue's bar (>= 90 % of the frames tracked, ATE <= 5 cm) with ORB: 57 of 58 frames tracked, ATE
+    0.042 m over the tracked frames (SE(3)-aligned), 21 of them placed against the window; without the window
+    localization 2 frames are tracked. Without the sensor depth in the window's bundle adjustment
+    (bundle_adjustment=False) the ATE is 0.056 m, without the 3D agreement in the support of a pose 0.106 m.
+    (The 3D-3D hypothesis and min_support_with_depth move the ATE by less than its spread;
+    test_odometry_rgbd_pose.py checks them on known answers.)"""
     results, tracked, ate = _track(frames)
     assert sum("placed against the window" in r.message for r in results) >= 10
     assert tracked.mean() >= 0.9, tracked.sum()
-    assert ate < 0.075, ate
+    assert ate <= 0.05, ate
 
 
 def test_without_relocalization_the_cabinet_is_lost(frames):
@@ -51,8 +53,8 @@ def test_without_relocalization_the_cabinet_is_lost(frames):
 
 def test_the_shipped_keypointnet_tracks_every_frame_within_5_cm(frames):
     """The issue's bar (>= 90 % of the frames tracked, ATE <= 5 cm) with the shipped KeypointNet (ONNX Runtime,
-    CPU): 58 of 58 frames, ATE 0.022 m over 8.3 m. With the tracker's PnP-only poses it tracked every frame
-    too, at ATE 0.105 m."""
+    CPU): 58 of 58 frames, ATE 0.026 m over 8.3 m (0.022 m without the window's bundle adjustment). With the
+    tracker's PnP-only poses it tracked every frame too, at ATE 0.105 m."""
     from kp_vo.pipeline import ExtractorConfig, build_extractor
 
     _, tracked, ate = _track(frames, build_extractor(ExtractorConfig("keypointnet")))

@@ -323,6 +323,7 @@ class VisualOdometry:
         if valid.sum() < self.config.init_min_points:
             return False
         kf = new_keyframe(frame.index, frame.stamp_ns, self._T_world_cam, features, depth)
+        self._keep_measured_depth(kf, points_cam, valid, frame)
         ids = np.full(len(features), -1, np.int64)
         ids[valid] = self._map.add_points(transform(self._T_world_cam, points_cam[valid]))
         self._add_keyframe(kf, ids)
@@ -540,8 +541,7 @@ class VisualOdometry:
         ids = np.full(len(features), -1, np.int64)
         ids[solution.keypoints] = solution.point_ids
         self._after_keyframe(len(solution.point_ids))   # the job counts the keyframe's points when it is done
-        refine = self.config.bundle_adjustment and self.depth_source.kind_for(frame) != "sensor"
-        return lambda: self._map_keyframe(kf, ids, frame, refine=refine)
+        return lambda: self._map_keyframe(kf, ids, frame, refine=self.config.bundle_adjustment)
 
     def _map_keyframe(self, kf: Keyframe, ids: np.ndarray, frame: Frame, refine: bool) -> None:
         """Local mapping of a new keyframe observing point ``ids`` (N,) (-1: none) (runs in the mapping
@@ -552,6 +552,7 @@ class VisualOdometry:
         K = frame.camera.K
         if kf.depth is not None:
             points_cam, valid = self._lift(kf.features, kf.depth, frame)
+            self._keep_measured_depth(kf, points_cam, valid, frame)
             fresh = valid & (ids < 0)
             ids[fresh] = self._map.add_points(transform(kf.T_world_cam, points_cam[fresh]))
         self._add_keyframe(kf, ids)
@@ -579,9 +580,10 @@ class VisualOdometry:
         uv = self._map.gather("keypoints", kf_idx[use], kp_idx[use])
         T_cw = np.stack([invert(kf.T_world_cam) for kf in keyframes])
         fixed = np.arange(len(keyframes)) < cfg.ba_fixed_keyframes
+        z, sigma = self._measured_depths(kf_idx[use], kp_idx[use])
         T_cw, points, residual = bundle_adjust(T_cw, self._map.points(ids_used), kf_idx[use], point_of_obs,
                                                uv.astype(np.float64), K, fixed, cfg.huber_px, cfg.ba_iterations,
-                                               cfg.ba_tolerance)
+                                               cfg.ba_tolerance, obs_depth=z, obs_depth_sigma=sigma)
         for kf, T in zip(keyframes, T_cw):
             kf.T_world_cam = _rigid(invert(T))
         self._map.set_points(ids_used, points)
@@ -589,6 +591,27 @@ class VisualOdometry:
         for w, k in zip(kf_idx[use][bad], kp_idx[use][bad]):
             keyframes[w].point_ids[k] = -1
         self._map.sync_all()
+
+    def _measured_depths(self, keyframe_index: np.ndarray, keypoint_index: np.ndarray
+                         ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Sensor depth (M,) metres of the window observations (window keyframe index, keypoint index) and its
+        standard deviation (M,), a third of the 3D tolerance (``depth_tolerance_m`` / 3 + sigma_z); NaN depth
+        where none was measured. (None, None) when no window keyframe has sensor depth."""
+        keyframes = self._map.keyframes
+        if all(kf.keypoint_depth is None for kf in keyframes):
+            return None, None
+        first_row = np.cumsum([0] + [len(kf.features) for kf in keyframes[:-1]])
+        stacked = np.concatenate([kf.keypoint_depth if kf.keypoint_depth is not None else np.full(len(kf.features), np.nan)
+                                  for kf in keyframes])
+        z = stacked[first_row[keyframe_index] + keypoint_index]
+        sigma = self.config.depth_tolerance_m / 3.0 + kinect_depth_sigma(z, self.config.depth_noise_per_m2)
+        return z, sigma
+
+    def _keep_measured_depth(self, kf: Keyframe, points_cam: np.ndarray, valid: np.ndarray, frame: Frame) -> None:
+        """Keep the keyframe's sensor depth at its keypoints (``points_cam`` (N, 3) lifted, ``valid`` (N,))
+        for the window's bundle adjustment; network depth is not kept (its scale is only a prior)."""
+        if self.depth_source.kind_for(frame) == "sensor":
+            kf.keypoint_depth = np.where(valid, points_cam[:, 2], np.nan)
 
     def _triangulate_new_points(self, older: Keyframe, newer: Keyframe, K: np.ndarray) -> None:
         """Match keypoints without a point in both keyframes and triangulate them with the keyframe poses."""
@@ -724,6 +747,7 @@ class VisualOdometry:
         ids[rows] = self._map.add_points(np.asarray(repository.points_world)[map_ids])
         if depth is not None:
             points_cam, valid = self._lift(features, depth, frame)
+            self._keep_measured_depth(kf, points_cam, valid, frame)
             fresh = valid & (ids < 0)
             ids[fresh] = self._map.add_points(transform(T, points_cam[fresh]))
         self._add_keyframe(kf, ids)

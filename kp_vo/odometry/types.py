@@ -25,6 +25,8 @@ class Keyframe:
     points_world:(N, 3) float64 3D point per keypoint in world coordinates (NaN where unknown).
     point_ids:   (N,) int64 id of the map point each keypoint observes (-1 = none).
     depth:       optional (H, W) float32 depth map the keypoints were lifted with.
+    keypoint_depth: optional (N,) float64 sensor depth (m) measured at each keypoint, NaN where it has none
+                 (a hole, out of range, on a depth edge); the window's bundle adjustment weighs it.
     """
 
     frame_index: int
@@ -34,6 +36,7 @@ class Keyframe:
     points_world: np.ndarray
     point_ids: np.ndarray
     depth: np.ndarray | None = None
+    keypoint_depth: np.ndarray | None = None
 
 
 @dataclass
