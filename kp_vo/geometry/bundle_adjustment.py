@@ -137,6 +137,8 @@ def bundle_adjust(T_cam_world: np.ndarray, points: np.ndarray, obs_cam: np.ndarr
     by_point = sparse.csr_matrix((np.ones(M), (pt, np.arange(M))), shape=(N, M))
     by_cam = sparse.csr_matrix((np.ones(M), (cam, np.arange(M))), shape=(C, M))
     lam = 1e-3
+    W_cols = np.zeros(F * 6 * N * 3)                     # every iteration writes the same entries (block_at)
+    Y_cols = np.zeros(F * 6 * N * 3)
 
     r, Jc, Jp = _linearize(T, P, cam_slices, pt, uv, K, depth)
     cost = huber_cost(np.linalg.norm(r, axis=1), huber_px)
@@ -156,8 +158,6 @@ def bundle_adjust(T_cam_world: np.ndarray, points: np.ndarray, obs_cam: np.ndarr
         # column of point p, laid out as (F, 6, N, 3) so that the sum over points is one matrix product
         # (one dense product beat summing 6x6 blocks over the pairs of observations of each point).
         Y = W @ V_inv[pt]                                                       # (M, 6, 3)
-        W_cols = np.zeros(F * 6 * N * 3)
-        Y_cols = np.zeros(F * 6 * N * 3)
         W_cols[block_at] = W[free_obs]
         Y_cols[block_at] = Y[free_obs]
         S = -(Y_cols.reshape(6 * F, 3 * N) @ W_cols.reshape(6 * F, 3 * N).T)
