@@ -132,7 +132,7 @@ ODOMETRY_DOCS = {
     "min_parallax_deg": Doc("deg, triangulation: minimum angle between the rays"),
     "max_reprojection_px": Doc("px, triangulation: maximum reprojection error"),
     "triangulation_keyframes": Doc("previous keyframes new keypoints are triangulated against"),
-    "bundle_adjustment": Doc("bundle-adjust the window after each keyframe (triangulated or network depth)"),
+    "bundle_adjustment": Doc("bundle-adjust the window after each keyframe (with sensor depth, its measured depths too)"),
     "ba_fixed_keyframes": Doc("oldest window keyframes held fixed in bundle adjustment"),
     "ba_iterations": Doc("bundle adjustment iterations"),
     "ba_tolerance": Doc("bundle adjustment stops below this relative cost decrease"),

@@ -15,9 +15,10 @@ One call of ``VisualOdometry.process(frame)`` does, in order:
    the window points, Gauss-Newton again, and the KP3D Procrustes refinement (kept when it
    does not increase the reprojection error);
 6. decide whether the frame becomes a keyframe; if so, give its new keypoints 3D points
-   (lifted with depth, or triangulated against the previous keyframes), slide the window, and,
-   unless the depth came from a sensor, bundle-adjust the window (DepthNet depth is only
-   approximately right: the adjustment keeps its scale and removes its per-keyframe errors).
+   (lifted with depth, or triangulated against the previous keyframes), slide the window, and
+   bundle-adjust the window: with sensor depth each observation's measured depth is a residual too
+   (weighted by the depth noise model); DepthNet depth is only approximately right and stays out
+   (the adjustment keeps its scale and removes its per-keyframe errors).
    Adding the keyframe to the window, triangulation and adjustment run in the mapping worker
    (odometry/mapping_worker.py) while the next frame is extracted, and are joined before that
    frame's pose is solved;
@@ -105,7 +106,8 @@ class OdometryConfig:
     min_parallax_deg: float = 1.0       # triangulation: minimum angle between the two rays
     max_reprojection_px: float = 2.0    # triangulation: maximum reprojection error in either view
     triangulation_keyframes: int = 2    # previous keyframes new keypoints are triangulated against
-    bundle_adjustment: bool = True      # triangulated or network depth: local BA of the window after each keyframe
+    bundle_adjustment: bool = True      # local BA of the window after each keyframe (with sensor depth, its
+                                        # measured depths weighed by depth_tolerance_m / 3 + sigma_z)
     ba_fixed_keyframes: int = 2         # oldest window keyframes held fixed (gauge and scale)
     ba_iterations: int = 15
     ba_tolerance: float = 1e-3          # ... stopped once a step lowers the cost by less than this fraction (the
