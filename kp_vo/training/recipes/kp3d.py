@@ -27,11 +27,12 @@ the synthetic street sequence (``data.source = "synthetic"``), or many synthetic
 validate), resized to ``data.height x data.width`` (multiples of 32). Split of one sequence: the first
 ``1 - val_fraction`` of the frames train, the rest validate. ``data.extra_train`` adds whole sequences
 (paths ``kp_vo.datasets.open_sequence`` opens, e.g. a KITTI raw drive folder) to the training snippets only.
-Augmentation for small real sets: ``augment.flip_p`` mirrors training snippets left-right (frames, intrinsics,
-ground-truth poses: ``mirror_snippet``, shared with the ``depthnet_selfsup`` recipe), and ``augment.photos_dir`` adds to every
-snippet one KP2D homography pair cropped from a folder of photos (``augment.photos_weight`` times its KP2D
-loss inside L_kpn; the photos split as the ``keypointnet_homography`` recipe splits them: held-out photos,
-sorted index i % ``photos_holdout_every`` == 0, give the validation pairs and are never trained on).
+Augmentation for small real sets: ``augment.flip_p`` mirrors training snippets left-right (frames,
+intrinsics, ground-truth poses: ``mirror_snippet``, shared with the ``depthnet_selfsup`` recipe), and
+``augment.photos_dir`` adds to every snippet one KP2D homography pair cropped from a folder of photos
+(``augment.photos_weight`` times its KP2D loss inside L_kpn; the photos split as the ``keypointnet_homography``
+recipe splits them: held-out photos, sorted index i % ``photos_holdout_every`` == 0, give the validation pairs
+and are never trained on). ``config/train_kp3d_kitti_cpu.yaml`` uses all of this on KITTI 00 + the raw drive.
 """
 
 from __future__ import annotations
