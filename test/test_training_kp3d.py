@@ -344,3 +344,123 @@ def test_kp3d_config_errors_are_one_line_kpvo_errors(tmp_path):
                ).build_models()
     with pytest.raises(KpVoError):
         RECIPE(load_config(RECIPE.config_type, {"data": {"height": 60}})).build_dataset("train")
+
+
+# ---------------------------------------------------------------- KP3D adaptation of the VGG KeypointNet on real video
+SHIPPED_KPN = Path(__file__).resolve().parents[1] / "models" / "keypointnet_kp2d.safetensors"
+
+
+def _vgg_cfg(**sections):
+    from kp_vo.config import load_config
+    from kp_vo.training.recipes.kp3d import RECIPE
+    base = {"data": {"synthetic_frames": 5, "dts": [1], "width": 64, "height": 64, "val_fraction": 0.0},
+            "model": {"keypointnet_kind": "keypointnet_vgg", "descriptor_dim": 64, "depthnet_width": 16}}
+    for key, value in sections.items():
+        base[key] = {**base.get(key, {}), **value}
+    return load_config(RECIPE.config_type, base)
+
+
+def _photo_folder(folder: Path, n: int = 10) -> Path:
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        img = cv2.GaussianBlur((rng.random((80, 100, 3)) * 255).astype(np.uint8), (3, 3), 0)
+        cv2.imwrite(str(folder / f"p{i:02d}.png"), img)
+    return folder
+
+
+def test_kp3d_vgg_keypointnet_loss_step_gives_finite_gradients_to_the_vgg_weights(tmp_path, one_thread):
+    from kp_vo.models.keypointnet_vgg import KeypointNetVGG
+    from kp_vo.training.recipes.kp3d import RECIPE
+    torch.manual_seed(0)
+    cv2.setRNGSeed(0)
+    recipe = RECIPE(_vgg_cfg(augment={"photos_dir": str(_photo_folder(tmp_path / "photos")),
+                                      "photos_crop": [32, 64]}))
+    models = recipe.build_models()
+    assert isinstance(models["keypointnet"], KeypointNetVGG)
+    for m in models.values():
+        m.train()
+    batch = torch.utils.data.default_collate([recipe.build_dataset("train")[0]])
+    assert batch["photo_source"].shape == (1, 3, 32, 64)
+    loss, logs = recipe.compute_loss(models, batch, 0)
+    assert torch.isfinite(loss) and {"geom", "desc", "score", "homography", "photos", "photos_matched"} <= set(logs)
+    loss.backward()
+    grads = [p.grad for p in models["keypointnet"].parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert models["keypointnet"].enc[0].conv.weight.grad.abs().sum() > 0       # the trunk learns, not only heads
+    assert models["keypointnet"].desc_out.weight.grad.abs().sum() > 0
+
+
+def test_kp3d_starts_from_the_shipped_float16_vgg_weights_and_frozen_bn_keeps_their_statistics(one_thread):
+    if not SHIPPED_KPN.is_file():
+        pytest.skip(f"{SHIPPED_KPN} not found")
+    from kp_vo.models.checkpoints import read_state_dict
+    from kp_vo.training.recipes.kp3d import RECIPE
+    shipped, _ = read_state_dict(SHIPPED_KPN)
+    recipe = RECIPE(_vgg_cfg(model={"keypointnet_weights": str(SHIPPED_KPN), "keypointnet_frozen_bn": True}))
+    models = recipe.build_models()
+    kpn = models["keypointnet"]
+    state = kpn.state_dict()
+    assert set(state) == set(shipped)
+    for key in ("enc.0.conv.weight", "desc_out.weight", "score_out.bias", "enc.7.bn.running_var"):
+        assert state[key].dtype == torch.float32
+        assert torch.equal(state[key], shipped[key].float()), key
+    fresh = RECIPE(_vgg_cfg()).build_models()["keypointnet"].state_dict()
+    assert not torch.equal(fresh["enc.0.conv.weight"], state["enc.0.conv.weight"])
+    for m in models.values():
+        m.train()
+    mean_before = kpn.enc[0].bn.running_mean.clone()
+    batch = torch.utils.data.default_collate([recipe.build_dataset("train")[0]])
+    recipe.compute_loss(models, batch, 0)[0].backward()
+    assert torch.equal(kpn.enc[0].bn.running_mean, mean_before)                # frozen: statistics not updated
+    assert kpn.enc[0].bn.weight.grad is not None                                # ... affine parameters still train
+
+
+def test_kp3d_rejects_an_unknown_keypointnet_kind():
+    from kp_vo.training.recipes.kp3d import RECIPE
+    with pytest.raises(InvalidInputError, match="keypointnet_kind"):
+        RECIPE(_vgg_cfg(model={"keypointnet_kind": "superpoint"})).build_models()
+
+
+def test_kp3d_mirror_flips_frames_intrinsics_and_poses():
+    from kp_vo.training.recipes.kp3d import RECIPE, snippet_dataset
+    cfg = _vgg_cfg(data={"width": 96}, augment={"flip_p": 1.0, "homography_weight": 0.0, "jitter": False})
+    raw, item = snippet_dataset(cfg.data, "train")[1], RECIPE(cfg).build_dataset("train")[1]
+    assert torch.equal(item["target"], raw["target"].flip(-1)) and torch.equal(item["context"], raw["context"].flip(-1))
+    assert item["K"][0, 2].item() == pytest.approx(95 - raw["K"][0, 2].item())
+    mirror = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0]))
+    assert torch.allclose(item["T_c_t_gt"], mirror @ raw["T_c_t_gt"] @ mirror)
+    val_cfg = _vgg_cfg(data={"width": 96, "synthetic_frames": 8, "val_fraction": 0.5},
+                       augment={"flip_p": 1.0, "homography_weight": 0.0, "jitter": False})
+    val = RECIPE(val_cfg).build_dataset("val")                                    # validation is never mirrored
+    assert torch.equal(val[0]["target"], snippet_dataset(val_cfg.data, "val")[0]["target"])
+
+
+def test_kp3d_photo_pairs_split_like_the_homography_recipe(tmp_path):
+    from kp_vo.training.recipes.kp3d import RECIPE
+    photos = _photo_folder(tmp_path / "photos")
+    cfg = _vgg_cfg(data={"synthetic_frames": 8, "val_fraction": 0.5},
+                   augment={"photos_dir": str(photos), "photos_crop": [32, 64]})
+    train, val = RECIPE(cfg).build_dataset("train"), RECIPE(cfg).build_dataset("val")
+    assert {p.name for p in train.pairs.files} == {f"p{i:02d}.png" for i in range(10) if i % 5}
+    assert {p.name for p in val.pairs.files} == {"p00.png", "p05.png"}            # held out, validation only
+    a, b = val[0], val[0]
+    assert all(torch.equal(a[k], b[k]) for k in ("photo_source", "photo_target", "photo_H"))  # fixed pairs
+    assert a["photo_target"].shape == (3, 32, 64) and a["photo_H"].shape == (3, 3)
+
+
+def test_kp3d_real_video_splits_00_and_adds_the_raw_drive_to_training_only():
+    root, raw = DATA / "kitti", DATA / "kitti_raw" / "2011_09_26" / "2011_09_26_drive_x130432_sync"
+    if not (root / "sequences" / "00").is_dir() or not raw.is_dir():
+        pytest.skip(f"KITTI 00 or the raw drive not found under {DATA}")
+    from kp_vo.training.recipes.kp3d import snippet_dataset
+    cfg = _vgg_cfg(data={"source": str(root), "sequence": "00", "val_fraction": 0.1, "dts": [1, 2],
+                         "height": 64, "width": 224, "extra_train": [str(raw)]}).data
+    train, val = snippet_dataset(cfg, "train"), snippet_dataset(cfg, "val")
+    # 00 frames 0-179 train (dt 1: 178 snippets, dt 2: 176), 180-199 validate (18 + 16); raw drive 91 frames (89 + 87)
+    assert [len(d) for d in train.datasets] == [178 + 176, 89 + 87] and len(train) == 530
+    assert len(val) == 18 + 16 and min(t - dt for t, dt in val.items) == 180
+    assert max(t + dt for t, dt in train.datasets[0].items) <= 179
+    item = train[len(train) - 1]                                                  # a raw-drive snippet
+    assert item["target"].shape == (3, 64, 224) and bool(item["has_gt"])
+    assert item["K"][0, 0].item() == pytest.approx(train.datasets[1].K[0, 0])

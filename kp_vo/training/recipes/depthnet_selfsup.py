@@ -51,6 +51,7 @@ from kp_vo.training.augment import item_rng
 from kp_vo.training.recipe import OMIT_DEFAULT_FROM_HASH, TrainConfig, config_hash
 from kp_vo.training.recipes.kp3d import (
     Kp3dDataConfig,
+    mirror_snippet,
     normalise_input,
     scale_free_pose_errors,
     snippet_dataset,
@@ -100,9 +101,6 @@ class DepthSelfSupConfig:
                                                metadata=OMIT_DEFAULT_FROM_HASH)
 
 
-_MIRROR = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0]))
-
-
 class AugmentedSnippets(torch.utils.data.Dataset):
     """``SnippetDataset`` items with ``DepthSelfSupAugmentConfig``'s changes, drawn afresh per call."""
 
@@ -115,13 +113,9 @@ class AugmentedSnippets(torch.utils.data.Dataset):
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         item = dict(self.snippets[k])
         cfg, rng = self.cfg, item_rng(None, k)
-        frames = torch.cat([item["target"][None], item["context"]])           # (1 + n, 3, H, W)
         if rng.random() < cfg.flip_p:
-            frames = frames.flip(-1)
-            K = item["K"].clone()
-            K[0, 2] = frames.shape[-1] - 1 - K[0, 2]
-            item["K"] = K
-            item["T_c_t_gt"] = _MIRROR @ item["T_c_t_gt"] @ _MIRROR
+            item = mirror_snippet(item)
+        frames = torch.cat([item["target"][None], item["context"]])           # (1 + n, 3, H, W)
         if cfg.brightness or cfg.contrast or cfg.gamma:
             mean = float(frames[0].mean())
             c = rng.uniform(1 - cfg.contrast, 1 + cfg.contrast)

@@ -15,11 +15,24 @@ recipe, ``model.depthnet_weights`` from the ``depthnet_selfsup`` recipe's ``weig
 keep its ``model.min_depth`` / ``max_depth``): from random weights the keypoint pose has nothing to anchor it
 and tends to collapse to near-zero motion (measured: translation-direction error ~88 deg after 30 steps).
 
+KeypointNet form (``model.keypointnet_kind``): the paper's ResNet-18 ``keypointnet`` or the KP2D VGG form
+``keypointnet_vgg`` (the shipped default model, ``models/keypointnet_kp2d.safetensors``, float16 weights that
+load as float32; its dense descriptors have stride 4 and ``model.descriptor_stride`` does not apply).
+``model.keypointnet_frozen_bn`` keeps the KeypointNet's BatchNorm in eval mode (running statistics used and
+not updated, affine parameters still trained): for fine-tuning a pretrained KeypointNet on small batches.
+
 Data: a KITTI odometry sequence folder (``data.source`` = the dataset root holding ``sequences/``),
 the synthetic street sequence (``data.source = "synthetic"``), or many synthetic streets
 (``"synthetic_streets"``: streets of seeds 0..streets-1 train, ``val_streets`` from ``VAL_STREET_SEED``
 validate), resized to ``data.height x data.width`` (multiples of 32). Split of one sequence: the first
-``1 - val_fraction`` of the frames train, the rest validate.
+``1 - val_fraction`` of the frames train, the rest validate. ``data.extra_train`` adds whole sequences
+(paths ``kp_vo.datasets.open_sequence`` opens, e.g. a KITTI raw drive folder) to the training snippets only.
+Augmentation for small real sets: ``augment.flip_p`` mirrors training snippets left-right (frames,
+intrinsics, ground-truth poses: ``mirror_snippet``, shared with the ``depthnet_selfsup`` recipe), and
+``augment.photos_dir`` adds to every snippet one KP2D homography pair cropped from a folder of photos
+(``augment.photos_weight`` times its KP2D loss inside L_kpn; the photos split as the ``keypointnet_homography``
+recipe splits them: held-out photos, sorted index i % ``photos_holdout_every`` == 0, give the validation pairs
+and are never trained on). ``config/train_kp3d_kitti_cpu.yaml`` uses all of this on KITTI 00 + the raw drive.
 """
 
 from __future__ import annotations
@@ -43,7 +56,7 @@ from kp_vo.training.losses_kp2d import KP2DLossConfig, kp2d_loss
 from kp_vo.training.losses_kp3d import KeypointLossConfig, keypoint_pair_losses
 from kp_vo.training.photometric import multiscale_photometric_loss
 from kp_vo.training.procrustes_torch import rotation_angular_distance
-from kp_vo.training.recipe import TrainConfig, config_hash
+from kp_vo.training.recipe import OMIT_DEFAULT_FROM_HASH, TrainConfig, config_hash
 
 
 VAL_STREET_SEED = 100_000   # validation streets: street seeds VAL_STREET_SEED + k (training uses 0..streets-1)
@@ -62,6 +75,9 @@ class Kp3dDataConfig:
     val_streets: int = 2               # synthetic_streets: validation streets (seeds VAL_STREET_SEED + k)
     val_fraction: float = 0.2          # last part of the sequence held out for validation (one sequence)
     max_frames: int = 0                # use at most this many frames (0 = all)
+    extra_train: tuple[str, ...] = field(default=(), metadata=OMIT_DEFAULT_FROM_HASH)
+                                       # more training sequences, whole (paths open_sequence opens: a KITTI
+                                       # raw drive folder, a KITTI odometry sequence folder); never validated on
 
 
 @dataclass(frozen=True)
@@ -88,6 +104,11 @@ class Kp3dModelConfig:
     depthnet_width: int = 64           # DepthNet encoder width (64 = ResNet-18); match the pretrained weights
     keypointnet_weights: str = ""      # .safetensors to start from (e.g. the keypointnet_homography run); "" = random
     depthnet_weights: str = ""         # .safetensors of a pretrained DepthNet; "" = random
+    keypointnet_kind: str = field(default="keypointnet", metadata=OMIT_DEFAULT_FROM_HASH)
+                                       # "keypointnet" (KP3D ResNet-18, descriptor_stride 2 or 4) or
+                                       # "keypointnet_vgg" (KP2D VGG form, the shipped default; stride 4)
+    keypointnet_frozen_bn: bool = field(default=False, metadata=OMIT_DEFAULT_FROM_HASH)
+                                       # KeypointNet BatchNorm in eval mode while training (fine-tuning)
 
 
 @dataclass(frozen=True)
@@ -100,6 +121,16 @@ class Kp3dAugmentConfig:
     homography: HomographyConfig = field(default_factory=HomographyConfig)
     photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
     kp2d: KP2DLossConfig = field(default_factory=KP2DLossConfig)
+    flip_p: float = field(default=0.0, metadata=OMIT_DEFAULT_FROM_HASH)
+                                       # probability of mirroring a training snippet left-right
+    photos_dir: str = field(default="", metadata=OMIT_DEFAULT_FROM_HASH)
+                                       # folder of photos for an extra homography pair per snippet ("" = none)
+    photos_weight: float = field(default=1.0, metadata=OMIT_DEFAULT_FROM_HASH)
+                                       # weight of the photo pair's KP2D loss inside L_kpn
+    photos_holdout_every: int = field(default=5, metadata=OMIT_DEFAULT_FROM_HASH)
+                                       # photos with sorted index i % this == 0 are held out (validation)
+    photos_crop: tuple[int, int] = field(default=(128, 160), metadata=OMIT_DEFAULT_FROM_HASH)
+                                       # photo crop height, width (multiples of 32)
 
 
 @dataclass(frozen=True)
@@ -116,8 +147,8 @@ def _open_sequence(cfg: Kp3dDataConfig):
         from kp_vo.datasets.synthetic import SyntheticSequence
         return SyntheticSequence("street", num_frames=cfg.synthetic_frames, width=cfg.width, height=cfg.height,
                                  seed=cfg.seed)
-    from kp_vo.datasets.kitti import KittiOdometry
-    return KittiOdometry(cfg.source, sequence=cfg.sequence)
+    from kp_vo.datasets import open_sequence
+    return open_sequence(cfg.source, cfg.sequence)
 
 
 class SnippetDataset(torch.utils.data.Dataset):
@@ -187,7 +218,13 @@ def snippet_dataset(cfg: Kp3dDataConfig, split: str) -> torch.utils.data.Dataset
     ids = np.arange(0, n - n_val) if split == "train" else np.arange(n - n_val, n)
     if len(ids) == 0:
         raise DatasetError(f"{split} split is empty ({n} frames, val_fraction {cfg.val_fraction})")
-    return SnippetDataset(seq, ids, cfg.dts, cfg.height, cfg.width)
+    main = SnippetDataset(seq, ids, cfg.dts, cfg.height, cfg.width)
+    if split == "val" or not cfg.extra_train:
+        return main
+    from kp_vo.datasets import open_sequence
+    extra = [open_sequence(path) for path in cfg.extra_train]
+    return torch.utils.data.ConcatDataset([main] + [SnippetDataset(s, np.arange(len(s)), cfg.dts, cfg.height,
+                                                                   cfg.width) for s in extra])
 
 
 def _synthetic_streets(cfg: Kp3dDataConfig, split: str) -> torch.utils.data.ConcatDataset:
@@ -237,6 +274,61 @@ class KeypointAugmentedSnippets(torch.utils.data.Dataset):
         return item
 
 
+_MIRROR = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0]))
+
+
+def mirror_snippet(item: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A ``SnippetDataset`` item mirrored left-right: frames flipped, cx -> W - 1 - cx, ground-truth poses
+    conjugated by diag(-1, 1, 1, 1) (the mirrored world is a world the camera could have moved through)."""
+    item = dict(item)
+    item["target"], item["context"] = item["target"].flip(-1), item["context"].flip(-1)
+    K = item["K"].clone()
+    K[0, 2] = item["target"].shape[-1] - 1 - K[0, 2]
+    item["K"] = K
+    item["T_c_t_gt"] = _MIRROR @ item["T_c_t_gt"] @ _MIRROR
+    return item
+
+
+class MirroredSnippets(torch.utils.data.Dataset):
+    """Snippet items mirrored (``mirror_snippet``) with probability ``flip_p``, drawn afresh per call."""
+
+    def __init__(self, snippets: torch.utils.data.Dataset, flip_p: float):
+        self.snippets, self.flip_p = snippets, float(flip_p)
+
+    def __len__(self) -> int:
+        return len(self.snippets)
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        item = self.snippets[k]
+        return mirror_snippet(item) if item_rng(None, k).random() < self.flip_p else item
+
+
+class PhotoPairSnippets(torch.utils.data.Dataset):
+    """Snippet items plus one KP2D homography pair cropped from a photo: "photo_source", "photo_target"
+    (3, h, w) float32 RGB in [0, 1] (``cfg.photos_crop``), "photo_H" (3, 3) float32 mapping source pixels to
+    target pixels. Training draws a random training photo per call; validation (``seed`` an int) gives item k
+    a fixed pair from the held-out photo k % (number of held-out photos)."""
+
+    def __init__(self, snippets: torch.utils.data.Dataset, cfg: Kp3dAugmentConfig, split: str, seed: int | None):
+        from kp_vo.datasets.photos import list_photos, split_photos
+        from kp_vo.training.recipes.keypointnet_homography import HomographyPairs, KeypointHomographyConfig
+        h, w = cfg.photos_crop
+        if h % 32 or w % 32:
+            raise InvalidInputError(f"augment.photos_crop {h}x{w} must be multiples of 32")
+        files = split_photos(list_photos(cfg.photos_dir), cfg.photos_holdout_every, split)
+        pairs_cfg = KeypointHomographyConfig(data_dir=cfg.photos_dir, crop_height=h, crop_width=w,
+                                             homography=cfg.homography, photometric=cfg.photometric)
+        self.snippets, self.pairs = snippets, HomographyPairs(files, pairs_cfg, len(snippets), seed)
+
+    def __len__(self) -> int:
+        return len(self.snippets)
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        item, pair = dict(self.snippets[k]), self.pairs[k]
+        item.update(photo_source=pair["source"], photo_target=pair["target"], photo_H=pair["H_tgt_src"])
+        return item
+
+
 def normalise_input(image: torch.Tensor, model: nn.Module) -> torch.Tensor:
     """(B, C, H, W) images in [0, 1] -> the model's input normalisation (its spec's mean / std)."""
     spec = getattr(model, "module", model).spec()        # unwrap DistributedDataParallel
@@ -266,8 +358,16 @@ class Kp3dRecipe:
             raise InvalidInputError(f"loss.pose_source must be 'keypoints' or 'gt', got {self.config.loss.pose_source!r}")
         if self.config.augment.homography_weight < 0:
             raise InvalidInputError(f"augment.homography_weight must be >= 0, got {self.config.augment.homography_weight}")
-        models = {"keypointnet": build_model("keypointnet", descriptor_dim=m.descriptor_dim,
-                                             descriptor_stride=m.descriptor_stride),
+        if m.keypointnet_kind == "keypointnet":
+            kpn = build_model("keypointnet", descriptor_dim=m.descriptor_dim, descriptor_stride=m.descriptor_stride)
+        elif m.keypointnet_kind == "keypointnet_vgg":
+            kpn = build_model("keypointnet_vgg", descriptor_dim=m.descriptor_dim)
+        else:
+            raise InvalidInputError(f"model.keypointnet_kind must be 'keypointnet' or 'keypointnet_vgg', "
+                                    f"got {m.keypointnet_kind!r}")
+        if not 0.0 <= self.config.augment.flip_p <= 1.0:
+            raise InvalidInputError(f"augment.flip_p must be in [0, 1], got {self.config.augment.flip_p}")
+        models = {"keypointnet": kpn,
                   "depthnet": build_model("depthnet", min_depth=m.min_depth, max_depth=m.max_depth,
                                           width=m.depthnet_width)}
         load_initial_weights(models, {"keypointnet": m.keypointnet_weights, "depthnet": m.depthnet_weights}, "KP3D")
@@ -276,14 +376,23 @@ class Kp3dRecipe:
     def build_dataset(self, split: str) -> torch.utils.data.Dataset:
         aug = self.config.augment
         snippets = snippet_dataset(self.config.data, split)
-        if aug.homography_weight == 0 and not aug.jitter:
-            return snippets
-        return KeypointAugmentedSnippets(snippets, aug, seed=None if split == "train" else self.config.train.seed + 54321)
+        seed = None if split == "train" else self.config.train.seed + 54321
+        if split == "train" and aug.flip_p > 0:
+            snippets = MirroredSnippets(snippets, aug.flip_p)
+        if aug.homography_weight > 0 or aug.jitter:
+            snippets = KeypointAugmentedSnippets(snippets, aug, seed=seed)
+        if aug.photos_dir:
+            snippets = PhotoPairSnippets(snippets, aug, split, seed=seed)
+        return snippets
 
     def compute_loss(self, models: dict[str, nn.Module], batch: dict, step: int
                      ) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config.loss
         kpn, dn = models["keypointnet"], models["depthnet"]
+        if self.config.model.keypointnet_frozen_bn:       # running statistics used, not updated
+            for mod in kpn.modules():
+                if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                    mod.eval()
         target, context, K = batch["target"], batch["context"], batch["K"]
         B = target.shape[0]
         n_ctx = context.shape[1]
@@ -330,6 +439,13 @@ class Kp3dRecipe:
                                         self.config.augment.kp2d)
             l_kpn = l_kpn + self.config.augment.homography_weight * l_hom
             logs.update({"homography": float(l_hom.detach()), **{f"homography_{k}": v for k, v in hom_logs.items()}})
+        if "photo_source" in batch:   # a homography pair from the photos (keeps the photo-trained behaviour)
+            kp_p = kpn({"image": normalise_input(torch.cat([batch["photo_source"], batch["photo_target"]], 0), kpn)})
+            l_ph, ph_logs = kp2d_loss({k: part(v, 0).float() for k, v in kp_p.items()},
+                                      {k: part(v, 1).float() for k, v in kp_p.items()}, batch["photo_H"].float(),
+                                      self.config.augment.kp2d)
+            l_kpn = l_kpn + self.config.augment.photos_weight * l_ph
+            logs.update({"photos": float(l_ph.detach()), **{f"photos_{k}": v for k, v in ph_logs.items()}})
         loss = l_depth + cfg.alpha * l_kpn
         logs.update({"loss": float(loss.detach()), "depth": float(l_depth.detach()), "kpn": float(l_kpn.detach()),
                      "photo": float(photo.detach()),
