@@ -55,3 +55,20 @@ def test_the_command_prints_the_table_and_rejects_a_folder_without_metrics(runs)
     assert "| orb | 1.01 ± 0.05 |" in done.stdout
     done = subprocess.run([sys.executable, str(SCRIPT), f"x={runs}"], capture_output=True, text=True)
     assert done.returncode != 0 and "metrics.json" in done.stderr
+
+
+def test_one_column_group_per_sequence(runs):
+    """Two runs per row (07 and 00, say): one group of columns each, in the order --sequences names them;
+    a row with another number of runs, or runs without their sequences named, is refused."""
+    module = _script()
+    rows = module.read_runs([f"ORB={runs / 'orb'},{runs / 'short'}"])
+    lines = module.kitti_table(rows, ["07", "00"]).splitlines()
+    assert lines[0] == "| extractor | 07 t_rel | 07 r_rel | 07 ATE (m) | 00 t_rel | 00 r_rel | 00 ATE (m) | seeds |"
+    assert lines[2] == "| ORB | 1.01 ± 0.05 | 2.17 ± 0.09 | 0.132 ± 0.011 |  |  | 0.457 | 6 |"
+    with pytest.raises(SystemExit):
+        module.kitti_table(rows)
+    with pytest.raises(SystemExit):
+        module.kitti_table(rows + module.read_runs([f"short={runs / 'short'}"]), ["07", "00"])
+    done = subprocess.run([sys.executable, str(SCRIPT), "--sequences", "07,00", f"ORB={runs / 'orb'},{runs / 'short'}"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "| 00 ATE (m) |" in done.stdout, done.stderr
