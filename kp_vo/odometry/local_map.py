@@ -184,10 +184,16 @@ class LocalMap:
 
     def gather(self, field: str, keyframe_index: np.ndarray, keypoint_index: np.ndarray) -> np.ndarray:
         """Rows of the window keyframes' ``features.<field>`` (e.g. "keypoints", "descriptors") for the
-        (window keyframe index, keypoint index) pairs (M,), (M,): one indexing of the stacked arrays."""
+        (window keyframe index, keypoint index) pairs (M,), (M,)."""
+        return self.gather_rows([getattr(kf.features, field) for kf in self.keyframes], keyframe_index,
+                                keypoint_index)
+
+    def gather_rows(self, per_keyframe: list[np.ndarray], keyframe_index: np.ndarray,
+                    keypoint_index: np.ndarray) -> np.ndarray:
+        """Rows of ``per_keyframe`` (one array per window keyframe, a row per keypoint) for the (window
+        keyframe index, keypoint index) pairs (M,), (M,): one indexing of the stacked arrays."""
         first_row = np.cumsum([0] + [len(kf.features) for kf in self.keyframes[:-1]])
-        stacked = np.concatenate([getattr(kf.features, field) for kf in self.keyframes])
-        return stacked[first_row[keyframe_index] + keypoint_index]
+        return np.concatenate(per_keyframe)[first_row[keyframe_index] + keypoint_index]
 
 
 def new_keyframe(frame_index: int, stamp_ns: int, T_world_cam: np.ndarray, features: Features,

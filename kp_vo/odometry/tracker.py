@@ -602,10 +602,9 @@ class VisualOdometry:
         keyframes = self._map.keyframes
         if all(kf.keypoint_depth is None for kf in keyframes):
             return None, None
-        first_row = np.cumsum([0] + [len(kf.features) for kf in keyframes[:-1]])
-        stacked = np.concatenate([kf.keypoint_depth if kf.keypoint_depth is not None else np.full(len(kf.features), np.nan)
-                                  for kf in keyframes])
-        z = stacked[first_row[keyframe_index] + keypoint_index]
+        z = self._map.gather_rows([kf.keypoint_depth if kf.keypoint_depth is not None
+                                   else np.full(len(kf.features), np.nan) for kf in keyframes],
+                                  keyframe_index, keypoint_index)
         sigma = self.config.depth_tolerance_m / 3.0 + kinect_depth_sigma(z, self.config.depth_noise_per_m2)
         return z, sigma
 
